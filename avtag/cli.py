@@ -1,0 +1,62 @@
+"""The ``avtag`` command: argument parsing and dispatch only.
+
+Each sub-command lives in ``avtag/commands/<name>.py`` with ``register(subparsers)``
+(adds its parser and sets ``func``). Errors derived from :class:`avtag.AvtagError`
+are printed as one line ``avtag: error: ...`` with exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from avtag import AvtagError, __version__
+
+#: sub-command modules in help order
+COMMANDS = ("prepare", "train", "tag", "labelmap", "evaluate", "score", "ablate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every sub-command that is installed."""
+    parser = argparse.ArgumentParser(
+        prog="avtag", description="Multimodal audio-visual sound event tagging (audio CRNN + video CNN, late fusion)."
+    )
+    parser.add_argument("--version", action="version", version=f"avtag {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"avtag.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"avtag.commands.{name}":
+                continue  # command not written yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``avtag`` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code = args.func(args)
+    except AvtagError as exc:
+        print(f"avtag: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("avtag: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: one line unless asked for the traceback
+        if os.environ.get("AVTAG_DEBUG"):
+            raise
+        print(f"avtag: internal error: {type(exc).__name__}: {exc} (set AVTAG_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

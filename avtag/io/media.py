@@ -1,0 +1,483 @@
+"""Media I/O: one seam between files and the rest of avtag.
+
+``load_clip`` reads a video (mp4, webm, mkv, avi, ...) or audio file (wav, flac,
+ogg, mp3, ...) into a :class:`Clip`: a mono float32 waveform resampled to a
+given rate and RGB frames sampled at a given rate or count, with timestamps.
+decord is the primary decoder, PyAV (FFmpeg's libraries) the fallback where
+decord fails or is not installed. Decoders are opened inside each call, never at
+import, so worker processes never share a decord reader (they are not fork-safe).
+
+Long files are read window by window with :func:`iter_windows`, which streams
+audio with PyAV so a 1-hour file never sits in memory whole.
+
+Every problem with a file is raised as one :class:`MediaError` whose message
+starts with the file name; a file that lacks one modality gives a degraded
+:class:`Clip` with ``warnings`` saying what is missing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from avtag import AvtagError
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus")
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
+
+#: decord decodes a whole audio track at once; above this length PyAV streams instead.
+DECORD_AUDIO_MAX_S = 600.0
+
+
+class MediaError(AvtagError):
+    """A media file that cannot be read; the message names the file and the problem."""
+
+
+@dataclass
+class MediaInfo:
+    """What a container holds, read from its headers (no decoding).
+
+    ``duration`` is in seconds; audio fields are None without an audio track and
+    video fields None without a video stream (cover art does not count).
+    """
+
+    path: Path
+    duration: float
+    has_audio: bool
+    has_video: bool
+    sample_rate: int | None = None
+    channels: int | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class Clip:
+    """A decoded span of a media file.
+
+    Attributes:
+        path: the source file.
+        start: start of the span in the file, seconds.
+        duration: length of the span, seconds.
+        waveform: ``(samples,)`` float32 mono in [-1, 1], or None (no audio / not asked).
+        sample_rate: Hz of ``waveform``, or None.
+        frames: ``(n, H, W, 3)`` uint8 RGB, or None (no video / not asked).
+        frame_times: ``(n,)`` float64, seconds from the start of the file.
+        warnings: what was degraded, e.g. ``"no audio track"``.
+    """
+
+    path: Path
+    start: float
+    duration: float
+    waveform: np.ndarray | None = None
+    sample_rate: int | None = None
+    frames: np.ndarray | None = None
+    frame_times: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def has_audio(self) -> bool:
+        return self.waveform is not None
+
+    @property
+    def has_video(self) -> bool:
+        return self.frames is not None
+
+
+def _fail(path: Path, problem: str) -> MediaError:
+    return MediaError(f"{path}: {problem}")
+
+
+def _quiet_ffmpeg() -> None:
+    import av
+
+    av.logging.set_level(av.logging.PANIC)
+
+
+def _check_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise _fail(path, "file not found")
+    if path.is_dir():
+        raise _fail(path, "is a folder, not a media file")
+    if path.stat().st_size == 0:
+        raise _fail(path, "empty file (0 bytes)")
+    return path
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Read the container headers of ``path`` with PyAV.
+
+    Raises:
+        MediaError: missing, empty, unreadable or stream-less file.
+    """
+    import av
+
+    path = _check_file(path)
+    _quiet_ffmpeg()
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # av.error.InvalidDataError and friends
+        raise _fail(path, f"not a readable media file ({_reason(exc)})") from None
+    with container:
+        audio = next((s for s in container.streams.audio), None)
+        video = next(
+            (s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)),
+            None,
+        )
+        if audio is None and video is None:
+            raise _fail(path, "contains no audio or video stream")
+        duration = _container_duration(container, audio, video)
+        info = MediaInfo(path=path, duration=duration, has_audio=audio is not None, has_video=video is not None)
+        if audio is not None:
+            info.sample_rate = audio.codec_context.sample_rate or audio.rate
+            info.channels = audio.codec_context.channels
+        if video is not None:
+            rate = video.average_rate or video.guessed_rate or video.base_rate
+            info.fps = float(rate) if rate else None
+            info.width, info.height = video.codec_context.width, video.codec_context.height
+    return info
+
+
+def _container_duration(container, audio, video) -> float:
+    if container.duration:
+        return float(container.duration) / 1_000_000  # av.time_base is 1e-6
+    for stream in (audio, video):
+        if stream is not None and stream.duration and stream.time_base:
+            return float(stream.duration * stream.time_base)
+    return 0.0
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def sample_times(start: float, end: float, fps: float | None = None, num_frames: int | None = None) -> np.ndarray:
+    """Timestamps (seconds) at which to sample video frames in ``[start, end)``.
+
+    ``num_frames`` evenly spaced frames (centres of equal parts) take precedence
+    over ``fps`` (one frame per ``1/fps`` seconds, first at ``start + 0.5/fps``).
+    """
+    span = max(end - start, 0.0)
+    if span <= 0:
+        return np.zeros(0)
+    if num_frames:
+        n = int(num_frames)
+    else:
+        n = max(1, int(math.floor(span * float(fps or 1.0) + 1e-6)))
+    return start + (np.arange(n) + 0.5) * (span / n)
+
+
+def load_clip(
+    path: str | Path,
+    *,
+    sample_rate: int = 16000,
+    audio: bool = True,
+    video: bool = True,
+    fps: float | None = 1.0,
+    num_frames: int | None = None,
+    frame_short_side: int | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    backend: str = "auto",
+) -> Clip:
+    """Decode a span of a media file into a :class:`Clip`.
+
+    Args:
+        path: video or audio file.
+        sample_rate: output rate of the mono waveform, Hz.
+        audio, video: which modalities to decode.
+        fps: video frames per second to sample (ignored if ``num_frames``).
+        num_frames: sample this many evenly spaced frames instead.
+        frame_short_side: resize frames so the shorter side has this many pixels
+            (aspect kept); None keeps the coded size.
+        start, end: span in seconds (default: the whole file).
+        backend: ``"auto"`` (decord, then PyAV), ``"decord"`` or ``"pyav"``.
+
+    Returns:
+        A Clip; a missing modality is None and named in ``clip.warnings``.
+
+    Raises:
+        MediaError: the file is missing, empty, not media, undecodable, or the span
+            lies outside the file.
+    """
+    info = probe(path)
+    path = info.path
+    t0 = float(start or 0.0)
+    duration = info.duration
+    t1 = float(end) if end is not None else duration
+    if duration > 0:
+        t1 = min(t1, duration)
+    if t0 < 0 or (duration > 0 and t0 >= duration) or t1 <= t0:
+        raise _fail(path, f"requested span {t0:.3f}-{t1:.3f} s lies outside the file ({duration:.3f} s)")
+    clip = Clip(path=path, start=t0, duration=t1 - t0)
+    if audio:
+        if not info.has_audio:
+            clip.warnings.append("no audio track")
+        else:
+            wav = _decode_audio(info, sample_rate, t0, t1, backend)
+            if wav.size == 0 or not np.any(np.isfinite(wav)):
+                clip.warnings.append("audio track is empty")
+            else:
+                clip.waveform, clip.sample_rate = wav, sample_rate
+    if video:
+        if not info.has_video:
+            clip.warnings.append("no video stream")
+        else:
+            times = sample_times(t0, t1, fps, num_frames)
+            frames, times = _decode_frames(info, times, frame_short_side, backend)
+            if len(frames) == 0:
+                clip.warnings.append("video stream has no decodable frames")
+            else:
+                clip.frames, clip.frame_times = frames, times
+    if clip.waveform is None and clip.frames is None and (audio or video):
+        raise _fail(path, "nothing decodable: " + "; ".join(clip.warnings))
+    return clip
+
+
+# ----------------------------------------------------------------------------- audio
+def _decode_audio(info: MediaInfo, sample_rate: int, t0: float, t1: float, backend: str) -> np.ndarray:
+    errors = []
+    if backend in ("auto", "decord") and info.duration <= DECORD_AUDIO_MAX_S:
+        try:
+            return _decord_audio(info.path, sample_rate, t0, t1)
+        except ImportError as exc:
+            errors.append(f"decord: {exc}")
+        except Exception as exc:
+            errors.append(f"decord: {_reason(exc)}")
+            if backend == "decord":
+                raise _fail(info.path, f"audio could not be decoded ({errors[-1]})") from None
+    try:
+        return _pyav_audio(info.path, sample_rate, t0, t1)
+    except MediaError:
+        raise
+    except Exception as exc:
+        errors.append(f"pyav: {_reason(exc)}")
+        raise _fail(info.path, "audio could not be decoded (" + "; ".join(errors) + ")") from None
+
+
+def _decord_audio(path: Path, sample_rate: int, t0: float, t1: float) -> np.ndarray:
+    import decord
+
+    reader = decord.AudioReader(str(path), sample_rate=sample_rate, mono=True)
+    a, b = int(round(t0 * sample_rate)), int(round(t1 * sample_rate))
+    data = reader[a:b].asnumpy()
+    return np.ascontiguousarray(data.reshape(-1), dtype=np.float32)
+
+
+def _pyav_audio(path: Path, sample_rate: int, t0: float, t1: float) -> np.ndarray:
+    chunks = []
+    need = int(round((t1 - t0) * sample_rate))
+    got = 0
+    for chunk in stream_audio(path, sample_rate, start=t0):
+        chunks.append(chunk)
+        got += chunk.size
+        if got >= need:
+            break
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(chunks)[:need]
+
+
+def stream_audio(path: str | Path, sample_rate: int, start: float = 0.0) -> Iterator[np.ndarray]:
+    """Decode audio from ``start`` seconds onward as a stream of mono float32 chunks.
+
+    Uses PyAV's resampler (FFmpeg swresample) to mix down to mono and resample to
+    ``sample_rate`` Hz; memory use is one decoded packet at a time. The first
+    chunk begins exactly at ``start`` (samples before it are dropped).
+    """
+    import av
+
+    path = _check_file(path)
+    _quiet_ffmpeg()
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise _fail(path, f"not a readable media file ({_reason(exc)})") from None
+    with container:
+        if not container.streams.audio:
+            raise _fail(path, "no audio track")
+        stream = container.streams.audio[0]
+        stream.thread_type = "AUTO"
+        if start > 0:
+            container.seek(int(start * 1_000_000), any_frame=False, backward=True)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        skip_until = int(round(start * sample_rate))
+        position = None  # absolute sample index of the next output sample
+        try:
+            for frame in container.decode(stream):
+                if position is None:
+                    t = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+                    position = int(round(t * sample_rate))
+                for out in resampler.resample(frame):
+                    yield from _trim(out.to_ndarray().reshape(-1), position, skip_until)
+                    position += out.samples
+            for out in resampler.resample(None):
+                yield from _trim(out.to_ndarray().reshape(-1), position or 0, skip_until)
+        except av.error.FFmpegError as exc:
+            raise _fail(path, f"audio decoding failed ({_reason(exc)})") from None
+
+
+def _trim(samples: np.ndarray, position: int, skip_until: int) -> Iterator[np.ndarray]:
+    if position + samples.size <= skip_until:
+        return
+    if position < skip_until:
+        samples = samples[skip_until - position :]
+    yield np.ascontiguousarray(samples, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- video
+def _target_size(info: MediaInfo, short_side: int | None) -> tuple[int, int]:
+    """(width, height) after resizing the shorter side to ``short_side``; (-1, -1) keeps size."""
+    if not short_side or not info.width or not info.height:
+        return -1, -1
+    scale = short_side / min(info.width, info.height)
+    return max(1, int(round(info.width * scale))), max(1, int(round(info.height * scale)))
+
+
+def _decode_frames(info: MediaInfo, times: np.ndarray, short_side: int | None, backend: str):
+    errors = []
+    if backend in ("auto", "decord"):
+        try:
+            return _decord_frames(info, times, short_side)
+        except ImportError as exc:
+            errors.append(f"decord: {exc}")
+        except Exception as exc:
+            errors.append(f"decord: {_reason(exc)}")
+            if backend == "decord":
+                raise _fail(info.path, f"video could not be decoded ({errors[-1]})") from None
+    try:
+        return _pyav_frames(info, times, short_side)
+    except Exception as exc:
+        errors.append(f"pyav: {_reason(exc)}")
+        raise _fail(info.path, "video could not be decoded (" + "; ".join(errors) + ")") from None
+
+
+def _decord_frames(info: MediaInfo, times: np.ndarray, short_side: int | None):
+    import decord
+
+    width, height = _target_size(info, short_side)
+    reader = decord.VideoReader(str(info.path), width=width, height=height, num_threads=1)
+    n = len(reader)
+    if n == 0 or len(times) == 0:
+        return np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0)
+    fps = reader.get_avg_fps() or info.fps or 25.0
+    index = np.clip(np.floor(times * fps).astype(int), 0, n - 1)
+    frames = reader.get_batch(list(index)).asnumpy()
+    frame_times = reader.get_frame_timestamp(list(index))[:, 0]
+    return np.ascontiguousarray(frames, dtype=np.uint8), frame_times.astype(np.float64)
+
+
+def _pyav_frames(info: MediaInfo, times: np.ndarray, short_side: int | None):
+    """Decode frames sequentially, keeping the first frame at or after each target time."""
+    import av
+
+    width, height = _target_size(info, short_side)
+    out, out_times = [], []
+    if len(times) == 0:
+        return np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0)
+    with av.open(str(info.path)) as container:
+        stream = next(s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic))
+        stream.thread_type = "AUTO"
+        if times[0] > 1.0:
+            container.seek(int(times[0] * 1_000_000), backward=True, any_frame=False)
+        k = 0
+        last = None
+        for frame in container.decode(stream):
+            t = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+            while k < len(times) and t + 1e-3 >= times[k] - _half_frame(info):
+                last = frame
+                out.append(_rgb(frame, width, height))
+                out_times.append(t)
+                k += 1
+            if k >= len(times):
+                break
+            last = frame
+        while k < len(times) and last is not None:  # stream ended early: repeat the last frame
+            out.append(_rgb(last, width, height))
+            out_times.append(float(last.pts * last.time_base) if last.pts is not None else 0.0)
+            k += 1
+    if not out:
+        return np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0)
+    return np.stack(out), np.asarray(out_times, dtype=np.float64)
+
+
+def _half_frame(info: MediaInfo) -> float:
+    return 0.5 / info.fps if info.fps else 0.0
+
+
+def _rgb(frame, width: int, height: int) -> np.ndarray:
+    if width > 0:
+        return frame.to_ndarray(format="rgb24", width=width, height=height)
+    return frame.to_ndarray(format="rgb24")
+
+
+# ----------------------------------------------------------------------------- windows
+def iter_windows(
+    path: str | Path,
+    window_s: float,
+    hop_s: float | None = None,
+    *,
+    sample_rate: int = 16000,
+    audio: bool = True,
+    video: bool = True,
+    fps: float | None = 1.0,
+    num_frames: int | None = None,
+    frame_short_side: int | None = None,
+) -> Iterator[Clip]:
+    """Read a long file as consecutive windows of ``window_s`` seconds.
+
+    Audio is streamed once through PyAV and cut into windows (hop ``hop_s``,
+    default ``window_s``); frames are decoded per window. Memory stays
+    proportional to one window, whatever the file's length. The last window may
+    be shorter.
+
+    Yields:
+        :class:`Clip` per window, with ``start`` in seconds from the file start.
+    """
+    info = probe(path)
+    hop_s = float(hop_s or window_s)
+    if window_s <= 0 or hop_s <= 0:
+        raise _fail(info.path, "window and hop must be positive")
+    win, hop = int(round(window_s * sample_rate)), int(round(hop_s * sample_rate))
+    starts = np.arange(0.0, max(info.duration, 1e-9), hop_s)
+    audio_stream = stream_audio(info.path, sample_rate) if (audio and info.has_audio) else None
+    buffer = np.zeros(0, dtype=np.float32)
+    exhausted = False
+    for i, t0 in enumerate(starts):
+        t1 = min(t0 + window_s, info.duration)
+        clip = Clip(path=info.path, start=float(t0), duration=float(t1 - t0))
+        if audio_stream is not None:
+            while not exhausted and buffer.size < win:
+                try:
+                    buffer = np.concatenate([buffer, next(audio_stream)])
+                except StopIteration:
+                    exhausted = True
+            segment = buffer[:win]
+            if segment.size:
+                clip.waveform, clip.sample_rate = segment.copy(), sample_rate
+            buffer = buffer[hop:]
+        elif audio:
+            clip.warnings.append("no audio track")
+        if video and info.has_video:
+            times = sample_times(t0, t1, fps, num_frames)
+            frames, ftimes = _decode_frames(info, times, frame_short_side, "auto")
+            if len(frames):
+                clip.frames, clip.frame_times = frames, ftimes
+        elif video:
+            clip.warnings.append("no video stream")
+        if clip.waveform is None and clip.frames is None:
+            break
+        yield clip
+
+
+def duration_of(path: str | Path) -> float:
+    """Duration of a media file in seconds (from its headers)."""
+    return probe(path).duration
+
