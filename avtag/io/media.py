@@ -244,9 +244,10 @@ def load_clip(
 # ----------------------------------------------------------------------------- audio
 def _decode_audio(info: MediaInfo, sample_rate: int, t0: float, t1: float, backend: str) -> np.ndarray:
     errors = []
-    if backend in ("auto", "decord") and info.duration <= DECORD_AUDIO_MAX_S:
+    channels = info.channels or 1
+    if backend in ("auto", "decord") and info.duration <= DECORD_AUDIO_MAX_S and channels <= 2:
         try:
-            return _decord_audio(info.path, sample_rate, t0, t1)
+            return _decord_audio(info.path, sample_rate, t0, t1, channels)
         except ImportError as exc:
             errors.append(f"decord: {exc}")
         except Exception as exc:
@@ -262,13 +263,18 @@ def _decode_audio(info: MediaInfo, sample_rate: int, t0: float, t1: float, backe
         raise _fail(info.path, "audio could not be decoded (" + "; ".join(errors) + ")") from None
 
 
-def _decord_audio(path: Path, sample_rate: int, t0: float, t1: float) -> np.ndarray:
+def _decord_audio(path: Path, sample_rate: int, t0: float, t1: float, channels: int) -> np.ndarray:
     import decord
 
+    # decord 0.6's multi-channel output holds uninitialised samples, so only its
+    # swresample mono downmix is used: (L + R) / sqrt(2) for stereo, rescaled here to
+    # the channel mean that the PyAV path gives. Files with > 2 channels go to PyAV.
     reader = decord.AudioReader(str(path), sample_rate=sample_rate, mono=True)
     a, b = int(round(t0 * sample_rate)), int(round(t1 * sample_rate))
-    data = reader[a:b].asnumpy()
-    return np.ascontiguousarray(data.reshape(-1), dtype=np.float32)
+    data = reader[a:b].asnumpy().reshape(-1)
+    if channels == 2:
+        data = data / np.sqrt(2.0)
+    return np.ascontiguousarray(data, dtype=np.float32)
 
 
 def _pyav_audio(path: Path, sample_rate: int, t0: float, t1: float) -> np.ndarray:
@@ -288,8 +294,9 @@ def _pyav_audio(path: Path, sample_rate: int, t0: float, t1: float) -> np.ndarra
 def stream_audio(path: str | Path, sample_rate: int, start: float = 0.0) -> Iterator[np.ndarray]:
     """Decode audio from ``start`` seconds onward as a stream of mono float32 chunks.
 
-    Uses PyAV's resampler (FFmpeg swresample) to mix down to mono and resample to
-    ``sample_rate`` Hz; memory use is one decoded packet at a time. The first
+    Uses PyAV's resampler (FFmpeg swresample) to resample to ``sample_rate`` Hz,
+    then mixes down to mono as the mean of the channels (as ``librosa.to_mono``
+    does, so 5.1 audio cannot clip); memory use is one decoded packet at a time. The first
     chunk begins exactly at ``start`` (samples before it are dropped).
     """
     import av
@@ -307,7 +314,7 @@ def stream_audio(path: str | Path, sample_rate: int, start: float = 0.0) -> Iter
         stream.thread_type = "AUTO"
         if start > 0:
             container.seek(int(start * 1_000_000), any_frame=False, backward=True)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate)
         skip_until = int(round(start * sample_rate))
         position = None  # absolute sample index of the next output sample
         try:
@@ -316,10 +323,10 @@ def stream_audio(path: str | Path, sample_rate: int, start: float = 0.0) -> Iter
                     t = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
                     position = int(round(t * sample_rate))
                 for out in resampler.resample(frame):
-                    yield from _trim(out.to_ndarray().reshape(-1), position, skip_until)
+                    yield from _trim(out.to_ndarray().mean(axis=0), position, skip_until)
                     position += out.samples
             for out in resampler.resample(None):
-                yield from _trim(out.to_ndarray().reshape(-1), position or 0, skip_until)
+                yield from _trim(out.to_ndarray().mean(axis=0), position or 0, skip_until)
         except av.error.FFmpegError as exc:
             raise _fail(path, f"audio decoding failed ({_reason(exc)})") from None
 
