@@ -1,0 +1,38 @@
+"""``avtag prepare CONFIG``: build the resumable feature cache of the config's splits."""
+from __future__ import annotations
+
+import sys
+
+from avtag.config import load_config
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prepare", help="decode clips once into the feature cache (resumable)",
+                       description="Decode each clip of the given splits once and store waveform, log-mel and "
+                                   "video-branch features in cache.dir. A second run skips clips already done.")
+    p.add_argument("config", help="YAML config, e.g. configs/dcase2017.yaml")
+    p.add_argument("overrides", nargs="*", help="config overrides KEY.PATH=VALUE, e.g. cache.workers=4")
+    p.add_argument("--splits", default="train,validation,test",
+                   help="comma-separated splits: train, validation, test, eval (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cache.workers)")
+    p.add_argument("--limit", type=int, default=None, help="cache at most N clips per split")
+    p.add_argument("--retry-failed", action="store_true", help="try again clips listed in failed.tsv")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from avtag.data.cache import prepare_split
+
+    config = load_config(args.config, args.overrides)
+    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
+        r = prepare_split(config, split, workers=args.workers, progress=not args.no_progress,
+                          retry_failed=args.retry_failed, limit=args.limit)
+        print(f"{split}: {r.listed} clips listed, {r.missing} missing (see {r.missing_report}), "
+              f"{r.already_done} already cached, {r.written} written, {len(r.failed)} failed "
+              f"({r.clips_per_second:.1f} clips/s)")
+        for name, reason in list(r.failed.items())[:5]:
+            print(f"  failed: {name}: {reason}", file=sys.stderr)
+        if len(r.failed) > 5:
+            print(f"  ... {len(r.failed) - 5} more in the split's failed.tsv", file=sys.stderr)
+    return 0

@@ -1,0 +1,208 @@
+"""Media I/O on real clips and on a generated corpus of good and bad files."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import tracemalloc
+import wave
+
+import numpy as np
+import pytest
+
+from avtag.io.media import MediaError, iter_windows, load_clip, probe, sample_times
+from conftest import SHARED
+from mediagen import tone, write_media, write_wav
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    a48 = tone(3.0, 48000, 440)
+    files = {
+        "mp4": write_media(d / "clip.mp4", seconds=3, audio=a48, sample_rate=48000),
+        "mkv": write_media(d / "clip.mkv", seconds=3, audio=a48, sample_rate=48000),
+        "avi": write_media(d / "clip.avi", seconds=3, audio=a48, sample_rate=48000, audio_codec="mp3"),
+        "webm": write_media(d / "clip.webm", seconds=3, audio=a48, sample_rate=48000, audio_codec="libopus",
+                            video_codec="libvpx"),
+        "wav8k": write_wav(d / "tone8k.wav", tone(3.0, 8000, 440), 8000),
+        "flac": write_media(d / "tone.flac", seconds=3, audio=a48, sample_rate=48000, video=False, audio_codec="flac"),
+        "mp3": write_media(d / "tone.mp3", seconds=3, audio=a48, sample_rate=48000, video=False, audio_codec="mp3"),
+        "six": write_media(d / "six.mp4", seconds=3, audio=a48, sample_rate=48000, channels=6),
+        "noaudio": write_media(d / "noaudio.mp4", seconds=3, audio=None),
+        "audioonly": write_media(d / "audioonly.m4a", seconds=3, audio=a48, sample_rate=48000, video=False),
+        "zero_audio": write_media(d / "zero_audio.mp4", seconds=2, audio=np.zeros(0, np.float32), sample_rate=48000),
+    }
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "text.mp4").write_text("this is a text file, not a video\n" * 20)
+    data = files["mp4"].read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    files.update(empty=d / "empty.mp4", text=d / "text.mp4", truncated=d / "truncated.mp4", missing=d / "nope.mp4")
+    return files
+
+
+@pytest.mark.parametrize("kind", ["mp4", "mkv", "avi", "webm"])
+def test_video_containers_give_audio_and_frames(corpus, kind):
+    clip = load_clip(corpus[kind], sample_rate=SR, fps=2, frame_short_side=32)
+    assert clip.waveform.dtype == np.float32 and clip.waveform.ndim == 1
+    assert abs(clip.waveform.size / SR - 3.0) < 0.1
+    assert clip.frames.dtype == np.uint8 and clip.frames.shape[1:] == (32, 43, 3)
+    assert len(clip.frames) == 6 and np.all(np.diff(clip.frame_times) > 0)
+    # the 440 Hz tone survives decoding and resampling
+    spectrum = np.abs(np.fft.rfft(clip.waveform[SR // 2: SR // 2 + SR]))
+    assert abs(np.argmax(spectrum) - 440) <= 2
+    assert clip.warnings == []
+
+
+@pytest.mark.parametrize("kind,rate", [("wav8k", 8000), ("flac", 48000), ("mp3", 48000)])
+def test_audio_files_are_resampled(corpus, kind, rate):
+    info = probe(corpus[kind])
+    assert info.has_audio and not info.has_video and info.sample_rate == rate
+    clip = load_clip(corpus[kind], sample_rate=SR)
+    assert clip.frames is None and "no video stream" in clip.warnings
+    assert abs(clip.waveform.size / SR - 3.0) < 0.1
+    spectrum = np.abs(np.fft.rfft(clip.waveform[SR // 2: SR // 2 + SR]))
+    assert abs(np.argmax(spectrum) - 440) <= 2
+
+
+def test_six_channel_audio_is_mixed_to_mono_without_clipping(corpus):
+    assert probe(corpus["six"]).channels == 6
+    clip = load_clip(corpus["six"], video=False)
+    assert np.isfinite(clip.waveform).all()
+    assert 0.2 < np.abs(clip.waveform).max() < 0.6  # the channel mean of a 0.3 tone, not a sum
+
+
+def test_video_without_audio_is_degraded_not_failed(corpus):
+    clip = load_clip(corpus["noaudio"])
+    assert clip.waveform is None and clip.frames is not None
+    assert "no audio track" in clip.warnings
+
+
+def test_audio_only_container(corpus):
+    clip = load_clip(corpus["audioonly"])
+    assert clip.frames is None and clip.waveform is not None and "no video stream" in clip.warnings
+
+
+def test_zero_length_audio_stream(corpus):
+    clip = load_clip(corpus["zero_audio"])
+    assert clip.frames is not None and clip.waveform is None
+    assert any("audio" in w for w in clip.warnings)
+
+
+@pytest.mark.parametrize("kind,problem", [
+    ("missing", "file not found"),
+    ("empty", "empty file"),
+    ("text", "not a readable media file"),
+    ("truncated", "not a readable media file"),
+])
+def test_bad_files_raise_one_line_media_error(corpus, kind, problem):
+    with pytest.raises(MediaError) as info:
+        load_clip(corpus[kind])
+    message = str(info.value)
+    assert message.startswith(str(corpus[kind])) and problem in message and "\n" not in message
+
+
+def test_span_outside_file_is_an_error(corpus):
+    with pytest.raises(MediaError, match="outside the file"):
+        load_clip(corpus["mp4"], start=10.0, end=12.0)
+
+
+def test_start_end_select_the_span(corpus):
+    clip = load_clip(corpus["mp4"], start=1.0, end=2.5, fps=2)
+    assert abs(clip.waveform.size - 1.5 * SR) <= 2
+    assert np.all((clip.frame_times >= 0.9) & (clip.frame_times <= 2.5))
+
+
+def test_sample_times_rate_and_count():
+    assert np.allclose(sample_times(0, 10, fps=1), np.arange(10) + 0.5)
+    assert np.allclose(sample_times(2, 4, num_frames=4), [2.25, 2.75, 3.25, 3.75])
+
+
+def test_backends_agree_after_resampling(corpus):
+    a = load_clip(corpus["mp4"], backend="decord", fps=2)
+    b = load_clip(corpus["mp4"], backend="pyav", fps=2)
+    assert abs(a.waveform.size - b.waveform.size) <= 64
+    # 48 kHz -> 16 kHz: decord's resampler shifts its output by ~1 ms (16 samples)
+    # after the first packets; PyAV's output stays in phase with the source
+    x, y = a.waveform[4000:-100], b.waveform
+    errors = [np.abs(x - y[4000 + lag: 4000 + lag + x.size]).max() for lag in range(-40, 41)]
+    assert min(errors) < 0.05  # a fractional-sample offset remains (amplitude 0.3)
+    assert a.frames.shape == b.frames.shape
+    assert np.abs(a.frames.astype(int) - b.frames.astype(int)).mean() < 8
+
+
+def test_backends_agree_exactly_at_the_native_rate(clips_dir):
+    path = clips_dir / "-1hDIl9Udkw_30.000_40.000.mp4"  # 16 kHz stereo AAC
+    a = load_clip(path, backend="decord", video=False).waveform
+    b = load_clip(path, backend="pyav", video=False).waveform
+    assert a.size == b.size and np.abs(a - b).max() < 1e-5
+
+
+def test_one_hour_file_read_window_by_window(tmp_path):
+    path = tmp_path / "hour.wav"
+    rate, seconds = 8000, 3600
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        block = (tone(60.0, rate, 250, 0.2) * 32767).astype("<i2").tobytes()
+        for _ in range(seconds // 60):
+            w.writeframes(block)
+    assert abs(probe(path).duration - seconds) < 1
+    tracemalloc.start()
+    count, total = 0, 0
+    for clip in iter_windows(path, window_s=60.0, sample_rate=rate, video=False):
+        count += 1
+        total += clip.waveform.size
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert count == 60 and abs(total - seconds * rate) <= rate
+    assert peak < 40e6, f"peak {peak / 1e6:.0f} MB: the whole hour ({seconds * rate * 4 / 1e6:.0f} MB) was held"
+
+
+def test_windows_of_a_video_carry_frames(corpus):
+    windows = list(iter_windows(corpus["mp4"], window_s=1.0, fps=2))
+    assert len(windows) == 3
+    assert [round(w.start, 3) for w in windows] == [0.0, 1.0, 2.0]
+    assert all(w.frames is not None and len(w.frames) == 2 for w in windows)
+
+
+def _clips_csv():
+    path = SHARED / "clips" / "clips.csv"
+    if not path.is_file():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"real clips not found at {path}"))]
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("row", _clips_csv(), ids=lambda r: r["filename"])
+def test_real_clips_match_their_metadata(row, clips_dir):
+    path = clips_dir / row["filename"]
+    info = probe(path)
+    assert abs(info.duration - float(row["duration_s"])) < 0.1
+    assert info.sample_rate == int(row["sample_rate"]) and info.channels == int(row["channels"])
+    assert (info.width, info.height) == (int(row["width"]), int(row["height"]))
+    clip = load_clip(path, fps=1, frame_short_side=224)
+    assert abs(clip.waveform.size / SR - float(row["duration_s"])) < 0.15
+    assert min(clip.frames.shape[1:3]) == 224 and len(clip.frames) == int(float(row["duration_s"]))
+
+
+def test_real_clip_with_failing_audio_has_digital_silence(clips_dir):
+    clip = load_clip(clips_dir / "video_with_failing_audio.mp4", video=False)
+    head, tail = clip.waveform[: 4 * SR], clip.waveform[5 * SR:]
+    assert np.abs(head).max() > 0.01 and np.abs(tail).max() < 1e-4
+
+
+def test_real_ogg_recordings(shared_dir):
+    clip = load_clip(shared_dir / "sounds" / "198-209-0000.ogg")
+    assert clip.waveform is not None and clip.frames is None and clip.waveform.size > 10 * SR
+
+
+def test_cli_reports_bad_media_in_one_line(corpus, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {metadata_dir: /nonexistent}\n")
+    out = subprocess.run([sys.executable, "-m", "avtag", "prepare", str(config), "--splits", "test"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "testing_set.csv" in out.stderr
+    assert "Traceback" not in out.stderr
