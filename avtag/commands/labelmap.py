@@ -1,0 +1,70 @@
+"""``avtag labelmap``: show the video branch's object -> sound-class mapping.
+
+For each sound class, the ImageNet objects with the largest weights in the
+label-map matrix (see :mod:`avtag.models.label_map`), with the text similarity
+they came from and a mark on weights set by the reviewed override file. The
+matrix is built once and cached; this command shows the cached one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "show each sound class's top ImageNet objects in the video branch's label map"
+
+
+def register(subparsers) -> None:
+    """Add the ``labelmap`` sub-command to ``subparsers``."""
+    p = subparsers.add_parser("labelmap", help=HELP, description=HELP + " (weights in [0, 1]; * = set by an override).")
+    p.add_argument("--labels", metavar="LABELS", default=None,
+                   help="sound classes: 'dcase2017' (default), a file with one name per line, or names separated by ';'")
+    p.add_argument("--encoder", metavar="minilm|FILE", default=None, help="text encoder: minilm or a word-vector file")
+    p.add_argument("--top", type=int, default=5, metavar="N", help="objects shown per class (default 5)")
+    p.add_argument("--config", metavar="YAML", help="config with a label_map section")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. --set label_map.temperature=0.05")
+    p.add_argument("--json", action="store_true", help="print JSON {class: [{object, weight, similarity, override}]}")
+    p.add_argument("--rebuild", action="store_true", help="ignore the cached matrix and build it again")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build or load the label map and print the top objects of each class."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from avtag.config import apply_override, get, load_config
+    from avtag.inference.tag import parse_labels
+    from avtag.labels import get_vocabulary
+    from avtag.models.label_map import build_label_map
+
+    config = load_config(args.config, args.overrides) if args.config else {}
+    if not args.config:
+        for item in args.overrides:
+            apply_override(config, item)
+    settings = dict(get(config, "label_map", {}) or {})
+    if args.encoder:
+        settings["encoder"] = args.encoder
+    vocabulary = parse_labels(args.labels) or get_vocabulary(get(config, "data.classes", "dcase2017"))
+    lm = build_label_map(vocabulary.names, settings, rebuild=args.rebuild)
+    rows = {}
+    for c, name in enumerate(lm.classes):
+        rows[name] = [
+            {"object": obj, "weight": round(w, 4), "similarity": round(s, 4),
+             "override": bool(lm.overridden[lm.objects.index(obj), c])}
+            for obj, w, s in lm.top_objects(c, args.top)
+        ]  # fmt: skip
+    if args.json:
+        print(json.dumps({"settings": lm.settings, "classes": rows}, ensure_ascii=False))
+        return 0
+    console = Console(highlight=False)
+    s = lm.settings
+    table = Table(title=(f"label map: encoder {s.get('encoder')}, top_k {s.get('top_k')}, temperature "
+                         f"{s.get('temperature')}, min_similarity {s.get('min_similarity')}"), title_justify="left")  # fmt: skip
+    table.add_column("sound class")
+    table.add_column(f"top {args.top} ImageNet objects: weight (similarity), * = override")
+    for name, objs in rows.items():
+        text = ", ".join(f"{o['object']} {o['weight']:.2f}{'*' if o['override'] else ''} ({o['similarity']:.2f})" for o in objs)
+        table.add_row(name, text or "(no object: the video branch cannot see this class)")
+    console.print(table)
+    return 0

@@ -1,0 +1,204 @@
+"""Late fusion of audio-branch and video-branch clip-wise scores.
+
+The multimodal framework of Li et al. (2017), "A Light-Weight Multimodal
+Framework for Improved Environmental Audio Tagging", combines the two branches
+after each has produced clip-level class scores (late fusion). Methods:
+
+* ``weighted``: ``w * audio + (1 - w) * video`` with one weight or one per
+  class; :meth:`LateFusion.fit` can pick ``w`` on validation clips.
+* ``logistic``: per class, a logistic regression on the two scores' logits,
+  fitted on validation clips (scikit-learn); classes whose validation clips are
+  all positive or all negative fall back to the weighted mean.
+* ``max``: element-wise maximum.
+
+``mode`` is the ablation switch: ``both``, ``audio`` (audio only) or ``video``.
+A branch that did not run is passed as None; a NaN marks a class one branch
+has no score for (e.g. a zero-shot label the audio model does not know). Either
+way the other branch's score is used as is.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from avtag import AvtagError
+
+METHODS = ("weighted", "logistic", "max")
+MODES = ("both", "audio", "video")
+_EPS = 1e-4
+
+
+class FusionError(AvtagError):
+    """Bad fusion settings, shapes, or a weights file that cannot be read."""
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def _as_2d(x, name: str) -> np.ndarray | None:
+    if x is None:
+        return None
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2:
+        raise FusionError(f"{name} scores must be (clips, classes), got shape {a.shape}")
+    return a
+
+
+class LateFusion:
+    """Combines clip-wise scores ``(clips, classes)`` of the two branches.
+
+    Args:
+        method: ``weighted``, ``logistic`` or ``max``.
+        audio_weight: ``w`` of the weighted mean, a float or ``(classes,)``.
+        mode: ``both``, ``audio`` or ``video`` (ablations).
+        classes: class names (kept with fitted weights, checked on load).
+
+    Raises:
+        FusionError: unknown method or mode, weight outside [0, 1].
+    """
+
+    def __init__(self, method: str = "weighted", audio_weight: float | Sequence[float] = 0.5, mode: str = "both",
+                 classes: Sequence[str] | None = None) -> None:  # fmt: skip
+        if method not in METHODS:
+            raise FusionError(f"unknown fusion method {method!r} (one of {', '.join(METHODS)})")
+        if mode not in MODES:
+            raise FusionError(f"unknown fusion mode {mode!r} (one of {', '.join(MODES)})")
+        w = np.asarray(audio_weight, dtype=np.float64)
+        if np.any((w < 0) | (w > 1)):
+            raise FusionError(f"audio_weight must lie in [0, 1], got {audio_weight}")
+        self.method, self.mode, self.audio_weight = method, mode, w
+        self.classes = tuple(classes) if classes is not None else None
+        self.coef_: np.ndarray | None = None  # (classes, 2): audio logit, video logit
+        self.intercept_: np.ndarray | None = None  # (classes,)
+        self.fitted_: np.ndarray | None = None  # (classes,) bool: has its own regression
+
+    @classmethod
+    def from_config(cls, section: dict | None, classes: Sequence[str] | None = None) -> "LateFusion":
+        """From a ``fusion:`` config section (``method``, ``audio_weight``, ``mode``, ``weights_file``)."""
+        section = section or {}
+        if section.get("weights_file"):
+            fusion = cls.load(section["weights_file"])
+            fusion.mode = section.get("mode", fusion.mode)
+            if classes is not None and fusion.classes is not None and tuple(classes) != fusion.classes:
+                raise FusionError(f"{section['weights_file']}: fitted for other classes than the model's vocabulary")
+            return fusion
+        return cls(section.get("method", "weighted"), section.get("audio_weight", 0.5), section.get("mode", "both"), classes)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, audio: np.ndarray, video: np.ndarray, targets: np.ndarray) -> "LateFusion":
+        """Fit on validation clips: ``audio``, ``video``, ``targets`` all ``(clips, classes)``.
+
+        ``logistic``: one L2-regularised logistic regression per class on
+        ``[logit(audio), logit(video)]``. ``weighted``: the single ``w`` in
+        0, 0.1, ..., 1 with the best mean average precision. ``max``: nothing.
+
+        Raises:
+            FusionError: shapes differ.
+        """
+        a, v, y = _as_2d(audio, "audio"), _as_2d(video, "video"), _as_2d(targets, "target")
+        if not (a.shape == v.shape == y.shape):
+            raise FusionError(f"fit needs equal shapes, got audio {a.shape}, video {v.shape}, targets {y.shape}")
+        y = (y >= 0.5).astype(int)
+        if self.method == "logistic":
+            from sklearn.linear_model import LogisticRegression
+
+            c = a.shape[1]
+            self.coef_, self.intercept_, self.fitted_ = np.zeros((c, 2)), np.zeros(c), np.zeros(c, dtype=bool)
+            for k in range(c):
+                if 0 < y[:, k].sum() < len(y):
+                    x = np.stack([_logit(a[:, k]), _logit(v[:, k])], axis=1)
+                    reg = LogisticRegression(C=1.0, max_iter=1000).fit(x, y[:, k])
+                    self.coef_[k], self.intercept_[k], self.fitted_[k] = reg.coef_[0], reg.intercept_[0], True
+        elif self.method == "weighted":
+            from sklearn.metrics import average_precision_score
+
+            has_pos = y.sum(0) > 0
+            if has_pos.any():
+                best = max(
+                    np.linspace(0, 1, 11),
+                    key=lambda w: average_precision_score(y[:, has_pos], (w * a + (1 - w) * v)[:, has_pos], average="macro"),
+                )
+                self.audio_weight = np.asarray(best)
+        return self
+
+    # ------------------------------------------------------------------ fuse
+    def fuse(self, audio: np.ndarray | None, video: np.ndarray | None) -> np.ndarray:
+        """Fused scores ``(clips, classes)`` (or ``(classes,)`` for 1-D input), in [0, 1].
+
+        Raises:
+            FusionError: neither branch given, the branch the mode needs is
+                missing, or the shapes differ.
+        """
+        ref = audio if audio is not None else video
+        one = ref is not None and np.ndim(ref) == 1
+        a, v = _as_2d(audio, "audio"), _as_2d(video, "video")
+        if self.mode == "audio":
+            v = None
+        elif self.mode == "video":
+            a = None
+        if a is None and v is None:
+            raise FusionError(f"fusion mode {self.mode!r}: the {'needed branch' if self.mode != 'both' else 'branches'} did not run")
+        if a is not None and v is not None and a.shape != v.shape:
+            raise FusionError(f"audio {a.shape} and video {v.shape} scores differ in shape")
+        if a is None or v is None:
+            out = a if a is not None else v
+        else:
+            out = self._combine(np.nan_to_num(a, nan=0.0), np.nan_to_num(v, nan=0.0))
+            out = np.where(np.isnan(a), v, np.where(np.isnan(v), a, out))
+        out = np.clip(out, 0.0, 1.0)
+        return out[0] if one else out
+
+    __call__ = fuse
+
+    def _combine(self, a: np.ndarray, v: np.ndarray) -> np.ndarray:
+        if self.method == "max":
+            return np.maximum(a, v)
+        w = np.broadcast_to(self.audio_weight, a.shape[1:])
+        weighted = w * a + (1 - w) * v
+        if self.method == "weighted":
+            return weighted
+        if self.coef_ is None:
+            raise FusionError("logistic fusion is not fitted: fit it on validation clips or give fusion.weights_file")
+        if self.coef_.shape[0] != a.shape[1]:
+            raise FusionError(f"logistic fusion fitted for {self.coef_.shape[0]} classes, scores have {a.shape[1]}")
+        z = self.coef_[:, 0] * _logit(a) + self.coef_[:, 1] * _logit(v) + self.intercept_
+        return np.where(self.fitted_, 1.0 / (1.0 + np.exp(-z)), weighted)
+
+    # ------------------------------------------------------------------ save / load
+    def to_dict(self) -> dict:
+        """JSON-ready state (method, mode, weights, fitted regressions)."""
+        d = {"method": self.method, "mode": self.mode, "audio_weight": self.audio_weight.tolist(), "classes": self.classes}
+        if self.coef_ is not None:
+            d.update(coef=self.coef_.tolist(), intercept=self.intercept_.tolist(), fitted=self.fitted_.tolist())
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LateFusion":
+        fusion = cls(d.get("method", "weighted"), d.get("audio_weight", 0.5), d.get("mode", "both"), d.get("classes"))
+        if "coef" in d:
+            fusion.coef_ = np.asarray(d["coef"], dtype=np.float64).reshape(-1, 2)
+            fusion.intercept_ = np.asarray(d["intercept"], dtype=np.float64)
+            fusion.fitted_ = np.asarray(d["fitted"], dtype=bool)
+        return fusion
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted fusion as JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LateFusion":
+        """Read a fusion written by :meth:`save`. Raises FusionError if unreadable."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise FusionError(f"{path}: not a readable fusion weights file ({exc})") from None

@@ -1,0 +1,375 @@
+"""Object -> sound-class mapping of the video branch (zero-shot, from text embeddings).
+
+Li et al. (2017), "A Light-Weight Multimodal Framework for Improved
+Environmental Audio Tagging", map the ImageNet objects an image CNN sees to
+sound classes through the similarity of word embeddings of the two label sets.
+Here the mapping is a matrix ``M`` ``(1000 objects, classes)`` with entries in
+[0, 1]; the video clip score of class ``c`` is ``sum_o p(o) M[o, c]``, the
+object-probability mass that points to ``c`` (<= 1 since ``sum_o p(o) = 1``).
+
+Building ``M``:
+
+1. embed every ImageNet category name (with its WordNet kind for the dog, cat,
+   bird, snake and monkey subtrees: "Pomeranian" is also "dog", so a class
+   "Dog" reaches every breed) and every sound-class name with a text
+   encoder (:mod:`avtag.models.text_encoders`: all-MiniLM-L6-v2 by default, or
+   word2vec/GloVe vectors via gensim); a comma-separated class name such as
+   ``"Air horn, truck horn"`` counts as synonyms (the best matching one wins);
+2. cosine similarity ``S`` ``(1000, classes)``;
+3. per class keep the ``top_k`` most similar objects with ``S >= min_similarity``
+   and weight them ``exp((S - S_best) / temperature)`` (best object -> 1);
+4. apply the reviewed overrides (``avtag/resources/label_map_overrides.yaml``): object
+   aliases fix ambiguous ImageNet names before embedding ("passenger car" is a
+   railway carriage), explicit (object, sound, weight) pairs fix what
+   embeddings get wrong ("French horn" is no "Train horn"), and for reviewed
+   classes (the DCASE 2017 ones) the confirmed pairs are the whole column.
+
+``M`` is cached on disk under :func:`avtag.models.text_encoders.cache_dir`
+keyed by encoder, vocabulary and settings; ``avtag labelmap`` prints it.
+:func:`refine_label_map` optionally fits ``M`` to weakly labelled training clips.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+import avtag
+from avtag import AvtagError
+from avtag.models.text_encoders import TextEncoder, cache_dir, get_encoder
+
+#: bump when the construction changes, so stale cached matrices are rebuilt
+MAP_VERSION = 1
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "encoder": "minilm",  # "minilm" or a path to word vectors (.kv, .bin, .txt, .vec)
+    "top_k": 20,  # objects kept per sound class
+    "temperature": 0.1,  # weight decay with similarity below the class's best object
+    "min_similarity": 0.45,  # cosine floor (encoder dependent: 0.45 suits MiniLM)
+    "overrides": "default",  # reviewed YAML; a path, or null for none
+    "object_template": "{}",
+    "sound_template": "{}",
+}
+
+
+class LabelMapError(AvtagError):
+    """A bad override file, settings or label-map cache file."""
+
+
+def default_overrides_path() -> Path | None:
+    """The reviewed override file: package data first, then the repository's ``assets/``."""
+    pkg = Path(avtag.__file__).resolve().parent
+    for candidate in (pkg / "resources" / "label_map_overrides.yaml", pkg.parent / "assets" / "label_map_overrides.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class Overrides:
+    """Reviewed corrections, read from YAML (see ``avtag/resources/label_map_overrides.yaml``).
+
+    Attributes:
+        object_aliases: object index -> texts embedded instead of the ImageNet name.
+        sound_aliases: lower-cased class name -> extra synonyms.
+        pairs: ``(object index, lower-cased class name, weight)`` set after sparsification.
+        reviewed: lower-cased class names whose pairs are complete (other weights -> 0).
+        digest: content hash (part of the cache key).
+    """
+
+    object_aliases: dict[int, list[str]] = field(default_factory=dict)
+    sound_aliases: dict[str, list[str]] = field(default_factory=dict)
+    pairs: list[tuple[int, str, float]] = field(default_factory=list)
+    reviewed: set[str] = field(default_factory=set)
+    digest: str = "none"
+
+
+def load_overrides(path: str | Path | None, objects: Sequence[str]) -> Overrides:
+    """Parse an override file against the object list ``objects``.
+
+    Raises:
+        LabelMapError: unreadable YAML, an unknown object name, a weight outside [0, 1].
+    """
+    if path is None:
+        return Overrides()
+    path = Path(path)
+    import yaml
+
+    try:
+        text = path.read_text()
+        data = yaml.safe_load(text) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise LabelMapError(f"{path}: cannot read label-map overrides ({str(exc).splitlines()[0]})") from None
+    index = {name.lower(): i for i, name in enumerate(objects)}
+
+    def obj(ref: Any, where: str) -> int:
+        if isinstance(ref, int) and 0 <= ref < len(objects):
+            return ref
+        if isinstance(ref, str) and ref.lower() in index:
+            return index[ref.lower()]
+        raise LabelMapError(f"{path}: {where}: unknown ImageNet object {ref!r}")
+
+    out = Overrides(digest=hashlib.sha1(text.encode()).hexdigest()[:16])
+    for k, entry in enumerate(data.get("object_groups") or []):
+        try:
+            lo, hi = (int(x) for x in entry["range"])
+            texts = list(_as_list(entry["texts"]))
+        except (KeyError, TypeError, ValueError):
+            raise LabelMapError(f"{path}: object_groups[{k}]: needs range: [first, last] and texts: [...]") from None
+        for i in range(max(lo, 0), min(hi, len(objects) - 1) + 1):
+            out.object_aliases[i] = [t.format(objects[i]) for t in texts]
+    for k, entry in enumerate(data.get("object_aliases") or []):
+        out.object_aliases[obj(entry.get("object"), f"object_aliases[{k}]")] = list(_as_list(entry.get("text")))
+    for name, texts in (data.get("sound_aliases") or {}).items():
+        out.sound_aliases[str(name).lower()] = list(_as_list(texts))
+    out.reviewed = {str(name).lower() for name in data.get("reviewed_classes") or []}
+    for k, entry in enumerate(data.get("pairs") or []):
+        try:
+            weight = float(entry.get("weight", 1.0))
+        except (AttributeError, TypeError, ValueError):
+            raise LabelMapError(f"{path}: pairs[{k}]: expected {{object, sound, weight}}, got {entry!r}") from None
+        if not 0.0 <= weight <= 1.0:
+            raise LabelMapError(f"{path}: pairs[{k}]: weight {weight} outside [0, 1]")
+        objs = _as_list(entry.get("object"))
+        for ref in objs:
+            for sound in _as_list(entry.get("sound")):
+                out.pairs.append((obj(ref, f"pairs[{k}]"), str(sound).lower(), weight))
+    return out
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def sound_synonyms(name: str) -> list[str]:
+    """Texts for a sound-class name: ``"Fire engine, fire truck (siren)"`` ->
+    ``["Fire engine", "fire truck siren"]`` (comma = synonyms, brackets dropped)."""
+    parts = [re.sub(r"\s+", " ", re.sub(r"[()]", " ", p)).strip() for p in name.split(",")]
+    return [p for p in parts if p] or [name]
+
+
+@dataclass
+class LabelMap:
+    """The object -> sound-class matrix and what it was built from.
+
+    Attributes:
+        matrix: ``(objects, classes)`` float32 in [0, 1].
+        similarity: ``(objects, classes)`` float32 cosine similarity of the texts.
+        objects: ImageNet category names (rows).
+        classes: sound-class names (columns).
+        settings: the construction settings (encoder id, top_k, ...).
+        overridden: ``(objects, classes)`` bool, True where a reviewed pair set the weight.
+    """
+
+    matrix: np.ndarray
+    similarity: np.ndarray
+    objects: tuple[str, ...]
+    classes: tuple[str, ...]
+    settings: dict
+    overridden: np.ndarray
+
+    def frame_scores(self, frame_probs: np.ndarray) -> np.ndarray:
+        """Per-frame class scores ``(frames, classes)`` from object probabilities ``(frames, objects)``."""
+        p = np.asarray(frame_probs, dtype=np.float32)
+        if p.ndim != 2 or p.shape[1] != self.matrix.shape[0]:
+            raise LabelMapError(f"object probabilities must be (frames, {self.matrix.shape[0]}), got {p.shape}")
+        return np.clip(p @ self.matrix, 0.0, 1.0)
+
+    def clip_scores(self, frame_probs: np.ndarray, aggregate: str = "max") -> np.ndarray:
+        """Video-branch clip scores ``(classes,)`` in [0, 1]: frame scores pooled by
+        ``aggregate`` (``mean``, ``max`` or ``meanmax``, see :func:`avtag.models.video.aggregate_frames`)."""
+        from avtag.models.video import aggregate_frames
+
+        return aggregate_frames(self.frame_scores(frame_probs), aggregate).numpy()
+
+    def top_objects(self, sound: int | str, n: int = 5) -> list[tuple[str, float, float]]:
+        """The ``n`` heaviest objects of a class: ``(object, weight, similarity)``, weight > 0 only."""
+        c = self.classes.index(sound) if isinstance(sound, str) else int(sound)
+        col = self.matrix[:, c]
+        order = np.argsort(-col, kind="stable")[:n]
+        return [(self.objects[i], float(col[i]), float(self.similarity[i, c])) for i in order if col[i] > 0]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the map as ``.npz`` (atomically: a temp file then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+        np.savez_compressed(
+            tmp, matrix=self.matrix, similarity=self.similarity, overridden=self.overridden,
+            objects=np.array(self.objects), classes=np.array(self.classes), settings=np.array(json.dumps(self.settings)),
+        )  # fmt: skip
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LabelMap":
+        """Read a map written by :meth:`save`. Raises LabelMapError if unreadable."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(
+                    matrix=z["matrix"].astype(np.float32), similarity=z["similarity"].astype(np.float32),
+                    objects=tuple(str(s) for s in z["objects"]), classes=tuple(str(s) for s in z["classes"]),
+                    settings=json.loads(str(z["settings"])), overridden=z["overridden"].astype(bool),
+                )  # fmt: skip
+        except Exception as exc:
+            raise LabelMapError(f"{path}: not a readable label map ({type(exc).__name__}: {exc})") from None
+
+
+def similarity_matrix(
+    encoder: TextEncoder, objects: Sequence[str], classes: Sequence[str], overrides: Overrides,
+    object_template: str = "{}", sound_template: str = "{}",
+) -> np.ndarray:  # fmt: skip
+    """Cosine similarity ``(objects, classes)``: max over each side's texts (aliases, synonyms)."""
+    obj_texts = [[object_template.format(t) for t in overrides.object_aliases.get(i, [name])] for i, name in enumerate(objects)]
+    snd_texts = [
+        [sound_template.format(t) for t in sound_synonyms(name) + overrides.sound_aliases.get(name.lower(), [])]
+        for name in classes
+    ]
+    obj_emb = _cached_embeddings(encoder, [t for ts in obj_texts for t in ts])
+    snd_emb = encoder.encode([t for ts in snd_texts for t in ts])
+    full = obj_emb @ snd_emb.T  # (object texts, sound texts)
+    rows = np.repeat(np.arange(len(obj_texts)), [len(t) for t in obj_texts])
+    cols = np.repeat(np.arange(len(snd_texts)), [len(t) for t in snd_texts])
+    by_row = np.full((len(obj_texts), full.shape[1]), -np.inf, dtype=np.float32)
+    np.maximum.at(by_row, rows, full)
+    sim = np.full((len(obj_texts), len(snd_texts)), -np.inf, dtype=np.float32)
+    np.maximum.at(sim.T, cols, by_row.T)
+    return sim
+
+
+def _cached_embeddings(encoder: TextEncoder, texts: list[str]) -> np.ndarray:
+    """Embeddings of the (fixed) object texts, cached per encoder and text list."""
+    key = hashlib.sha1(json.dumps([encoder.id, texts]).encode()).hexdigest()[:20]
+    path = cache_dir() / "label_map" / f"objects-{key}.npy"
+    if path.is_file():
+        try:
+            return np.load(path)
+        except Exception:
+            pass  # damaged cache: recompute
+    emb = encoder.encode(texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
+    np.save(tmp, emb)
+    os.replace(tmp, path)
+    return emb
+
+
+def sparsify(similarity: np.ndarray, top_k: int, temperature: float, min_similarity: float) -> np.ndarray:
+    """Per class keep the ``top_k`` most similar objects (and any tied with the
+    k-th) above ``min_similarity``, weighted ``exp((S - S_best) / temperature)``;
+    ``(objects, classes)`` float32 in [0, 1]."""
+    if top_k < 1 or temperature <= 0:
+        raise LabelMapError(f"label map needs top_k >= 1 and temperature > 0 (got {top_k}, {temperature})")
+    m = np.zeros_like(similarity, dtype=np.float32)
+    for c in range(similarity.shape[1]):
+        col = similarity[:, c]
+        order = np.argsort(-col, kind="stable")
+        kth = col[order[min(top_k, len(order)) - 1]]
+        idx = order[(col[order] >= kth) & (col[order] >= min_similarity)]  # ties with the k-th are kept
+        if len(idx):
+            m[idx, c] = np.exp((col[idx] - col[idx[0]]) / temperature)
+    return m
+
+
+def build_label_map(classes: Sequence[str], settings: dict | None = None, *, use_cache: bool = True,
+                    rebuild: bool = False) -> LabelMap:
+    """The label map of a vocabulary, from the disk cache when present.
+
+    Args:
+        classes: sound-class names (any vocabulary: zero-shot).
+        settings: keys of :data:`DEFAULT_SETTINGS` (missing keys take the defaults).
+        use_cache: read/write ``<cache>/label_map/map-<key>.npz``.
+        rebuild: build anew even if cached (and overwrite the cache entry).
+
+    Raises:
+        LabelMapError: bad settings or override file; TextEncoderError: encoder problems.
+    """
+    from avtag.models.video import imagenet_categories
+
+    s = dict(DEFAULT_SETTINGS)  # None means "default", except overrides: None means no override file
+    s.update({k: v for k, v in (settings or {}).items() if v is not None or k == "overrides"})
+    objects = imagenet_categories()
+    over_path = default_overrides_path() if s["overrides"] == "default" else s["overrides"]
+    overrides = load_overrides(over_path, objects)
+    encoder = get_encoder(s["encoder"])
+    try:
+        record = {
+            "version": MAP_VERSION, "encoder": encoder.id, "classes": list(classes), "top_k": int(s["top_k"]),
+            "temperature": float(s["temperature"]), "min_similarity": float(s["min_similarity"]),
+            "overrides": str(over_path) if over_path else None, "overrides_digest": overrides.digest,
+            "object_template": str(s["object_template"]), "sound_template": str(s["sound_template"]),
+        }  # fmt: skip
+    except (TypeError, ValueError) as exc:
+        raise LabelMapError(f"label_map settings: {exc}") from None
+    key = hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
+    path = cache_dir() / "label_map" / f"map-{key}.npz"
+    if use_cache and not rebuild and path.is_file():
+        try:
+            return LabelMap.load(path)
+        except LabelMapError:
+            pass  # damaged cache: rebuild
+    sim = similarity_matrix(encoder, objects, classes, overrides, s["object_template"], s["sound_template"])
+    matrix = sparsify(sim, record["top_k"], record["temperature"], record["min_similarity"])
+    overridden = np.zeros_like(matrix, dtype=bool)
+    lower = {name.lower(): c for c, name in enumerate(classes)}
+    for name in overrides.reviewed & lower.keys():
+        matrix[:, lower[name]] = 0.0
+    for o, sound, weight in overrides.pairs:
+        if sound in lower:
+            matrix[o, lower[sound]] = weight
+            overridden[o, lower[sound]] = True
+    lm = LabelMap(matrix, sim, tuple(objects), tuple(classes), {**record, "key": key}, overridden)
+    if use_cache:
+        lm.save(path)
+    return lm
+
+
+def refine_label_map(
+    label_map: LabelMap, clip_object_probs: np.ndarray, targets: np.ndarray, *,
+    l2: float = 0.01, steps: int = 300, lr: float = 0.02, seed: int = 0,
+) -> LabelMap:  # fmt: skip
+    """Fit the matrix to weakly labelled training clips, staying near the text prior.
+
+    Minimises ``BCE(P @ M, Y) + l2 * sum((M - M0)^2) / classes`` over ``M``
+    in [0, 1] by projected Adam, where ``P`` ``(clips, objects)`` are clip-level
+    object probabilities (e.g. frame-averaged softmax of cached video logits),
+    ``Y`` ``(clips, classes)`` the weak labels and ``M0`` the text-embedding map.
+    Objects never seen in ``P`` keep their prior weights (zero gradient).
+
+    Returns:
+        A new LabelMap with ``settings["refined_on"]`` = number of clips.
+
+    Raises:
+        LabelMapError: shapes that do not match the map.
+    """
+    import torch
+
+    p = torch.as_tensor(np.asarray(clip_object_probs, dtype=np.float32))
+    y = torch.as_tensor(np.asarray(targets, dtype=np.float32))
+    n_obj, n_cls = label_map.matrix.shape
+    if p.ndim != 2 or p.shape[1] != n_obj or y.shape != (p.shape[0], n_cls):
+        raise LabelMapError(f"refinement needs P (clips, {n_obj}) and Y (clips, {n_cls}); got {tuple(p.shape)}, {tuple(y.shape)}")
+    torch.manual_seed(seed)
+    m0 = torch.as_tensor(label_map.matrix)
+    m = m0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([m], lr=lr, betas=(0.9, 0.9))  # short second-moment memory: the first
+    # gradients (scores near 0) are huge and would otherwise freeze later steps
+    for _ in range(int(steps)):
+        opt.zero_grad()
+        scores = 1e-4 + (1 - 2e-4) * (p @ m).clamp(0.0, 1.0)  # smoothed, keeps gradients at 0
+        loss = torch.nn.functional.binary_cross_entropy(scores, y) + l2 * ((m - m0) ** 2).sum() / n_cls
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            m.clamp_(0.0, 1.0)
+    settings = {**label_map.settings, "refined_on": int(p.shape[0]), "refine_l2": l2}
+    return LabelMap(m.detach().numpy().astype(np.float32), label_map.similarity, label_map.objects, label_map.classes,
+                    settings, label_map.overridden)  # fmt: skip

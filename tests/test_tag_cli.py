@@ -1,0 +1,195 @@
+"""``avtag tag`` end to end: one subprocess over every real clip in ../shared/clips (plus an
+audio-only recording, a generated video without sound and a broken file), one with a real
+(untrained) audio checkpoint, and the zero-shot Tagger and output formats in process."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared_path
+from mediagen import write_media
+
+from avtag.labels import DCASE2017
+
+RACE_CAR = "22olCB3wQaA.mp4"
+AIRCRAFT = "video_with_failing_audio.mp4"
+GUITAR = "-2RPPODqLy4_30.000_40.000.mp4"
+VEHICLES = {"Car", "Car passing by", "Bus", "Truck", "Motorcycle", "Train", "Ambulance (siren)",
+            "Fire engine, fire truck (siren)", "Police car (siren)"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Subprocess environment: the session's avtag cache (never ~/.cache), offline HF."""
+    cache = tmp_path_factory.getbasetemp() / "avtag_cache"
+    old = os.environ.get("AVTAG_CACHE")
+    os.environ["AVTAG_CACHE"] = str(cache)
+    yield {**os.environ, "AVTAG_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "AVTAG_DEBUG": ""}
+    if old is None:
+        os.environ.pop("AVTAG_CACHE", None)
+    else:
+        os.environ["AVTAG_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def extra_media(tmp_path_factory) -> dict[str, Path]:
+    """A video without sound (frames of a real cat photo) and a file that is not media."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("media")
+    cat = np.ascontiguousarray(data.chelsea()[:, :448])
+    silent = write_media(folder / "silent_cat.mp4", seconds=3.0, audio=None, fps=5, size=(448, 300),
+                         frame_fn=lambda i: np.roll(cat, 2 * i, axis=1))  # fmt: skip
+    broken = folder / "broken.mp4"
+    broken.write_text("this is not a video\n")
+    return {"silent": silent, "broken": broken}
+
+
+def run_tag(args: list, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "avtag", "tag", *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+
+
+def records(stdout: str) -> dict[str, dict]:
+    out = {}
+    for line in stdout.splitlines():
+        rec = json.loads(line)  # every stdout line is one JSON object
+        out[Path(rec["file"]).name] = rec
+    return out
+
+
+def check_record(rec: dict) -> None:
+    assert {"file", "tags", "objects", "notes", "branches"} <= rec.keys()
+    scores = [t["score"] for t in rec["tags"]]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+    for t in rec["tags"]:
+        assert t["label"] in DCASE2017 and {"audio_score", "video_score"} <= t.keys()
+    assert 1 <= len(rec["objects"]) <= 5
+    assert all(0.0 <= o["probability"] <= 1.0 and isinstance(o["label"], str) for o in rec["objects"])
+
+
+def test_tag_every_real_clip_one_process(env, extra_media):
+    clips_dir = shared_path("clips")
+    clips = sorted(p for p in clips_dir.iterdir() if p.suffix in (".mp4", ".webm"))
+    assert len(clips) >= 10
+    audio_only = shared_path("sounds", "train.wav")
+    proc = run_tag([*clips, audio_only, extra_media["silent"], extra_media["broken"], "--format", "json"], env)
+    assert proc.returncode == 1, proc.stderr  # some files failed, the rest were tagged
+    assert "Traceback" not in proc.stderr
+    recs = records(proc.stdout)
+    assert set(recs) == {c.name for c in clips} | {"silent_cat.mp4"}
+    for rec in recs.values():
+        check_record(rec)
+        # no audio model ships yet: the video branch runs alone and every record says so
+        assert rec["branches"] == {"audio": False, "video": True}
+        assert any("audio branch off" in n for n in rec["notes"])
+        assert all(t["audio_score"] is None and t["video_score"] == t["score"] for t in rec["tags"])
+    assert "audio branch off: no audio model" in proc.stderr  # said once up front, too
+    race = recs[RACE_CAR]
+    assert race["tags"] and race["tags"][0]["label"] in VEHICLES, race["tags"]
+    assert {"Car", "Car passing by"} & {t["label"] for t in race["tags"][:3]}
+    assert {"racer", "sports car", "go-kart", "minivan"} & {o["label"] for o in race["objects"]}
+    assert {"airliner", "warplane"} & {o["label"] for o in recs[AIRCRAFT]["objects"]}
+    assert recs[GUITAR]["objects"][0]["label"] == "acoustic guitar" and recs[GUITAR]["tags"] == []
+    assert recs["silent_cat.mp4"]["objects"][0]["label"] in {"tabby", "tiger cat", "Egyptian cat"}
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("avtag: error:")]
+    assert len(errors) == 2, proc.stderr
+    assert any("broken.mp4" in e and "not a readable media file" in e for e in errors)
+    assert any("train.wav" in e and "video branch off: no video stream" in e for e in errors)
+    assert "2 of 16 file(s) failed" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A real audio-model file in the ``avtag train`` export format (untrained weights)."""
+    from avtag.config import load_config
+    from avtag.models.audio import build_audio_model
+    from avtag.training.checkpoint import save_audio_model
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "dcase2017.yaml")
+    model = build_audio_model(config, len(DCASE2017))
+    return save_audio_model(model.state_dict(), config, DCASE2017, tmp_path_factory.mktemp("ckpt") / "audio_model.pt")
+
+
+def test_tag_with_audio_checkpoint_and_segments(env, extra_media, checkpoint):
+    race = shared_path("clips", RACE_CAR)
+    audio_only = shared_path("sounds", "train.wav")
+    proc = run_tag([race, audio_only, extra_media["silent"], "--checkpoint", checkpoint, "--format", "json",
+                    "--segments", "--top-k", "0", "--threshold", "0", "--labels", "Car;Train;Dog"], env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    recs = records(proc.stdout)
+    both, audio, silent = recs[RACE_CAR], recs["train.wav"], recs["silent_cat.mp4"]
+    assert both["branches"] == {"audio": True, "video": True}
+    assert [t["label"] for t in both["tags"]] and {t["label"] for t in both["tags"]} == {"Car", "Train", "Dog"}
+    by = {t["label"]: t for t in both["tags"]}
+    assert by["Car"]["audio_score"] is not None and by["Car"]["video_score"] is not None
+    assert by["Car"]["score"] == pytest.approx((by["Car"]["audio_score"] + by["Car"]["video_score"]) / 2, abs=2e-4)
+    assert by["Dog"]["audio_score"] is None and by["Dog"]["score"] == by["Dog"]["video_score"]  # zero-shot label
+    assert any("does not know 1 of the labels" in n for n in both["notes"])
+    assert isinstance(both["segments"], list)
+    for seg in both["segments"]:
+        assert seg["label"] in {"Car", "Train"} and 0 <= seg["onset"] < seg["offset"] <= both["duration"] + 0.05
+    assert audio["branches"] == {"audio": True, "video": False} and audio["objects"] == []
+    assert "video branch off: no video stream" in audio["notes"]
+    assert all(t["video_score"] is None and t["audio_score"] is not None for t in audio["tags"] if t["label"] != "Dog")
+    assert silent["branches"] == {"audio": False, "video": True}
+    assert "audio branch off: no audio track" in silent["notes"]
+    assert all(t["audio_score"] is None for t in silent["tags"]) and silent["segments"] == []
+
+
+@pytest.fixture(scope="module")
+def zero_shot(env):
+    from avtag.inference.tag import Tagger
+
+    return Tagger(labels="Dog;Car;Aircraft;Music")
+
+
+@pytest.mark.parametrize("clip, label", [("skateboarding_dog.mp4", "Dog"), (AIRCRAFT, "Aircraft")])
+def test_zero_shot_labels(zero_shot, clip, label):
+    result = zero_shot.tag_file(shared_path("clips", clip), top_k=1, threshold=0.0)
+    assert result.tags[0].label == label and result.tags[0].video_score > 0.3
+
+
+def test_formats(zero_shot):
+    from rich.console import Console
+
+    from avtag.inference.formats import format_json, format_tsv, render_table, tsv_header
+
+    result = zero_shot.tag_file(shared_path("clips", AIRCRAFT), top_k=0, threshold=0.0)
+    assert len(result.tags) == 4 and result.segments is None
+    rec = json.loads(format_json(result))
+    assert "segments" not in rec and rec["tags"][0]["label"] == "Aircraft" and rec["tags"][0]["audio_score"] is None
+    rows = [r.split("\t") for r in format_tsv(result)]
+    assert tsv_header().split("\t")[:4] == ["file", "kind", "label", "score"]
+    assert len(rows) == 4 and all(len(r) == 8 and r[1] == "tag" and r[4] == "" for r in rows)
+    console = Console(record=True, width=120)
+    render_table(result, console)
+    text = console.export_text()
+    assert "Aircraft" in text and "objects seen:" in text and "video branch alone" in text
+
+
+def test_no_media_found_is_one_line_error(env, tmp_path):
+    proc = run_tag([tmp_path], env)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("avtag: error: no media files found")
+
+
+def test_long_file_is_tagged_window_by_window(env, checkpoint):
+    """Above tag.long_file_s the file is streamed in windows; events that touch across
+    window boundaries are joined, and times stay in file seconds."""
+    from avtag.inference.tag import Tagger
+
+    config = {"tag": {"long_file_s": 5.0, "window_s": 4.0, "segment_threshold": 0.0, "min_duration_s": 0.0}}
+    tagger = Tagger(config=config, checkpoint=checkpoint)
+    result = tagger.tag_file(shared_path("clips", RACE_CAR), segments=True, top_k=0, threshold=0.0)
+    assert result.branches == {"audio": True, "video": True}
+    assert len(result.tags) == len(DCASE2017)
+    # threshold 0: every class is active throughout, as one event per class from 0 to the end
+    assert sorted(lab for lab, _, _ in result.segments) == sorted(DCASE2017.names)
+    for _, onset, offset in result.segments:
+        assert onset == 0.0 and offset == pytest.approx(result.duration, abs=0.1)
+    assert result.scores["Car"].video_score > 0.3  # frames from all three windows were seen
