@@ -1,0 +1,184 @@
+"""Localization: frame-wise probabilities -> sound events with onset/offset in seconds.
+
+Post-processing as in the DCASE 2017 Task 4 Subtask B systems (Xu et al. 2017;
+Kong et al. 2020, arXiv 1912.04761): threshold each class's frame-wise
+probability (one threshold per class allowed), smooth the binary activity with a
+median filter, drop events shorter than a minimum duration and join events of
+the same class separated by less than a minimum gap.
+
+Events can be written and read in the DCASE strong-label TSV layout
+(``groundtruth_strong_label_*_set.csv``)::
+
+    <clip file name>\\t<onset>\\t<offset>\\t<label>
+
+with no header, e.g. ``-5QrBL6MzLg_60.000_70.000.wav  0.917  2.029  Train horn``.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import IO, Iterable, Sequence
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+from avtag import AvtagError
+from avtag.labels import Vocabulary
+
+Event = tuple[str, float, float]  # (label, onset seconds, offset seconds)
+
+
+def _as_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def framewise_to_events(
+    framewise,
+    frame_hop: float,
+    vocabulary: Vocabulary | Sequence[str],
+    threshold: float | Sequence[float] | np.ndarray = 0.5,
+    median_filter_s: float = 0.0,
+    min_duration_s: float = 0.0,
+    min_gap_s: float = 0.0,
+    duration: float | None = None,
+) -> list[Event]:
+    """Turn frame-wise probabilities of one clip into an event list.
+
+    Args:
+        framewise: ``(time_frames, classes)`` probabilities (NumPy or torch).
+        frame_hop: seconds between frames; frame ``t`` covers
+            ``[t * frame_hop, (t + 1) * frame_hop)``.
+        vocabulary: class names, in the column order of ``framewise``.
+        threshold: one value, or one per class ``(classes,)``; a frame is active
+            where ``probability >= threshold``.
+        median_filter_s: length of the median filter on the binary activity,
+            seconds (rounded to an odd number of frames; 0 disables it).
+        min_duration_s: events shorter than this are dropped.
+        min_gap_s: events of one class closer than this are joined.
+        duration: clip length in seconds; offsets are clipped to it.
+
+    Returns:
+        ``[(label, onset, offset), ...]`` in seconds, sorted by onset then label.
+
+    Raises:
+        AvtagError: shapes that do not match the vocabulary or thresholds.
+    """
+    probs = _as_numpy(framewise)
+    names = list(vocabulary.names if isinstance(vocabulary, Vocabulary) else vocabulary)
+    if probs.ndim != 2 or probs.shape[1] != len(names):
+        raise AvtagError(f"frame-wise output must be (time_frames, {len(names)}); got {probs.shape}")
+    if frame_hop <= 0:
+        raise AvtagError(f"frame_hop must be positive, got {frame_hop}")
+    thr = np.asarray(threshold, dtype=np.float32)
+    if thr.ndim == 0:
+        thr = np.full(len(names), float(thr), dtype=np.float32)
+    if thr.shape != (len(names),):
+        raise AvtagError(f"threshold must be one value or {len(names)} values (one per class); got shape {thr.shape}")
+    active = probs >= thr[None, :]
+    width = int(round(median_filter_s / frame_hop)) if median_filter_s > 0 else 0
+    if width > 1:
+        width += 1 - width % 2  # odd length keeps events centred
+        active = median_filter(active.astype(np.uint8), size=(width, 1), mode="nearest").astype(bool)
+    events: list[Event] = []
+    for c, name in enumerate(names):
+        segments = _runs(active[:, c])
+        segments = _join(segments, int(round(min_gap_s / frame_hop))) if min_gap_s > 0 else segments
+        for start, stop in segments:
+            onset, offset = start * frame_hop, stop * frame_hop
+            if duration is not None:
+                offset = min(offset, duration)
+            if offset - onset + 1e-9 >= min_duration_s and offset > onset:
+                events.append((name, round(float(onset), 3), round(float(offset), 3)))
+    events.sort(key=lambda e: (e[1], e[0]))
+    return events
+
+
+def _runs(active: np.ndarray) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` frame ranges (stop exclusive) where ``active`` is True."""
+    padded = np.concatenate([[False], active, [False]]).astype(np.int8)
+    edges = np.diff(padded)
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def _join(segments: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, stop in segments:
+        if out and start - out[-1][1] < max_gap:
+            out[-1] = (out[-1][0], stop)
+        else:
+            out.append((start, stop))
+    return out
+
+
+# ----------------------------------------------------------------------------- strong-label TSV
+def clip_file_name(name: str) -> str:
+    """The clip's name in DCASE label files: ``<ytid>_<start>_<end>.wav``.
+
+    Accepts a clip name (``<ytid>_<start>_<end>``), a label-file name (``....wav``)
+    or a downloaded media path (``.../Y<ytid>_<start>_<end>.mp4``): a media
+    extension is removed, and the ``Y`` of a downloaded file is dropped (YouTube
+    IDs have 11 characters, so a 12-character ID part starting with ``Y`` is one).
+    """
+    from avtag.io.media import MEDIA_EXTENSIONS
+
+    stem = Path(name).name
+    suffix = Path(stem).suffix.lower()
+    if suffix in MEDIA_EXTENSIONS:
+        stem = stem[: -len(suffix)]
+    parts = stem.rsplit("_", 2)
+    if len(parts) == 3 and len(parts[0]) == 12 and parts[0].startswith("Y"):
+        stem = stem[1:]
+    return stem + ".wav"
+
+
+def write_events_tsv(rows: Iterable[tuple[str, float, float, str]], path: str | Path | IO[str]) -> int:
+    """Write strong labels ``(clip file name, onset, offset, label)`` as DCASE TSV.
+
+    Onsets/offsets are written in seconds with three decimals, no header.
+    ``path`` is a file path or an open text stream. Returns the number of rows.
+    """
+    lines = [f"{clip}\t{onset:.3f}\t{offset:.3f}\t{label}\n" for clip, onset, offset, label in rows]
+    if isinstance(path, (str, Path)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("".join(lines))
+    else:
+        path.write("".join(lines))
+    return len(lines)
+
+
+def events_to_rows(clip: str, events: Iterable[Event]) -> list[tuple[str, float, float, str]]:
+    """``(label, onset, offset)`` events of one clip -> TSV rows ``(clip file name, onset, offset, label)``."""
+    file_name = clip_file_name(clip)
+    return [(file_name, onset, offset, label) for label, onset, offset in events]
+
+
+def read_events_tsv(path: str | Path | IO[str], keep_empty: bool = False) -> list[tuple[str, float, float, str]]:
+    """Read a DCASE strong-label TSV (CRLF or LF) into ``(clip file name, onset, offset, label)`` rows.
+
+    Rows with 0/0 times ("sound not found in the clip") are dropped unless
+    ``keep_empty``. Raises :class:`AvtagError` naming the line of a malformed row.
+    """
+    if isinstance(path, (str, Path)):
+        if not Path(path).is_file():
+            raise AvtagError(f"{path}: strong-label file not found")
+        text, where = Path(path).read_text(encoding="utf-8", errors="replace"), str(path)
+    else:
+        text, where = path.read(), "<stream>"
+    rows = []
+    for number, line in enumerate(io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n")), start=1):
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 4:
+            raise AvtagError(f"{where}:{number}: expected 'file<TAB>onset<TAB>offset<TAB>label', got {line[:80]!r}")
+        try:
+            onset, offset = float(parts[1]), float(parts[2])
+        except ValueError:
+            raise AvtagError(f"{where}:{number}: onset/offset are not numbers: {line[:80]!r}") from None
+        if onset == 0.0 and offset == 0.0 and not keep_empty:
+            continue
+        rows.append((parts[0].strip(), onset, offset, parts[3].strip()))
+    return rows

@@ -1,0 +1,159 @@
+"""The one LightningModule: weak-label loss, validation metrics, optimiser, mixing.
+
+The network is the plain ``nn.Module`` :class:`avtag.models.audio.AudioTagger`
+(``self.model``); this module only wires
+
+* the loss: binary cross-entropy between clip-wise probabilities and weak
+  (clip-level) multi-hot labels -- multiple-instance learning, no frame labels;
+* mix-training / mixup of the training waveforms (:mod:`avtag.training.mixing`),
+  stage 1 for ``training.mixing.epochs`` epochs, then fine-tuning on unmixed
+  clips at ``finetune_lr_scale`` times the learning rate (arXiv 1911.09349);
+* validation metrics with torchmetrics: micro-F1 at threshold 0.5 (the DCASE
+  2017 Task 4 Subtask A ranking metric) and mean average precision over the
+  classes present in the validation set;
+* Adam/AdamW with optional linear warm-up and cosine decay (per epoch).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
+
+from avtag import AvtagError
+from avtag.config import get
+from avtag.labels import get_vocabulary
+from avtag.models.audio import build_audio_model
+from avtag.training.mixing import MixConfig, mix_batch
+
+#: name under which validation micro-F1 is logged (checkpoint monitor)
+MONITOR = "val_micro_f1"
+
+
+def weak_label_bce(clipwise: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of clip-wise probabilities ``(B, C)`` against targets ``(B, C)``.
+
+    Computed in float32 outside autocast (BCE on probabilities is unsafe in
+    half precision); probabilities are clamped to ``[1e-7, 1 - 1e-7]``.
+    """
+    with torch.autocast(device_type=clipwise.device.type, enabled=False):
+        p = clipwise.float().clamp(1e-7, 1 - 1e-7)
+        return F.binary_cross_entropy(p, target.float())
+
+
+class AudioTaggingModule(L.LightningModule):
+    """Trains :class:`AudioTagger` on weak labels.
+
+    Args:
+        config: the full avtag config (plain nested dict; stored in the checkpoint
+            as a hyper-parameter so a checkpoint rebuilds its own model). Sections
+            used: ``audio``, ``model``, ``data.classes`` and ``training``
+            (``lr``, ``weight_decay``, ``optimizer``, ``lr_schedule``,
+            ``warmup_epochs``, ``max_epochs``, ``threshold``, ``mixing``).
+    """
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.config = config
+        self.vocabulary = get_vocabulary(get(config, "data.classes", "dcase2017"))
+        num_classes = len(self.vocabulary)
+        self.model = build_audio_model(config, num_classes)
+        self.mixing = MixConfig.from_dict(get(config, "training.mixing"))
+        self.threshold = float(get(config, "training.threshold", 0.5))
+        self.val_f1 = MultilabelF1Score(num_labels=num_classes, average="micro", threshold=self.threshold)
+        self.val_ap = MultilabelAveragePrecision(num_labels=num_classes, average=None)
+        self._val_positives = torch.zeros(num_classes)
+
+    def forward(self, waveform: torch.Tensor):
+        """``waveform (B, samples)`` -> :class:`TaggerOutput` (see ``AudioTagger``)."""
+        return self.model(waveform)
+
+    # ---------------------------------------------------------------- steps
+    def training_step(self, batch, batch_idx):
+        waveform, target = batch
+        mixing = self.mixing.active(self.current_epoch)
+        if mixing:
+            waveform, target = mix_batch(
+                waveform, target, self.mixing.mode, self.mixing.alpha, self.mixing.probability
+            )
+        out = self.model(waveform)
+        loss = weak_label_bce(out.clipwise, target)
+        n = waveform.shape[0]
+        self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=False, batch_size=n)
+        self.log("mixing", float(mixing), on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        waveform, target = batch
+        out = self.model(waveform)
+        loss = weak_label_bce(out.clipwise, target)
+        probs = out.clipwise.float().detach()
+        labels = target.round().long()
+        self.val_f1.update(probs, labels)
+        self.val_ap.update(probs, labels)
+        self._val_positives = self._val_positives.to(labels.device) + labels.sum(dim=0)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=False, batch_size=waveform.shape[0])
+
+    def on_validation_epoch_end(self):
+        self.log(MONITOR, self.val_f1.compute(), prog_bar=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="No positive samples")
+            ap = self.val_ap.compute()
+        present = self._val_positives > 0
+        val_map = ap[present].mean() if present.any() else torch.tensor(0.0, device=ap.device)
+        self.log("val_mAP", val_map, prog_bar=True)
+        self.val_f1.reset()
+        self.val_ap.reset()
+        self._val_positives = torch.zeros_like(self._val_positives)
+
+    # ---------------------------------------------------------------- optimiser
+    def configure_optimizers(self):
+        t = get(self.config, "training", {}) or {}
+        lr = float(t.get("lr", 1e-3))
+        wd = float(t.get("weight_decay", 0.0))
+        name = str(t.get("optimizer", "adam")).lower()
+        if name == "adam":
+            opt = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=wd)
+        elif name == "adamw":
+            opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=wd)
+        else:
+            raise AvtagError(f"training.optimizer: expected 'adam' or 'adamw', got {name!r}")
+        factor = epoch_lr_factor(
+            schedule=str(t.get("lr_schedule", "constant")),
+            max_epochs=int(t.get("max_epochs", 1)),
+            warmup_epochs=int(t.get("warmup_epochs", 0)),
+            mix_epochs=self.mixing.epochs if self.mixing.mode != "none" else None,
+            finetune_scale=self.mixing.finetune_lr_scale,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def epoch_lr_factor(schedule: str, max_epochs: int, warmup_epochs: int = 0,
+                    mix_epochs: int | None = None, finetune_scale: float = 1.0):
+    """Learning-rate multiplier as a function of the (0-based) epoch.
+
+    ``schedule``: ``constant`` or ``cosine`` (decay to 0 at ``max_epochs``);
+    linear warm-up over ``warmup_epochs``; after ``mix_epochs`` (stage 2 of
+    mix-training) the factor is multiplied by ``finetune_scale``.
+    """
+    if schedule not in ("constant", "cosine"):
+        raise AvtagError(f"training.lr_schedule: expected 'constant' or 'cosine', got {schedule!r}")
+
+    def factor(epoch: int) -> float:
+        f = 1.0
+        if warmup_epochs > 0 and epoch < warmup_epochs:
+            f = (epoch + 1) / (warmup_epochs + 1)
+        elif schedule == "cosine":
+            span = max(1, max_epochs - warmup_epochs)
+            f = 0.5 * (1 + math.cos(math.pi * min(epoch - warmup_epochs, span) / span))
+        if mix_epochs is not None and epoch >= mix_epochs:
+            f *= finetune_scale
+        return f
+
+    return factor

@@ -1,0 +1,216 @@
+"""``avtag train``: build the Lightning Trainer around the module and data module.
+
+What a run writes under ``output_dir`` (the config key)::
+
+    config.yaml                    the resolved config of the run
+    checkpoints/last.ckpt          after every epoch (``--resume`` continues from it)
+    checkpoints/best-*.ckpt        best validation micro-F1 so far
+    audio_model.pt                 weights-only export of the best checkpoint
+    logs/version_N/metrics.csv     per-step / per-epoch losses and metrics (CSVLogger)
+    tensorboard/                   the same for TensorBoard, when it is installed
+    skipped_clips.tsv              clips left out (corrupt or undecodable media)
+
+Seeds are fixed (``training.seed``); the accelerator is chosen automatically
+(GPU when available) with mixed precision on GPU (``bf16-mixed`` where
+supported, else ``16-mixed``) and float32 on CPU. Mix-training's two stages run
+in one Trainer (see :class:`AudioTaggingModule`), so a resumed run picks the right
+stage from its epoch counter.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from avtag import AvtagError
+from avtag.config import get, resolve_path
+
+
+@dataclass
+class TrainResult:
+    """Summary of a finished ``avtag train`` run."""
+
+    run_dir: Path
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    best_micro_f1: float | None
+    model_path: Path | None
+    epochs: int
+    global_step: int
+    skipped: int
+    seconds: float
+
+
+def choose_precision(config: dict) -> str:
+    """``training.precision``, where ``auto`` means bf16/16-mixed on a GPU and 32-true on CPU."""
+    import torch
+
+    precision = str(get(config, "training.precision", "auto"))
+    if precision != "auto":
+        return precision
+    accelerator = str(get(config, "training.accelerator", "auto"))
+    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def ensure_cache(config: dict, progress: bool = True) -> None:
+    """Build the train/validation feature cache when it is empty (``avtag prepare``'s work)."""
+    from avtag.data.cache import FeatureCache, prepare_split
+
+    root = resolve_path(get(config, "cache.dir", "cache"))
+    for split in (get(config, "training.train_split", "train"), get(config, "training.val_split", "validation")):
+        if not FeatureCache(root, split).names():
+            print(f"feature cache of split {split!r} is empty: preparing it in {root / split}")
+            report = prepare_split(config, split, progress=progress)
+            print(f"{split}: {report.written} clips cached, {len(report.failed)} failed, {report.missing} missing")
+
+
+def _loggers(run_dir: Path):
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers = [CSVLogger(save_dir=str(run_dir), name="logs")]
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard"))
+    return loggers
+
+
+def _progress_bar_class():
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class ProgressBar(RichProgressBar):
+        """Rich progress bar without the logger's version number."""
+
+        def get_metrics(self, trainer, pl_module):
+            items = super().get_metrics(trainer, pl_module)
+            items.pop("v_num", None)
+            return items
+
+    return ProgressBar
+
+
+def build_trainer(config: dict, run_dir: Path, progress: bool = True):
+    """The Lightning ``Trainer`` of a run (callbacks, loggers, precision, epochs)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from avtag.training.module import MONITOR
+
+    ckpt_dir = str(run_dir / "checkpoints")
+    callbacks = [
+        # best by validation micro-F1 (first: it is trainer.checkpoint_callback)
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best-epoch{epoch:03d}-f1{val_micro_f1:.4f}",
+                        auto_insert_metric_name=False, monitor=MONITOR, mode="max", save_top_k=1),
+        # last.ckpt after every epoch (ModelCheckpoint's save_last only writes when a top-k file is written)
+        ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
+        LearningRateMonitor(logging_interval="epoch"),
+    ]
+    if progress:
+        callbacks.append(_progress_bar_class()(leave=True))
+    extra = dict(get(config, "training.trainer", {}) or {})
+    return L.Trainer(
+        default_root_dir=str(run_dir),
+        max_epochs=int(get(config, "training.max_epochs", 30)),
+        accelerator=str(get(config, "training.accelerator", "auto")),
+        devices=get(config, "training.devices", "auto"),
+        precision=choose_precision(config),
+        gradient_clip_val=get(config, "training.gradient_clip", None),
+        log_every_n_steps=int(get(config, "training.log_every_n_steps", 10)),
+        callbacks=callbacks,
+        logger=_loggers(run_dir),
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+        **extra,
+    )
+
+
+def train(config: dict, resume: bool | str = False, progress: bool = True) -> TrainResult:
+    """Train the audio branch as the config describes.
+
+    Args:
+        config: loaded config (:func:`avtag.config.load_config`).
+        resume: False for a new run; True to continue from
+            ``output_dir/checkpoints/last.ckpt``; or a checkpoint path.
+        progress: show the progress bar and model summary.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        AvtagError: nothing to resume from, a run already in ``output_dir`` (when
+            not resuming), an empty cache, a bad config value.
+    """
+    import lightning as L
+    import torch
+
+    from avtag.training.checkpoint import export_audio_model
+    from avtag.training.datamodule import AudioDataModule, skipped_report
+    from avtag.training.module import AudioTaggingModule
+
+    t0 = time.perf_counter()
+    run_dir = resolve_path(get(config, "output_dir", "runs/avtag"))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = None
+    if resume:
+        ckpt_path = Path(resume) if isinstance(resume, (str, Path)) else last
+        if not ckpt_path.is_file():
+            raise AvtagError(f"cannot resume: {ckpt_path} not found (start without --resume)")
+    elif last.is_file():
+        raise AvtagError(f"{run_dir} already holds a run; continue it with --resume or choose output_dir=OTHER")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
+    L.seed_everything(int(get(config, "training.seed", 0)), workers=True, verbose=False)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+
+    ensure_cache(config, progress)
+    data = AudioDataModule(config)
+    data.setup("fit")
+    n_skipped = skipped_report(data.skipped, run_dir / "skipped_clips.tsv")
+    sizes = {s: len(d) for s, d in data.datasets.items()}
+    module = AudioTaggingModule(config)
+    n_params = sum(p.numel() for p in module.model.parameters())
+    print(f"training on {sizes['train']} clips, validating on {sizes['validation']} clips "
+          f"({len(data.vocabulary)} classes, sampler: {data.sampler}); model: {n_params:,} parameters, "
+          f"frame hop {module.model.frame_hop * 1000:.0f} ms, {module.model.model_config.pooling} pooling")
+    if n_skipped:
+        examples = [f"{n} ({r})" for items in data.skipped.values() for n, r in list(items.items())[:3]][:3]
+        print(f"skipped {n_skipped} clip(s) that could not be decoded, e.g. {'; '.join(examples)} "
+              f"- full list in {run_dir / 'skipped_clips.tsv'}")
+
+    trainer = build_trainer(config, run_dir, progress)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown + sys.exit(1)
+        if not trainer.interrupted:
+            raise
+        done = f"the last completed epoch is in {last}" if last.is_file() else "no epoch was completed"
+        print(f"training interrupted; {done}. Continue with: avtag train CONFIG [overrides] --resume", file=sys.stderr)
+        raise KeyboardInterrupt from None
+
+    ckpt_cb = trainer.checkpoint_callback
+    best = Path(ckpt_cb.best_model_path) if ckpt_cb and ckpt_cb.best_model_path else None
+    score = ckpt_cb.best_model_score if ckpt_cb is not None else None
+    model_path = None
+    source = best if best and best.is_file() else (last if last.is_file() else None)
+    if source is not None:
+        model_path = export_audio_model(source, run_dir / "audio_model.pt")
+    return TrainResult(
+        run_dir=run_dir,
+        last_checkpoint=last if last.is_file() else None,
+        best_checkpoint=best,
+        best_micro_f1=float(score) if score is not None else None,
+        model_path=model_path,
+        epochs=int(trainer.current_epoch),
+        global_step=int(trainer.global_step),
+        skipped=n_skipped,
+        seconds=time.perf_counter() - t0,
+    )

@@ -1,0 +1,249 @@
+"""Training: mixing, sampling, checkpoints, and real short CPU runs on a generated
+DCASE-format dataset (learning, kill-and-resume, a corrupt clip skipped and reported)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from avtag import AvtagError
+from avtag.config import load_config
+from avtag.features.logmel import LogMelConfig
+from avtag.labels import Vocabulary
+from avtag.models.audio import AudioModelConfig, AudioTagger
+from avtag.training.checkpoint import CheckpointError, load_audio_model, save_audio_model
+from avtag.training.datamodule import AudioDataModule, balanced_weights, fit_length
+from avtag.training.mixing import MixConfig, mix_batch
+from avtag.training.module import epoch_lr_factor, weak_label_bce
+
+from synthdata import make_dcase_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+# a small, fast CRNN and a short schedule; everything else is the shipped config
+TINY = [
+    "model.channels=[8,16,16]", "model.freq_pool=[2,2,2]", "model.rnn_hidden=16", "model.spec_augment=false",
+    "training.batch_size=8", "training.workers=0", "training.lr=0.003", "training.lr_schedule=constant",
+    "training.warmup_epochs=0", "training.sampler=shuffle",
+    "training.mixing.mode=mix", "training.mixing.epochs=4", "training.mixing.finetune_lr_scale=1.0",
+]
+
+
+# ----------------------------------------------------------------------------- unit tests
+def test_mix_training_blends_waveforms_and_takes_the_label_union():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 100, generator=g)
+    y = torch.zeros(6, 4)
+    y[torch.arange(6), torch.tensor([0, 1, 2, 3, 0, 1])] = 1
+    xm, ym = mix_batch(x, y, "mix", generator=torch.Generator().manual_seed(1))
+    perm = torch.randperm(6, generator=torch.Generator().manual_seed(1))
+    a = ((xm - x[perm]) / (x - x[perm]))[:, 0]  # x = a x_i + (1 - a) x_j  =>  a per row
+    rows = perm != torch.arange(6)
+    assert torch.all((a[rows] > 0) & (a[rows] < 1))
+    assert torch.allclose(xm[rows], a[rows, None] * x[rows] + (1 - a[rows, None]) * x[perm][rows], atol=1e-5)
+    assert torch.equal(ym, torch.sign(y + y[perm]))  # union of both label sets, still 0/1
+
+
+def test_mixup_interpolates_targets_and_probability_zero_is_identity():
+    x, y = torch.randn(8, 50), (torch.rand(8, 3) > 0.5).float()
+    xm, ym = mix_batch(x, y, "mixup", alpha=0.4, generator=torch.Generator().manual_seed(0))
+    assert ym.min() >= 0 and ym.max() <= 1 and not torch.equal(ym, y)
+    xs, ys = mix_batch(x, y, "mix", probability=0.0)
+    assert torch.equal(xs, x) and torch.equal(ys, y)
+    with pytest.raises(AvtagError):
+        MixConfig.from_dict({"mode": "cutmix"})
+
+
+def test_two_stage_schedule():
+    cfg = MixConfig.from_dict({"mode": "mix", "epochs": 3, "finetune_lr_scale": 0.1})
+    assert [cfg.active(e) for e in range(5)] == [True, True, True, False, False]
+    f = epoch_lr_factor("constant", max_epochs=5, mix_epochs=3, finetune_scale=0.1)
+    assert [f(e) for e in range(5)] == [1.0, 1.0, 1.0, 0.1, 0.1]
+    cos = epoch_lr_factor("cosine", max_epochs=10, warmup_epochs=2)
+    assert cos(0) < cos(1) < cos(2) == 1.0 and cos(9) < cos(5) < cos(2)
+    assert not MixConfig.from_dict({"mode": "none"}).active(0)
+
+
+def test_balanced_weights_favour_rare_classes_and_fit_length():
+    targets = np.array([[1, 0], [1, 0], [1, 0], [1, 1], [0, 1], [0, 0]], dtype=np.float32)
+    w = balanced_weights(targets)
+    assert w[4] > w[0] and w[3] == w[4]  # a clip is weighted by its rarest label
+    per_class = [(w * targets[:, c]).sum() / w.sum() for c in range(2)]
+    assert abs(per_class[0] - per_class[1]) < abs(4 / 7 - 2 / 7)  # closer to balanced than the raw counts
+    assert fit_length(np.ones(5, np.float32), 8).tolist() == [1] * 5 + [0] * 3
+    np.random.seed(0)
+    crop = fit_length(np.arange(100, dtype=np.float32), 10, random_crop=True)
+    assert crop.shape == (10,) and np.all(np.diff(crop) == 1)
+
+
+def test_bce_under_autocast():
+    p = torch.rand(4, 3, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = weak_label_bce(p, torch.ones(4, 3))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return AudioTagger(3, LogMelConfig(), AudioModelConfig(channels=(4,), freq_pool=(4,), time_pool=(2,), rnn_hidden=4))
+
+
+def test_exported_model_round_trip(tmp_path):
+    model = _tiny_model().eval()
+    config = {"model": model.model_config.to_dict(), "audio": model.audio_config.to_dict(),
+              "data": {"classes": ["Car", "Bus", "Train"]}}
+    path = save_audio_model(model.state_dict(), config, Vocabulary(("Car", "Bus", "Train")), tmp_path / "m.pt")
+    assert torch.load(path, weights_only=True)["format"] == "avtag-audio-model"
+    loaded, vocab, cfg = load_audio_model(path)
+    assert vocab.names == ("Car", "Bus", "Train") and not loaded.training
+    wave = torch.randn(2, 8000)
+    with torch.no_grad():
+        assert torch.allclose(loaded(wave).clipwise, model(wave).clipwise)
+
+
+def test_bad_checkpoints_give_one_line_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_audio_model(tmp_path / "none.ckpt")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(os.urandom(2000))
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_audio_model(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not an avtag audio-model checkpoint"):
+        load_audio_model(foreign)
+    model = _tiny_model()
+    config = {"model": {**model.model_config.to_dict(), "rnn_hidden": 6}, "data": {"classes": ["a", "b", "c"]}}
+    wrong = save_audio_model(model.state_dict(), config, Vocabulary(("a", "b", "c")), tmp_path / "wrong.pt")
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_audio_model(wrong)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(wrong.read_bytes()[:500])
+    with pytest.raises(CheckpointError):
+        load_audio_model(truncated)
+
+
+# ----------------------------------------------------------------------------- real runs
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """100 four-second clips (4 learnable classes, 1-2 per clip), one of them corrupt."""
+    root = tmp_path_factory.mktemp("training")
+    ds = make_dcase_dataset(root / "data", n_train=100, n_test=0, seconds=4.0, seed=0)
+    corrupt = ds.clips["train"][5]
+    Path(corrupt["path"]).write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + os.urandom(600))
+    cfg = yaml.safe_load(ds.config(root).read_text())
+    cfg["include"] = [str(REPO / "configs" / p) for p in
+                      ("data/dcase2017.yaml", "features/logmel64.yaml", "model/crnn_attention.yaml",
+                       "training/default.yaml")]
+    cfg["data"]["clip_seconds"] = 4.0
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return {"root": root, "config": path, "corrupt": corrupt["name"]}
+
+
+def constant_predictor_f1(train_targets: np.ndarray, val_targets: np.ndarray) -> float:
+    """Best micro-F1 of a predictor that ignores the audio (the k most frequent classes, always)."""
+    order = np.argsort(-train_targets.sum(0))
+    best = 0.0
+    for k in range(1, len(order) + 1):
+        pred = np.zeros_like(val_targets)
+        pred[:, order[:k]] = 1
+        tp = (pred * val_targets).sum()
+        best = max(best, 2 * tp / (pred.sum() + val_targets.sum()))
+    return float(best)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: a small GRU on a shared 2-core machine is much faster so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_learns_generated_dcase_data(synth, capsys, one_thread):
+    from avtag.training.train import train
+
+    config = load_config(synth["config"], TINY + ["training.max_epochs=10", f"output_dir={synth['root'] / 'learn'}"])
+    result = train(config, progress=False)
+    out = capsys.readouterr().out
+    # the corrupt clip is skipped, reported on the console and listed in the run folder
+    assert result.skipped == 1 and synth["corrupt"] in out
+    assert synth["corrupt"] in (result.run_dir / "skipped_clips.tsv").read_text()
+
+    data = AudioDataModule(config)
+    data.setup()
+    chance = constant_predictor_f1(data.datasets["train"].targets, data.datasets["validation"].targets)
+    print(f"validation micro-F1 {result.best_micro_f1:.3f}, best constant predictor {chance:.3f}")
+    assert result.epochs == 10 and result.best_checkpoint.is_file() and result.last_checkpoint.is_file()
+    assert result.best_micro_f1 > max(0.75, chance + 0.2)
+
+    # the exported model reproduces the best checkpoint's validation F1
+    model, vocab, _ = load_audio_model(result.model_path)
+    val = data.datasets["validation"]
+    wave = torch.stack([val[i][0] for i in range(len(val))])
+    with torch.no_grad():
+        pred = (model(wave).clipwise >= 0.5).numpy()
+    tp = (pred * val.targets).sum()
+    assert 2 * tp / (pred.sum() + val.targets.sum()) == pytest.approx(result.best_micro_f1, abs=1e-4)
+
+    with pytest.raises(AvtagError, match="--resume"):
+        train(config, progress=False)  # would overwrite the run
+
+
+def test_corrupt_clip_is_skipped_and_reported(synth):
+    from avtag.training.train import ensure_cache
+
+    config = load_config(synth["config"], TINY)
+    ensure_cache(config, progress=False)
+    data = AudioDataModule(config)
+    data.setup()
+    skipped = {name: reason for items in data.skipped.values() for name, reason in items.items()}
+    assert list(skipped) == [synth["corrupt"]]
+    assert "Y" + synth["corrupt"] in skipped[synth["corrupt"]]  # the reason names the media file
+    served = set(data.datasets["train"].names) | set(data.datasets["validation"].names)
+    assert synth["corrupt"] not in served and len(served) == 99
+
+
+def _avtag(*args):
+    cmd = [sys.executable, "-m", "avtag", "train", *map(str, args), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def test_kill_and_resume_continues_from_last_checkpoint(synth):
+    run_dir = synth["root"] / "resume"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    args = [synth["config"], *TINY, "training.max_epochs=4", f"output_dir={run_dir}"]
+    proc = _avtag(*args)
+    deadline = time.time() + 240
+    while not last.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"training ended before it could be killed:\n{proc.communicate()[0]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = torch.load(last, weights_only=True)
+    steps_per_epoch = first["global_step"] // (first["epoch"] + 1)
+    assert first["epoch"] < 3
+
+    resumed = _avtag(*args, "--resume")
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert "done: 4 epochs" in out
+    final = torch.load(last, weights_only=True)
+    assert final["epoch"] == 3 and final["global_step"] == 4 * steps_per_epoch
+    # the resumed run logged only the epochs after the checkpoint
+    logs = sorted((run_dir / "logs").glob("version_*/metrics.csv"))
+    assert len(logs) == 2
+    header, *rows = logs[-1].read_text().splitlines()
+    epochs = {int(r.split(",")[header.split(",").index("epoch")]) for r in rows
+              if r.split(",")[header.split(",").index("epoch")]}
+    assert min(epochs) == first["epoch"] + 1 and max(epochs) == 3
