@@ -1,0 +1,428 @@
+"""Evaluation of one system on one split, and its report: ``report.md``, ``metrics.json``, figures.
+
+Decisions (DCASE 2017 Task 4):
+
+* Subtask A (tagging): a clip is tagged with class ``c`` when its clip-wise score is
+  ``>= threshold[c]``, under two threshold sets: ``default`` (0.5 for every class) and
+  ``tuned`` (per-class thresholds that maximise micro-F1 on the validation split,
+  :func:`avtag.evaluation.metrics.optimise_thresholds`, applied unchanged to the
+  evaluated split, as Kong et al. 2020, arXiv 1912.04761). Scores: micro P/R/F1 (the
+  ranking metric), the official scorer's macro, the mean class F1, class-wise P/R/F1
+  (:func:`~avtag.evaluation.metrics.tagging_metrics`) and threshold-free mAP.
+* Subtask B (detection), where strong labels exist and the system has frame-wise output:
+  frame-wise audio probabilities of the classes a clip is tagged with are thresholded,
+  median filtered and turned into events (:func:`avtag.inference.localize.framewise_to_events`),
+  then scored with sed_eval: segment-based (1 s) F1 / error rate and event-based F1
+  (collar 200 ms, offset 20 %) (:func:`~avtag.evaluation.metrics.strong_label_metrics`).
+
+Files written by :func:`write_evaluation` into the output folder::
+
+    report.md             summary, thresholds, per-class table, detection, data coverage, figures
+    metrics.json          every number of the report (fractions in [0, 1])
+    predictions.tsv       official Subtask A layout at the headline thresholds (tuned when available)
+    predictions_default.tsv   the same at threshold 0.5 (when the headline is tuned)
+    scores.tsv            clip-wise scores: header ``clip`` + class names, one row per clip
+    events.tsv / events_default.tsv   detected events (Subtask B layout), when computed
+    figures/classwise_f1.png, figures/pr_curves.png, figures/framewise.png
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avtag.config import get, resolve_path
+from avtag.evaluation.metrics import (AveragePrecision, StrongLabelMetrics, TaggingMetrics, ThresholdResult,
+                                      average_precision, binarize, optimise_thresholds, strong_label_metrics,
+                                      tagging_metrics)
+
+#: detection post-processing and sed_eval settings (override in the config's ``evaluate:`` section)
+DETECTION_DEFAULTS = {"frame_threshold": 0.5, "median_filter_s": 0.2, "min_duration_s": 0.1,
+                      "time_resolution": 1.0, "t_collar": 0.2, "percentage_of_length": 0.2}
+DEFAULT_THRESHOLD = 0.5
+FIGURES = {"classwise_f1": "figures/classwise_f1.png", "pr_curves": "figures/pr_curves.png",
+           "framewise": "figures/framewise.png"}
+
+
+@dataclass
+class Decision:
+    """Results under one threshold set: ``thresholds (C,)``, ``decisions (N, C)`` bool, scores,
+    detected ``events`` ``[(clip file, onset, offset, label)]`` (None: no detection)."""
+
+    thresholds: np.ndarray
+    decisions: np.ndarray
+    tagging: TaggingMetrics
+    strong: StrongLabelMetrics | None = None
+    events: list[tuple[str, float, float, str]] | None = None
+
+
+@dataclass
+class SystemEvaluation:
+    """One system (``audio``, ``video`` or ``fused``) evaluated on one split.
+
+    ``decisions`` maps ``default`` / ``tuned`` to :class:`Decision`; ``headline`` is the
+    set reported first (``tuned`` when validation thresholds exist). ``tuning`` is the
+    validation fit (None when no validation scores), ``tuned_on`` its clip count.
+    """
+
+    system: str
+    split: str
+    classes: tuple[str, ...]
+    names: list[str]
+    targets: np.ndarray
+    scores: np.ndarray
+    ap: AveragePrecision
+    decisions: dict[str, Decision]
+    tuning: ThresholdResult | None = None
+    tuned_on: int = 0
+    framewise: np.ndarray | None = None
+    frame_hop: float | None = None
+    reference_events: dict[str, list[tuple[str, float, float]]] | None = None
+    detection: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def headline(self) -> str:
+        return "tuned" if "tuned" in self.decisions else "default"
+
+
+def file_name(clip: str) -> str:
+    """Official file name of a cached clip name: ``<ytid>_<start>_<end>.wav``."""
+    return clip + ".wav"
+
+
+def detect_events(framewise: np.ndarray, frame_hop: float, decisions: np.ndarray, names: list[str],
+                  classes, clip_seconds: float, settings: dict) -> list[tuple[str, float, float, str]]:
+    """Events of every clip: frame-wise probabilities ``(N, T, C)`` of the tagged classes
+    (``decisions (N, C)``) >= ``frame_threshold``, median filtered, min duration; as
+    ``(clip file name, onset s, offset s, label)``."""
+    from avtag.inference.localize import framewise_to_events
+
+    out = []
+    for i, name in enumerate(names):
+        probs = np.where(decisions[i][None, :], framewise[i], 0.0)
+        found = framewise_to_events(probs, frame_hop, list(classes), threshold=float(settings["frame_threshold"]),
+                                    median_filter_s=float(settings["median_filter_s"]),
+                                    min_duration_s=float(settings["min_duration_s"]), duration=clip_seconds)
+        out += [(file_name(name), on, off, label) for label, on, off in found]
+    return out
+
+
+def evaluate_system(system: str, split, fusion=None, validation=None, detection: dict | None = None,
+                    notes: list[str] | None = None) -> SystemEvaluation:
+    """Evaluate one system on ``split`` (:class:`~avtag.evaluation.inference.SplitScores`).
+
+    Args:
+        system: ``audio``, ``video`` or ``fused`` (see :func:`~avtag.evaluation.inference.system_scores`).
+        fusion: the :class:`~avtag.models.fusion.LateFusion` of ``fused``.
+        validation: validation-split scores to tune per-class thresholds on (None: default only).
+        detection: overrides of :data:`DETECTION_DEFAULTS`.
+    Detection runs for ``audio`` and ``fused`` when the split has strong labels.
+    """
+    from avtag.evaluation.inference import EvaluationError, system_scores
+
+    notes = list(notes or [])
+    scores = system_scores(split, system, fusion)
+    tuning, tuned_on = None, 0
+    if validation is not None:
+        try:
+            val_scores = system_scores(validation, system, fusion)
+        except EvaluationError as exc:
+            notes.append(f"thresholds not tuned on validation: {exc}")
+        else:
+            tuning, tuned_on = tune_thresholds(validation.targets, val_scores), len(validation.names)
+    settings = detection_settings(detection)
+    classes = list(split.classes)
+    sets = {"default": np.full(len(classes), DEFAULT_THRESHOLD)}
+    if tuning is not None:
+        sets["tuned"] = np.asarray(tuning.thresholds, dtype=np.float64)
+    strong_ok = system in ("audio", "fused") and split.framewise is not None and split.events is not None
+    decisions = {}
+    for key, thr in sets.items():
+        dec = binarize(scores, thr)
+        d = Decision(thr, dec, tagging_metrics(split.targets, dec, classes))
+        if strong_ok:
+            d.events = detect_events(split.framewise, split.frame_hop, dec, split.names, classes,
+                                     split.clip_seconds, settings)
+            reference = [(file_name(n), on, off, lab) for n in split.names for lab, on, off in split.events[n]]
+            d.strong = strong_label_metrics(
+                reference, d.events, clips=[file_name(n) for n in split.names], labels=classes,
+                time_resolution=settings["time_resolution"], t_collar=settings["t_collar"],
+                percentage_of_length=settings["percentage_of_length"], clip_length=split.clip_seconds)
+        decisions[key] = d
+    return SystemEvaluation(system, split.split, tuple(classes), list(split.names), split.targets, scores,
+                            average_precision(split.targets, scores), decisions, tuning, tuned_on,
+                            split.framewise if strong_ok else None, split.frame_hop,
+                            split.events if strong_ok else None, settings, notes)
+
+
+def detection_settings(section: dict | None) -> dict:
+    """:data:`DETECTION_DEFAULTS` updated by the config's ``evaluate:`` section; unknown keys raise."""
+    from avtag.evaluation.inference import EvaluationError
+
+    unknown = sorted(set(section or {}) - set(DETECTION_DEFAULTS))
+    if unknown:
+        raise EvaluationError(f"evaluate: unknown setting(s) {', '.join(unknown)} (known: {', '.join(DETECTION_DEFAULTS)})")
+    return {**DETECTION_DEFAULTS, **(section or {})}
+
+
+def tune_thresholds(validation_targets: np.ndarray, validation_scores: np.ndarray) -> ThresholdResult:
+    """Per-class thresholds maximising validation micro-F1, starting from 0.5 (Kong et al. 2020)."""
+    return optimise_thresholds(validation_targets, validation_scores, init=DEFAULT_THRESHOLD)
+
+
+# ----------------------------------------------------------------------------- metrics.json
+def _tagging_dict(d: Decision) -> dict:
+    out = d.tagging.to_dict()
+    if d.strong is not None:
+        out["strong"] = d.strong.to_dict()
+    return out
+
+
+def metrics_dict(ev: SystemEvaluation, coverage=None, extra: dict | None = None) -> dict:
+    """Everything of the report as a JSON-ready dict (fractions in [0, 1]); the top-level
+    ``micro`` / ``macro`` / ``mean_class_f1`` / ``classwise`` / ``counts`` / ``strong`` are
+    those of the headline thresholds; ``by_thresholds`` holds both sets."""
+    head = ev.decisions[ev.headline]
+    thresholds = {"default": {"how": f"fixed {DEFAULT_THRESHOLD} for every class",
+                              "values": dict.fromkeys(ev.classes, DEFAULT_THRESHOLD)}}
+    if ev.tuning is not None:
+        thresholds["tuned"] = {
+            "how": "per-class thresholds maximising micro-F1 on the validation split by exact coordinate ascent, "
+                   "applied unchanged to this split (Kong et al. 2020, arXiv 1912.04761)",
+            "fit_on": "validation", "clips": ev.tuned_on, "passes": ev.tuning.passes,
+            "validation_micro_f1_default": ev.tuning.micro_f1_before,
+            "validation_micro_f1_tuned": ev.tuning.micro_f1_after,
+            "values": {c: float(t) for c, t in zip(ev.classes, ev.tuning.thresholds)}}
+    strong = None
+    if head.strong is not None:
+        strong = {k: d.strong.to_dict() for k, d in ev.decisions.items()}
+        strong.update(settings=ev.detection, headline=ev.headline)
+    out = {
+        "system": ev.system, "split": ev.split, "clips": len(ev.names), "classes": list(ev.classes),
+        "decision_thresholds": ev.headline,
+        **head.tagging.to_dict(),
+        "mAP": ev.ap.mAP, "average_precision": ev.ap.to_dict(list(ev.classes))["per_class"],
+        "thresholds": thresholds,
+        "by_thresholds": {k: _tagging_dict(d) for k, d in ev.decisions.items()},
+        "strong": strong,
+        "coverage": coverage.to_dict() if coverage is not None else None,
+        "notes": ev.notes,
+    }
+    out.update(extra or {})
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+def write_predictions_files(ev: SystemEvaluation, out_dir: Path) -> dict[str, str]:
+    """Prediction, score and event files; returns ``{kind: file name}``."""
+    from avtag.evaluation.scorer import write_events, write_predictions
+
+    files = {}
+    for key, d in ev.decisions.items():
+        suffix = "" if key == ev.headline else f"_{key}"
+        preds = {file_name(n): [c for c, on in zip(ev.classes, d.decisions[i]) if on] for i, n in enumerate(ev.names)}
+        write_predictions(out_dir / f"predictions{suffix}.tsv", preds)
+        files[f"predictions{suffix}"] = f"predictions{suffix}.tsv"
+        if d.events is not None:
+            write_events(out_dir / f"events{suffix}.tsv", d.events)
+            files[f"events{suffix}"] = f"events{suffix}.tsv"
+    rows = ["clip\t" + "\t".join(ev.classes)]
+    # repr: shortest text that reads back to the same float64, so thresholds re-apply exactly
+    rows += [file_name(n) + "\t" + "\t".join(repr(float(s)) for s in ev.scores[i]) for i, n in enumerate(ev.names)]
+    (out_dir / "scores.tsv").write_text("\n".join(rows) + "\n")
+    files["scores"] = "scores.tsv"
+    return files
+
+
+def official_score(pred_path: Path, groundtruth: Path | None) -> dict | None:
+    """The official scorer's micro/macro on ``pred_path`` against the split's released weak ground truth."""
+    if groundtruth is None or not Path(groundtruth).is_file():
+        return None
+    from avtag.evaluation.scorer import score_files
+
+    r = score_files(pred_path, groundtruth)
+    return {"groundtruth": str(groundtruth), "micro": r.micro.to_dict(), "macro": r.macro.to_dict(),
+            "scored_clips": r.scored_clips, "unscored_groundtruth_clips": len(r.unscored_groundtruth_clips)}
+
+
+def official_groundtruth(config: dict, split: str) -> Path | None:
+    """The released weak ground-truth file of ``test`` / ``eval``, when it exists."""
+    tag = {"test": "testing", "eval": "evaluation"}.get(split)
+    if tag is None or get(config, "data.metadata_dir") is None:
+        return None
+    path = resolve_path(get(config, "data.metadata_dir")) / "groundtruth_release" / f"groundtruth_weak_label_{tag}_set.csv"
+    return path if path.is_file() else None
+
+
+def describe_fusion(fusion) -> str | None:
+    """One line: the fusion method and its weight(s)."""
+    if fusion is None:
+        return None
+    if fusion.method == "weighted":
+        w = fusion.audio_weight
+        return f"weighted mean, audio weight {float(w):.2f}" if w.ndim == 0 else "weighted mean, per-class audio weights"
+    if fusion.method == "logistic":
+        n = 0 if fusion.fitted_ is None else int(fusion.fitted_.sum())
+        return f"per-class logistic regression ({n} classes fitted on validation, weighted mean for the others)"
+    return "element-wise maximum"
+
+
+def write_evaluation(ev: SystemEvaluation, out_dir: str | Path, *, coverage=None, setup: dict | None = None,
+                     groundtruth: Path | None = None, figures: bool = True, extra: dict | None = None) -> dict:
+    """Write report.md, metrics.json, prediction files and figures; returns the metrics dict.
+
+    ``setup`` (short strings) is listed at the top of the report; ``extra`` goes to metrics.json only.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = write_predictions_files(ev, out_dir)
+    extra = {**(extra or {}), "setup": setup or {}, "files": files}
+    official = official_score(out_dir / files["predictions"], groundtruth)
+    if official is not None:
+        extra["official_scorer"] = official
+    metrics = metrics_dict(ev, coverage, extra)
+    if figures:
+        from avtag.evaluation.figures import draw_evaluation_figures
+
+        metrics["files"]["figures"] = draw_evaluation_figures(ev, out_dir)
+    (out_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=1, allow_nan=False))
+    (out_dir / "report.md").write_text(evaluation_markdown(ev, metrics))
+    return metrics
+
+
+def _finite(x):
+    """JSON-ready copy: NumPy scalars -> Python, NaN / inf -> None (JSON has no NaN)."""
+    if isinstance(x, dict):
+        return {str(k): _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _finite(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    return x
+
+
+# ----------------------------------------------------------------------------- report.md
+def pct(x) -> str:
+    """A fraction as a percentage with 2 decimals (DCASE tables), ``-`` for None/NaN."""
+    return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{100.0 * x:.2f}"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "--:" for i in range(len(header))) + "|"]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+THRESHOLD_TITLES = {"default": "default (0.5)", "tuned": "tuned on validation"}
+
+
+def summary_rows(ev: SystemEvaluation, label: str = "") -> list[list]:
+    """Summary table rows (one per threshold set): micro P/R/F1, macro F1, mean class F1, mAP, detection."""
+    rows = []
+    for key, d in ev.decisions.items():
+        t, s = d.tagging, d.strong
+        rows.append(([label] if label else []) + [
+            THRESHOLD_TITLES[key], pct(t.micro.precision), pct(t.micro.recall), f"**{pct(t.micro.f1)}**",
+            pct(t.macro.f1), pct(t.mean_class_f1), pct(ev.ap.mAP),
+            pct(s.segment["f1"]) if s else "-", f"{s.segment['error_rate']:.3f}" if s else "-",
+            pct(s.event["f1"]) if s else "-"])
+    return rows
+
+
+SUMMARY_HEADER = ["thresholds", "micro P %", "micro R %", "micro F1 %", "macro F1 % (scorer)", "mean class F1 %",
+                  "mAP %", "segment F1 %", "segment ER", "event F1 %"]
+
+
+def _coverage_section(cov: dict | None) -> list[str]:
+    if not cov:
+        return ["Coverage unknown."]
+    lines = _table(["listed", "cached", "evaluated", "missing media", "failed to decode", "skipped", "not cached",
+                    "with video"], [[cov["listed"] if cov["listed"] is not None else "?", cov["cached"],
+                                     cov["evaluated"], cov["missing"], cov["failed"], cov["skipped"],
+                                     cov["not_cached"], cov["with_video"]]])
+    lines += ["", "Scores cover the evaluated clips only. The official scorer likewise scores only clips with a "
+                  "prediction row, so clips without media do not count as misses; compare systems on the same clips."]
+    for title, items in (("Missing media", {n: "" for n in cov["missing_clips"]}), ("Failed to decode", cov["failed_clips"]),
+                         ("Skipped", cov["skipped_clips"])):
+        if items:
+            shown = list(items.items())[:20]
+            lines += ["", f"{title} ({len(items)}{', first 20' if len(items) > 20 else ''}):", ""]
+            lines += [f"- `{n}`" + (f": {r}" if r else "") for n, r in shown]
+    if cov.get("missing_report") and cov["missing"]:
+        lines += ["", f"Full list of missing clips: `{cov['missing_report']}`."]
+    return lines
+
+
+def evaluation_markdown(ev: SystemEvaluation, metrics: dict) -> str:
+    """The text of ``report.md`` (GitHub markdown)."""
+    setup = metrics.get("setup", {})
+    out = [f"# avtag evaluation: {ev.system} system on the {ev.split} split", ""]
+    out += [f"- {k}: `{v}`" for k, v in setup.items() if v not in (None, "")]
+    out += [f"- clips evaluated: {len(ev.names)}; classes: {len(ev.classes)}; headline thresholds: {ev.headline}", ""]
+    out += ["## Summary", "", *_table(SUMMARY_HEADER, summary_rows(ev)), ""]
+    out += ["micro = instance-based P/R/F1 over all (clip, class) pairs (DCASE 2017 Task 4 ranking metric); "
+            "macro = the official scorer's F1 of mean class precision and mean class recall; mAP is threshold-free. "
+            "Segment-based (1 s) and event-based scores are Subtask B (sed_eval)."]
+    off = metrics.get("official_scorer")
+    if off:
+        same = abs(off["micro"]["f1"] - metrics["micro"]["f1"]) < 1e-9
+        out += ["", f"Official scorer on `{metrics['files']['predictions']}` against `{off['groundtruth']}`: micro F1 "
+                    f"{pct(off['micro']['f1'])} % over {off['scored_clips']} clips ({'agrees' if same else 'DIFFERS'})."]
+    out += ["", "## How the decision thresholds were chosen", ""]
+    out += [f"- **default**: a clip is tagged with a class when its clip-wise score is >= {DEFAULT_THRESHOLD}."]
+    if ev.tuning is not None:
+        out += [f"- **tuned**: one threshold per class, chosen on the validation split ({ev.tuned_on} clips) to "
+                f"maximise micro-F1 (exact coordinate ascent over classes, {ev.tuning.passes} passes), then applied "
+                f"unchanged here, as Kong et al. 2020 (arXiv 1912.04761). Validation micro-F1: "
+                f"{pct(ev.tuning.micro_f1_before)} % at 0.5 -> {pct(ev.tuning.micro_f1_after)} % tuned. A threshold "
+                "above every validation score means the class is never predicted."]
+    else:
+        out += ["- **tuned**: not available (no validation scores)."]
+    out += ["", "## Per-class results", ""]
+    header = ["class", "positives", "AP %", "P % (0.5)", "R % (0.5)", "F1 % (0.5)"]
+    if "tuned" in ev.decisions:
+        header += ["threshold", "P % (tuned)", "R % (tuned)", "F1 % (tuned)"]
+    rows = []
+    for k, c in enumerate(ev.classes):
+        row = [c, int(ev.targets[:, k].sum()), pct(float(ev.ap.per_class[k]))]
+        for key in ev.decisions:
+            m = ev.decisions[key].tagging.classwise.get(c)
+            row += ([f"{ev.decisions[key].thresholds[k]:.3f}"] if key == "tuned" else [])
+            row += [pct(m.precision), pct(m.recall), pct(m.f1)] if m else ["-", "-", "-"]
+        rows.append(row)
+    out += _table(header, rows)
+    out += ["", "A class without positives or predictions in this split has no P/R/F1 (`-`) and is left out of the "
+                "macro scores, as in the official scorer; AP is undefined without positives.", ""]
+    out += ["## Detection (Subtask B)", ""]
+    head = ev.decisions[ev.headline]
+    if head.strong is None:
+        why = "no strong labels in this split" if ev.system != "video" else "the video branch has no frame-wise output"
+        out += [f"Not computed: {why}."]
+    else:
+        s = ev.detection
+        out += [f"Events from the audio frame-wise output ({ev.frame_hop * 1000:.0f} ms hop) of the classes each clip "
+                f"is tagged with: probability >= {s['frame_threshold']}, median filter {s['median_filter_s']} s, "
+                f"events shorter than {s['min_duration_s']} s dropped. sed_eval: segments of {s['time_resolution']} s; "
+                f"events with onset collar {s['t_collar']} s and offset tolerance "
+                f"max({s['t_collar']} s, {s['percentage_of_length']:.0%} of the event).", ""]
+        rows = [[THRESHOLD_TITLES[k], pct(d.strong.segment["f1"]), f"{d.strong.segment['error_rate']:.3f}",
+                 pct(d.strong.event["f1"]), f"{d.strong.event['error_rate']:.3f}"] for k, d in ev.decisions.items()]
+        out += _table(["clip tags from", "segment F1 %", "segment ER", "event F1 %", "event ER"], rows)
+    out += ["", "## Data coverage", "", *_coverage_section(metrics.get("coverage"))]
+    if ev.notes:
+        out += ["", "## Notes", "", *[f"- {n}" for n in ev.notes]]
+    figs = metrics.get("files", {}).get("figures") or {}
+    if figs:
+        out += ["", "## Figures", ""]
+        titles = {"classwise_f1": "Per-class F1", "pr_curves": "Precision-recall curves",
+                  "framewise": "Frame-wise probabilities and ground-truth events"}
+        out += [f"![{titles.get(k, k)}]({v})\n" for k, v in figs.items()]
+    out += ["", "## Files", "", *[f"- `{v}`" for k, v in metrics.get("files", {}).items() if isinstance(v, str)],
+            "- `metrics.json`: every number above"]
+    return "\n".join(out) + "\n"
