@@ -14,7 +14,7 @@ import sys
 from avtag import AvtagError, __version__
 
 #: sub-command modules in help order
-COMMANDS = ("prepare", "train", "tag", "labelmap", "evaluate", "score", "ablate")
+COMMANDS = ("prepare", "train", "tag", "labelmap", "evaluate", "score", "ablate", "soundscapes")
 
 
 def build_parser() -> argparse.ArgumentParser:

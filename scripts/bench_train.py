@@ -156,8 +156,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 3 on CPU, 20 on GPU)")
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = load_config(args.config, args.overrides)
     devices = args.devices.split(",") if args.devices else None
     results = run_benchmarks(config, devices, args.batch_size, args.steps, args.warmup)

@@ -93,7 +93,24 @@ def test_config_validation():
     assert cfg.channels == (4, 8) and cfg.to_dict()["channels"] == [4, 8]
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs" / "model").glob("*.yaml")), ids=lambda p: p.name)
+CRNN_CONFIGS = [p for p in sorted((REPO / "configs" / "model").glob("*.yaml"))
+                if (load_config(p).get("model") or {}).get("backbone", "crnn") == "crnn"]
+
+
+def test_backbone_selection():
+    with pytest.raises(AvtagError, match="model.backbone"):
+        build_audio_model({"model": {"backbone": "resnet"}}, 3)
+    assert type(build_audio_model({"model": {"backbone": "crnn"}}, 3)) is AudioTagger
+
+
+def test_output_prior_initialisation():
+    model = tiny(output_prior=0.1)
+    assert torch.allclose(model.backbone.classifier.bias, torch.full((5,), -2.1972), atol=1e-3)
+    with pytest.raises(AvtagError, match="output_prior"):
+        AudioModelConfig.from_dict({"output_prior": 1.5})
+
+
+@pytest.mark.parametrize("path", CRNN_CONFIGS, ids=lambda p: p.name)
 def test_shipped_model_configs_build(path):
     cfg = load_config(path)
     cfg["audio"] = load_config(REPO / "configs" / "features" / "logmel64.yaml")["audio"]

@@ -222,7 +222,7 @@ def _avtag(*args):
 def test_kill_and_resume_continues_from_last_checkpoint(synth):
     run_dir = synth["root"] / "resume"
     last = run_dir / "checkpoints" / "last.ckpt"
-    args = [synth["config"], *TINY, "training.max_epochs=4", f"output_dir={run_dir}"]
+    args = [synth["config"], *TINY, "training.max_epochs=4", "training.sampler=balanced", f"output_dir={run_dir}"]
     proc = _avtag(*args)
     deadline = time.time() + 240
     while not last.is_file() and proc.poll() is None and time.time() < deadline:

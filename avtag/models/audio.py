@@ -307,7 +307,21 @@ class AudioTagger(nn.Module):
 
 
 def build_audio_model(config: dict, num_classes: int) -> AudioTagger:
-    """``AudioTagger`` from a full avtag config (its ``audio:`` and ``model:`` sections)."""
+    """The audio branch a full avtag config describes (its ``audio:`` and ``model:`` sections).
+
+    ``model.backbone`` picks the network: ``crnn`` (default, this module) or
+    ``efficientnet_lite0`` (:mod:`avtag.models.audio_pretrained`, ImageNet transfer).
+
+    Raises:
+        AvtagError: unknown backbone or inconsistent settings.
+    """
+    backbone = str((config.get("model") or {}).get("backbone") or "crnn")
+    if backbone != "crnn":
+        from avtag.models.audio_pretrained import BACKBONE, build_pretrained_audio_model
+
+        if backbone != BACKBONE:
+            raise AvtagError(f"model.backbone: expected 'crnn' or {BACKBONE!r}, got {backbone!r}")
+        return build_pretrained_audio_model(config, num_classes)
     return AudioTagger(
         num_classes,
         LogMelConfig.from_dict(config.get("audio")),
