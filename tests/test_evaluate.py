@@ -22,9 +22,9 @@ from synthdata import make_dcase_dataset
 
 CLASSES = list(DCASE2017.names)
 # a small, fast CRNN and a short schedule (as tests/test_training.py); the rest is the shipped config
-TINY = ["model.channels=[8,16,16]", "model.rnn_hidden=16", "model.spec_augment=false", "training.batch_size=8",
-        "training.workers=0", "training.lr=0.01", "training.lr_schedule=constant", "training.warmup_epochs=0",
-        "training.sampler=shuffle", "training.mixing.mode=none", "training.max_epochs=5"]
+TINY = ["model.channels=[8,16,16]", "model.freq_pool=[2,2,2]", "model.rnn_hidden=16", "model.spec_augment=false", "training.batch_size=8",
+        "training.workers=0", "training.lr=0.003", "training.lr_schedule=constant", "training.warmup_epochs=0",
+        "training.sampler=shuffle", "training.mixing.mode=none", "training.max_epochs=8"]
 
 
 @pytest.fixture(scope="module")
