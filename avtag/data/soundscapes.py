@@ -1,0 +1,398 @@
+"""Weakly and strongly labelled 10 s soundscapes from real recordings, in the DCASE 2017 layout.
+
+A small mixing step in the spirit of Scaper (Salamon et al. 2017, "Scaper: A
+library for soundscape synthesis and augmentation"; its last release, 1.6.5,
+fails under NumPy 2 and needs libsox to build). Each soundscape is a background
+plus foreground events drawn from the recordings of :mod:`avtag.data.recordings`;
+every event's onset and offset are recorded exactly (to the sample, written in
+milliseconds). The distributions, all uniform and all drawn from one seeded
+NumPy generator (the same seed gives byte-identical files):
+
+* **Background**: stationary coloured noise with a ``1/f^beta`` power spectrum,
+  ``beta ~ U(0, 2)`` (white to brown noise), at ``U(-60, -40)`` dBFS RMS. The
+  recordings are short foreground sounds, and every long one is labelled (music,
+  speech), so none can serve as an unlabelled background bed; low-level noise
+  gives each clip a noise floor without adding labels.
+* **Events**: ``U{1..4}`` labelled events per clip. For each, a class is drawn
+  uniformly from the vocabulary (rare classes as often as common ones, as
+  Scaper's ``choose``), then a recording of that class uniformly from the split.
+  A recording up to 10 s long is used whole (after trimming leading/trailing
+  silence 50 dB below its peak); a longer one contributes an excerpt of
+  ``U(2, 10)`` s at a uniform offset. Each event is played at a speed drawn from
+  {0.9, 0.95, 1, 1.05, 1.1} (speed perturbation: pitch and tempo together, so
+  two readers or pieces sound like more). Onset ``U(0, 10 - duration)`` s; events may
+  overlap. Level: event SNR ``U(6, 30)`` dB over the background (RMS over the
+  event's samples; the range of the DESED synthetic soundscapes, Turpault et al.
+  2019). 10 ms fades at both ends.
+* **Distractors**: with probability 0.3 one more event from an out-of-vocabulary
+  recording (same duration/onset/SNR rules), not labelled, so the model also
+  hears sounds it must not tag.
+* The mixture is scaled down when its peak exceeds 0.9 (SNRs unchanged).
+
+Train and test soundscapes come from disjoint source recordings
+(:func:`split_recordings`): every class has at least one test recording.
+
+Output (every avtag command reads it as it reads the official release)::
+
+    OUT/metadata/training_set.csv, testing_set.csv       ytid,start,end,"labels",  (MID column empty)
+    OUT/metadata/groundtruth_release/groundtruth_{weak,strong}_label_{training,testing}_set.csv
+    OUT/metadata/sound_event_list_17_classes.txt         the vocabulary (file name kept for the layout)
+    OUT/audio/{train,test}/Y<ytid>_0.000_10.000.wav      16-bit PCM
+    OUT/soundscapes.jsonl                                 the recipe of every clip (sources, offsets, SNR, gain)
+    OUT/recordings.csv, ATTRIBUTION.md, summary.json      split, labels and credits of the recordings
+"""
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avtag import AvtagError
+from avtag.data.recordings import (Recording, SoundVocabulary, build_vocabulary, classify_licence, read_recordings,
+                                   redistributable)  # fmt: skip
+
+
+class SoundscapeError(AvtagError):
+    """Bad soundscape settings, or recordings that cannot make a split."""
+
+
+@dataclass(frozen=True)
+class SoundscapeConfig:
+    """The distributions of the mixing step (see module docstring); times in s, levels in dB."""
+
+    duration: float = 10.0
+    sample_rate: int = 16000
+    events: tuple[int, int] = (1, 4)
+    excerpt_s: tuple[float, float] = (2.0, 10.0)
+    speeds: tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1)
+    snr_db: tuple[float, float] = (6.0, 30.0)
+    background_dbfs: tuple[float, float] = (-60.0, -40.0)
+    background_beta: tuple[float, float] = (0.0, 2.0)
+    distractor_probability: float = 0.3
+    fade_s: float = 0.01
+    trim_db: float = 50.0
+    peak: float = 0.9
+    test_fraction: float = 0.3
+    min_recordings: int = 3
+
+
+@dataclass
+class Event:
+    """One placed event; ``labels`` is empty for a distractor. Times in seconds."""
+
+    file: str
+    labels: tuple[str, ...]
+    onset: float
+    offset: float
+    source_offset: float
+    snr_db: float
+    gain: float = 1.0
+    speed: float = 1.0
+
+
+@dataclass
+class Soundscape:
+    """The recipe of one clip."""
+
+    name: str
+    split: str
+    background_beta: float
+    background_dbfs: float
+    events: list[Event] = field(default_factory=list)
+    scale: float = 1.0  # peak scaling applied to the whole mixture (background included)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(lab for e in self.events for lab in e.labels))
+
+
+def trim_silence(x: np.ndarray, sample_rate: int, top_db: float = 50.0) -> np.ndarray:
+    """Cut leading/trailing 10 ms frames whose RMS is more than ``top_db`` below the loudest frame."""
+    hop = max(1, sample_rate // 100)
+    n = len(x) // hop
+    if n == 0:
+        return x
+    rms = np.sqrt(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-20)
+    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > -top_db)
+    return x[loud[0] * hop : min(len(x), (loud[-1] + 1) * hop)]
+
+
+def load_sources(recordings: list[Recording], sample_rate: int, top_db: float = 50.0) -> dict[str, np.ndarray]:
+    """Decode every recording to mono float32 at ``sample_rate`` and trim its silent ends."""
+    from avtag.io.media import load_clip
+
+    out = {}
+    for r in recordings:
+        clip = load_clip(r.path, sample_rate=sample_rate, video=False)
+        if clip.waveform is None or not np.any(clip.waveform):
+            raise SoundscapeError(f"{r.path}: no audio to mix")
+        out[r.filename] = trim_silence(clip.waveform.astype(np.float32), sample_rate, top_db)
+    return out
+
+
+def split_recordings(sv: SoundVocabulary, test_fraction: float, seed: int) -> dict[str, str]:
+    """``{filename: "train" | "test"}`` with whole source groups on one side.
+
+    Classes are served rarest first: each gets ``max(1, round(test_fraction * n))``
+    of its ``n`` groups in test, chosen at random; the rest go to train. Groups of
+    out-of-vocabulary (distractor) recordings are split with the same fraction.
+
+    Raises:
+        SoundscapeError: a class left without a training or a test recording.
+    """
+    rng = np.random.default_rng([seed, 7])
+    by_class: dict[str, list[str]] = {c: [] for c in sv.vocabulary.names}
+    for f, labels in sv.labels.items():
+        for c in labels:
+            if sv.groups[f] not in by_class[c]:
+                by_class[c].append(sv.groups[f])
+    side: dict[str, str] = {}
+    for c in sorted(by_class, key=lambda c: (len(by_class[c]), c)):
+        groups = sorted(by_class[c])
+        want = max(1, int(round(test_fraction * len(groups))))
+        have = sum(side.get(g) == "test" for g in groups)
+        for g in rng.permutation(groups):
+            if have >= want:
+                break
+            if g not in side:
+                side[str(g)], have = "test", have + 1
+        for g in groups:
+            side.setdefault(g, "train")
+    rest = sorted({g for g in sv.groups.values() if g not in side})
+    for g in rng.permutation(rest):
+        side[str(g)] = "test" if rng.random() < test_fraction else "train"
+    for c, groups in by_class.items():
+        sides = {side[g] for g in groups}
+        if sides != {"train", "test"}:
+            raise SoundscapeError(f"class {c!r} has {len(groups)} source recording(s): cannot have both a training "
+                                  "and a test recording; raise min_recordings")  # fmt: skip
+    return {f: side[g] for f, g in sv.groups.items()}
+
+
+def _place(rng, cfg: SoundscapeConfig, available: int) -> tuple[int, int, int]:
+    """``(onset sample, length in samples, offset sample)`` on a 1 ms grid, for a (speed-changed)
+    recording of ``available`` samples."""
+    sr, ms = cfg.sample_rate, cfg.sample_rate / 1000.0
+    length_s = available / sr
+    dur = length_s if length_s <= cfg.excerpt_s[1] else rng.uniform(*cfg.excerpt_s)
+    dur_ms = max(1, int(np.floor(min(dur, length_s, cfg.duration) * 1000)))
+    n = min(available, int(round(dur_ms * ms)))
+    off = int(rng.integers(0, available - n + 1))
+    onset_ms = int(rng.integers(0, int(cfg.duration * 1000) - dur_ms + 1))
+    return int(round(onset_ms * ms)), n, off
+
+
+def sample_soundscape(rng, name: str, split: str, pools: dict[str, list[str]], distractors: list[str],
+                      sources: dict[str, np.ndarray], labels: dict[str, tuple[str, ...]],
+                      cfg: SoundscapeConfig) -> Soundscape:  # fmt: skip
+    """Draw one clip's recipe (background and events) from ``rng``.
+
+    Args:
+        pools: ``{class: filenames of this split carrying it}``.
+        distractors: out-of-vocabulary filenames of this split.
+        sources: decoded, trimmed recordings.
+        labels: ``{filename: labels}``.
+    """
+    sr = cfg.sample_rate
+    scape = Soundscape(name, split, float(rng.uniform(*cfg.background_beta)), float(rng.uniform(*cfg.background_dbfs)))
+    classes = sorted(pools)
+    n_events = int(rng.integers(cfg.events[0], cfg.events[1] + 1))
+    picks = [(pools[classes[int(rng.integers(len(classes)))]], False) for _ in range(n_events)]
+    if distractors and rng.random() < cfg.distractor_probability:
+        picks.append((distractors, True))
+    for pool, is_distractor in picks:
+        f = pool[int(rng.integers(len(pool)))]
+        speed = float(cfg.speeds[int(rng.integers(len(cfg.speeds)))])
+        a, n, off = _place(rng, cfg, int((len(sources[f]) - 1) / speed))
+        scape.events.append(Event(f, () if is_distractor else labels[f], round(a / sr, 3), round((a + n) / sr, 3),
+                                  round(int(off * speed) / sr, 6), float(rng.uniform(*cfg.snr_db)), speed=speed))  # fmt: skip
+    return scape
+
+
+def coloured_noise(rng, samples: int, beta: float, dbfs: float) -> np.ndarray:
+    """Gaussian noise ``(samples,)`` with power spectrum ``~ 1/f^beta`` at ``dbfs`` dB RMS."""
+    spec = np.fft.rfft(rng.standard_normal(samples))
+    f = np.fft.rfftfreq(samples)
+    f[0] = f[1]
+    x = np.fft.irfft(spec * f ** (-beta / 2.0), samples)
+    return (x / np.sqrt(np.mean(x**2)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def render(scape: Soundscape, sources: dict[str, np.ndarray], cfg: SoundscapeConfig, rng) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Mix a recipe: ``(mixture, background, event stems)``, each ``(samples,)`` float32.
+
+    ``mixture == background + sum(stems)`` (after the common peak scaling); each
+    stem is zero outside ``[onset, offset)``. Sets every event's ``gain``.
+    """
+    sr = cfg.sample_rate
+    total = int(round(cfg.duration * sr))
+    bg = coloured_noise(rng, total, scape.background_beta, scape.background_dbfs)
+    bg_rms = 10 ** (scape.background_dbfs / 20)
+    stems = []
+    for e in scape.events:
+        x = event_stem(sources[e.file], e, cfg, gain=1.0)
+        a, b = int(round(e.onset * sr)), int(round(e.offset * sr))
+        e.gain = float(bg_rms * 10 ** (e.snr_db / 20) / (np.sqrt(np.mean(x[a:b] ** 2)) + 1e-12))
+        stems.append(x * e.gain)
+    mix = bg + (np.sum(stems, axis=0) if stems else 0.0)
+    peak = float(np.max(np.abs(mix)))
+    if peak > cfg.peak:
+        scape.scale = cfg.peak / peak
+        mix, bg, stems = mix * scape.scale, bg * scape.scale, [s * scape.scale for s in stems]
+        for e in scape.events:
+            e.gain *= scape.scale
+    return mix.astype(np.float32), bg.astype(np.float32), [s.astype(np.float32) for s in stems]
+
+
+def event_stem(source: np.ndarray, e: Event, cfg: SoundscapeConfig, gain: float | None = None) -> np.ndarray:
+    """The event alone in the clip: ``(samples,)`` float64, zero outside ``[onset, offset)``.
+
+    The recording from ``source_offset`` played at ``speed`` (resampled by
+    ``speed * 20 / 20`` with torchaudio's sinc interpolation: pitch and tempo change
+    together, as speed perturbation, Ko et al. 2015), cut to ``offset - onset``, with
+    ``cfg.fade_s`` half-sample-offset linear fades (no sample inside the event is
+    faded to exactly 0), times ``gain`` (default: the event's own ``gain``).
+    """
+    sr = cfg.sample_rate
+    a, b, off = int(round(e.onset * sr)), int(round(e.offset * sr)), int(round(e.source_offset * sr))
+    n = b - a
+    if e.speed == 1.0:
+        x = source[off : off + n].astype(np.float64)
+    else:
+        import torch
+        import torchaudio
+
+        k = int(round(e.speed * 20))
+        if abs(k / 20 - e.speed) > 1e-9:
+            raise SoundscapeError(f"speed {e.speed}: must be a multiple of 0.05")
+        piece = torch.from_numpy(np.ascontiguousarray(source[off : off + int(np.ceil(n * e.speed)) + 1], dtype=np.float64))
+        x = torchaudio.functional.resample(piece, orig_freq=k, new_freq=20).numpy()[:n]
+    if len(x) != n:
+        raise SoundscapeError(f"event {e.file} {e.onset}-{e.offset} s runs past the end of its recording")
+    fade = min(int(cfg.fade_s * sr), len(x) // 4)
+    if fade > 0:
+        ramp = (np.arange(fade) + 0.5) / fade
+        x[:fade] *= ramp
+        x[-fade:] *= ramp[::-1]
+    stem = np.zeros(int(round(cfg.duration * sr)), dtype=np.float64)
+    stem[a : a + len(x)] = x * (e.gain if gain is None else gain)
+    return stem
+
+
+@dataclass
+class SoundscapeSet:
+    """What :func:`generate_soundscapes` wrote."""
+
+    root: Path
+    metadata_dir: Path
+    media_dirs: dict[str, Path]
+    vocabulary: tuple[str, ...]
+    clips: dict[str, int]
+    clips_per_class: dict[str, dict[str, int]]
+    recordings_per_class: dict[str, dict[str, int]]
+    excluded: dict[str, str]
+
+
+def generate_soundscapes(out_dir: str | Path, sounds_dir: str | Path, n_train: int = 1000, n_test: int = 300,
+                         seed: int = 0, config: SoundscapeConfig | None = None, allow_noncommercial: bool = False,
+                         progress: bool = False) -> SoundscapeSet:  # fmt: skip
+    """Build the vocabulary, split the recordings and write both splits (see module docstring).
+
+    Raises:
+        RecordingsError / SoundscapeError: unusable recordings or settings, or an
+            ``out_dir`` that already holds soundscapes.
+    """
+    from avtag.progress import track
+
+    cfg = config or SoundscapeConfig()
+    if n_train < 1 or n_test < 1:
+        raise SoundscapeError("need at least one training and one test soundscape")
+    out = Path(out_dir).expanduser()
+    if (out / "metadata" / "training_set.csv").exists():
+        raise SoundscapeError(f"{out}: already holds soundscapes; choose an empty folder")
+    recordings, excluded = redistributable(read_recordings(sounds_dir), allow_noncommercial)
+    sv = build_vocabulary(recordings, cfg.min_recordings)
+    side = split_recordings(sv, cfg.test_fraction, seed)
+    sources = load_sources(recordings, cfg.sample_rate, cfg.trim_db)
+    import soundfile as sf
+
+    media = {s: out / "audio" / s for s in ("train", "test")}
+    rows: dict[str, list[Soundscape]] = {}
+    for k, (split, n) in enumerate((("train", n_train), ("test", n_test))):
+        media[split].mkdir(parents=True, exist_ok=True)
+        files = [f for f in sorted(sources) if side[f] == split]
+        pools = {c: [f for f in files if c in sv.labels[f]] for c in sv.vocabulary.names}
+        distractors = [f for f in files if not sv.labels[f]]
+        rng = np.random.default_rng([seed, k])
+        rows[split] = []
+        for i in track(range(n), total=n, description=f"soundscapes {split}", unit="clips", enabled=progress):
+            name = f"ss{split[:2]}{i:07d}_0.000_{cfg.duration:.3f}"
+            scape = sample_soundscape(rng, name, split, pools, distractors, sources, sv.labels, cfg)
+            mix, _, _ = render(scape, sources, cfg, rng)
+            sf.write(media[split] / f"Y{name}.wav", mix, cfg.sample_rate, subtype="PCM_16")
+            rows[split].append(scape)
+    write_metadata(out / "metadata", rows, sv.vocabulary.names)
+    with open(out / "soundscapes.jsonl", "w") as f:
+        for scape in rows["train"] + rows["test"]:
+            f.write(json.dumps(asdict(scape)) + "\n")
+    summary = _summary(out, recordings, sv, side, rows, excluded, cfg, seed)
+    return SoundscapeSet(out, out / "metadata", media, sv.vocabulary.names, {s: len(r) for s, r in rows.items()},
+                         summary["clips_per_class"], summary["recordings_per_class"], excluded)  # fmt: skip
+
+
+def write_metadata(meta: Path, rows: dict[str, list[Soundscape]], classes: tuple[str, ...]) -> None:
+    """Write the official-layout CSVs and class list for ``rows`` (``{"train"|"test": [Soundscape]}``)."""
+    gt = meta / "groundtruth_release"
+    gt.mkdir(parents=True, exist_ok=True)
+    lines = ["Class_ID\tConfidenceofAnnotation(by Google)\tClass_Label"] + [f"\t\t{c}" for c in classes]
+    (meta / "sound_event_list_17_classes.txt").write_text("\n".join(lines) + "\n")
+    for split, listing, tag in (("train", "training_set.csv", "training"), ("test", "testing_set.csv", "testing")):
+        with open(meta / listing, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            for s in rows[split]:
+                ytid, start, end = s.name.rsplit("_", 2)
+                writer.writerow([ytid, start, end, ",".join(_ordered(s.labels, classes)), ""])
+        weak, strong = [], []
+        for s in rows[split]:
+            _, start, end = s.name.rsplit("_", 2)
+            weak += [f"{s.name}.wav\t{start}\t{end}\t{lab}\n" for lab in _ordered(s.labels, classes)]
+            strong += [f"{s.name}.wav\t{e.onset:.3f}\t{e.offset:.3f}\t{lab}\n"
+                       for e in sorted(s.events, key=lambda e: e.onset) for lab in e.labels]  # fmt: skip
+        (gt / f"groundtruth_weak_label_{tag}_set.csv").write_text("".join(weak))
+        (gt / f"groundtruth_strong_label_{tag}_set.csv").write_text("".join(strong))
+
+
+def _ordered(labels, classes: tuple[str, ...]) -> list[str]:
+    return sorted(labels, key=classes.index)
+
+
+def _summary(out: Path, recordings, sv: SoundVocabulary, side, rows, excluded, cfg, seed) -> dict:
+    """Write recordings.csv, ATTRIBUTION.md and summary.json; return the summary."""
+    with open(out / "recordings.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["filename", "audioset_label", "labels", "source_group", "split", "licence"])
+        for r in recordings:
+            w.writerow([r.filename, r.audioset_label, ";".join(sv.labels[r.filename]) or "(distractor)",
+                        sv.groups[r.filename], side[r.filename], r.licence])  # fmt: skip
+    credits = [f"- `{r.filename}` ({r.audioset_label}): {r.licence}. Source: {r.source}" for r in recordings]
+    (out / "ATTRIBUTION.md").write_text(
+        "# Recordings mixed into these soundscapes\n\nLicences (kinds): "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(classify_licence(r.licence)[0] for r in recordings).items()))
+        + "\n\n" + "\n".join(credits) + "\n")  # fmt: skip
+    per_class = {s: Counter(lab for sc in rows[s] for lab in sc.labels) for s in rows}
+    rec_per_class = {s: Counter(lab for r in recordings if side[r.filename] == s for lab in sv.labels[r.filename])
+                     for s in ("train", "test")}  # fmt: skip
+    summary = {
+        "seed": seed, "config": asdict(cfg), "classes": list(sv.vocabulary.names),
+        "clips": {s: len(r) for s, r in rows.items()},
+        "clips_per_class": {s: {c: per_class[s].get(c, 0) for c in sv.vocabulary.names} for s in rows},
+        "recordings_per_class": {s: {c: rec_per_class[s].get(c, 0) for c in sv.vocabulary.names} for s in rec_per_class},
+        "source_groups_per_class": sv.recordings_per_class, "folded_classes": sv.folded, "excluded_recordings": excluded,
+        "distractor_recordings": sorted(f for f, lab in sv.labels.items() if not lab),
+    }  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
