@@ -78,17 +78,23 @@ def bench_prepare(n_clips: int = 40, workers: int = 2) -> dict:
                 "note": "includes interpreter and worker start-up"}
 
 
-def run_script(name: str) -> dict:
+def run_script(name: str, json_to_file: bool = False) -> dict | list:
+    """Run ``scripts/<name>`` and return its JSON (last stdout line, or the file given to ``--json``)."""
     path = REPO / "scripts" / name
     if not path.is_file():
         return {"skipped": f"{name} not present"}
-    proc = subprocess.run([sys.executable, str(path), "--json"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip()[-300:]}
-    try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    except (json.JSONDecodeError, IndexError):
-        return {"error": "no JSON line in output"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out_file = Path(tmp) / "result.json"
+        args = ["--json", str(out_file)] if json_to_file else ["--json"]
+        proc = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True)
+        if proc.returncode != 0:
+            return {"error": proc.stderr.strip()[-300:]}
+        try:
+            if json_to_file:
+                return json.loads(out_file.read_text())
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+        except (json.JSONDecodeError, IndexError, FileNotFoundError):
+            return {"error": "no JSON in output"}
 
 
 def main() -> int:
@@ -103,14 +109,15 @@ def main() -> int:
     if "prepare" in wanted:
         results["prepare"] = bench_prepare(args.clips)
     if "train" in wanted:
-        results["train"] = run_script("bench_train.py")
+        results["train"] = run_script("bench_train.py", json_to_file=True)
     if "tag" in wanted:
         results["tag"] = run_script("bench_tag.py")
     print(json.dumps(results))
     for section, values in results.items():
         print(f"\n[{section}]")
-        for key, value in values.items():
-            print(f"  {key:32s} {value}")
+        for row in values if isinstance(values, list) else [values]:
+            for key, value in row.items():
+                print(f"  {key:32s} {value}")
     return 0
 
 
