@@ -14,7 +14,7 @@ def register(subparsers) -> None:
                     "SNRs over a low-level noise background, with exact onsets/offsets; train and test clips use "
                     "disjoint source recordings. Only recordings whose licence allows redistributing a trained model "
                     "are used unless --allow-noncommercial is given.",
-        epilog="Then: avtag train configs/default_model.yaml (which reads data/soundscapes).",
+        epilog="The default model: avtag soundscapes cache/soundscapes, then avtag train configs/default_model.yaml.",
     )  # fmt: skip
     p.add_argument("out_dir", metavar="OUT_DIR", help="empty folder for metadata/ and audio/")
     p.add_argument("--sounds", default="../shared/sounds", metavar="DIR",

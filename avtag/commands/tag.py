@@ -23,8 +23,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "scores: 'audio' is the audio model's clip-wise probability, 'video' the ImageNet-object\n"
-            "probability mass mapped to the class, 'score' their late fusion. Without an audio model\n"
-            "(none ships yet) the video branch runs alone and the output says so.\n"
+            "probability mass mapped to the class, 'score' their late fusion. The default audio model\n"
+            "(assets/default_audio.ckpt, see assets/default_model.md) is used unless --checkpoint is given.\n"
             "--format json prints one object per file and line: file, tags[label, score, audio_score,\n"
             "video_score], objects, notes, branches and (with --segments) segments[label, onset, offset]."
         ),

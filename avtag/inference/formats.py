@@ -71,7 +71,8 @@ def render_table(result: TagResult, console, skip_notes: tuple[str, ...] = ()) -
     def cell(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
 
-    table = Table(title=f"{result.file}  ({result.duration:.1f} s)", title_justify="left", show_edge=False)
+    console.print(f"[bold]{result.file}[/bold]  ({result.duration:.1f} s)", highlight=False, soft_wrap=True)
+    table = Table(show_edge=False)
     table.add_column("tag")
     table.add_column("score", justify="right")
     table.add_column("audio", justify="right")

@@ -27,7 +27,7 @@ from avtag.labels import Vocabulary, get_vocabulary
 
 #: where a released default audio checkpoint is looked for (issue 6 ships one)
 ASSETS = Path(avtag.__file__).resolve().parents[1] / "assets"
-DEFAULT_AUDIO_CHECKPOINTS = ("audio_model.pt",)
+DEFAULT_AUDIO_CHECKPOINTS = ("default_audio.ckpt", "audio_model.pt")
 
 #: built-in settings: ``avtag tag`` works with no config file at all
 DEFAULT_CONFIG: dict = {
@@ -146,7 +146,7 @@ class Tagger:
             if audio_model is not None:
                 self.audio_model, self.audio_vocabulary, self.audio_config = audio_model
             else:
-                self.notes.append("audio branch off: no audio model (none in assets/ yet; pass --checkpoint)"
+                self.notes.append("audio branch off: no audio model (assets/default_audio.ckpt missing; pass --checkpoint)"
                                   + ("; tags come from the video branch alone" if use_video else ""))  # fmt: skip
         else:
             self.notes.append("audio branch off: " + ("fusion.mode=video" if mode == "video" else "switched off"))

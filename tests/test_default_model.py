@@ -1,0 +1,123 @@
+"""The default audio model in assets/: safe loading, held-out quality, and ``avtag tag`` out of the box.
+
+The fused (audio + video) ``avtag tag`` run over every real clip lives in
+test_tag_cli.py; here the audio branch alone (``--only audio``, no video network)
+runs over the same clips with the default checkpoint, which is cheap.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from avtag.config import load_config
+from avtag.evaluation.metrics import binarize, micro_f1
+from avtag.training.checkpoint import CheckpointError, load_audio_model
+from conftest import shared_path
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT = REPO / "assets" / "default_audio.ckpt"
+CARD = REPO / "assets" / "default_model.md"
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    assert CHECKPOINT.is_file(), "assets/default_audio.ckpt is missing (see assets/default_model.md to rebuild it)"
+    return load_audio_model(CHECKPOINT)
+
+
+def test_checkpoint_is_small_documented_and_matches_its_config(default_model):
+    model, vocabulary, config = default_model
+    assert CHECKPOINT.stat().st_size < 10 * 2**20
+    shipped = load_config(REPO / "configs" / "default_model.yaml")
+    assert vocabulary.names == tuple(shipped["data"]["classes"])
+    assert config["model"] == {k: v for k, v in shipped["model"].items()}
+    assert not model.training
+    card = CARD.read_text()
+    for needle in ("micro-F1", "mAP", "segment", "configs/default_model.yaml", "avtag soundscapes", "Limits"):
+        assert needle in card, needle
+
+
+def test_tag_finds_the_default_checkpoint_without_arguments():
+    from avtag.inference.tag import default_audio_checkpoint
+
+    assert default_audio_checkpoint() == CHECKPOINT
+
+
+def test_corrupt_or_foreign_checkpoints_give_one_line_errors(tmp_path):
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(CHECKPOINT.read_bytes()[:4096])
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    newer = tmp_path / "newer.ckpt"
+    data = torch.load(CHECKPOINT, weights_only=True)
+    torch.save({**data, "version": 99}, newer)
+    code = tmp_path / "code.ckpt"
+    torch.save({"format": "avtag-audio-model", "obj": np.random.default_rng(0)}, code)  # needs unpickling code
+    for path, message in ((truncated, "not a readable checkpoint"), (foreign, "not an avtag audio-model checkpoint"),
+                          (newer, "newer avtag"), (code, "not a readable checkpoint")):  # fmt: skip
+        with pytest.raises(CheckpointError, match=message) as err:
+            load_audio_model(path)
+        assert "\n" not in str(err.value) and str(path) in str(err.value)
+    proc = subprocess.run([sys.executable, "-m", "avtag", "tag", str(CHECKPOINT), "--checkpoint", str(truncated)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("avtag: error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_beats_the_majority_class_baseline_on_held_out_soundscapes(tmp_path, default_model):
+    """First 60 clips of the held-out test soundscapes (seed 0): recordings the model never heard."""
+    from avtag.data.soundscapes import generate_soundscapes
+
+    model, vocabulary, config = default_model
+    sounds = shared_path("sounds")
+    held_out = generate_soundscapes(tmp_path / "s", sounds, n_train=1, n_test=60, seed=0)
+    assert held_out.vocabulary == vocabulary.names
+    meta = held_out.metadata_dir / "groundtruth_release" / "groundtruth_weak_label_testing_set.csv"
+    truth: dict[str, set[str]] = {}
+    for row in csv.reader(open(meta), delimiter="\t"):
+        truth.setdefault(row[0][: -len(".wav")], set()).add(row[3])
+    names = sorted(truth)
+    y_true = np.stack([vocabulary.multi_hot(truth[n]) for n in names]).astype(bool)
+    waves = np.stack([sf.read(held_out.media_dirs["test"] / f"Y{n}.wav", dtype="float32")[0] for n in names])
+    with torch.inference_mode():
+        scores = np.concatenate([model(torch.from_numpy(waves[i : i + 20])).clipwise.numpy() for i in range(0, 60, 20)])
+    f1 = micro_f1(y_true, binarize(scores, 0.5))
+    # majority-class baseline: every clip tagged with the commonest class of these very clips
+    majority = np.zeros_like(y_true)
+    majority[:, int(y_true.sum(0).argmax())] = True
+    baseline = micro_f1(y_true, majority)
+    assert f1 > baseline + 0.2, (f1, baseline)
+    assert 0.0 < baseline < 0.5
+
+
+def test_avtag_tag_on_every_real_clip_with_the_default_audio_model(default_model):
+    """``avtag tag`` with no checkpoint argument: the shipped audio model tags every real clip."""
+    _, vocabulary, _ = default_model
+    clips_dir = shared_path("clips")
+    clips = sorted(p for p in clips_dir.iterdir() if p.suffix in (".mp4", ".webm"))
+    hand = {row["filename"]: set(row["labels"].split(";")) for row in csv.DictReader(open(clips_dir / "clips.csv"))}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "avtag", "tag", *map(str, clips), "--only", "audio", "--format",
+                           "json", "--top-k", "0", "--threshold", "0"], capture_output=True, text=True, env=env,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    records = {Path(r["file"]).name: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert set(records) == {c.name for c in clips}
+    top: dict[str, str] = {}
+    for name, rec in records.items():
+        assert rec["branches"]["audio"] is True and not any("no audio model" in n for n in rec["notes"])
+        assert [t["label"] for t in rec["tags"]] and {t["label"] for t in rec["tags"]} == set(vocabulary.names)
+        assert all(t["audio_score"] == pytest.approx(t["score"]) for t in rec["tags"])
+        top[name] = rec["tags"][0]["label"]
+    # speech is the commonest sound of real video: it must win on the clips that are mostly talk
+    talk = [n for n in records if hand.get(n) and hand[n] & {"Speech"} and not hand[n] & {"Music", "Vehicle"}]
+    assert talk and sum(top[n] == "Speech" for n in talk) >= len(talk) / 2, {n: top[n] for n in talk}
