@@ -77,25 +77,37 @@ def _reason(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- audio
-def _decode_audio(info: MediaInfo, sample_rate: int, t0: float, t1: float, backend: str) -> np.ndarray:
+def _with_fallback(path: Path, what: str, backend: str, try_decord: bool, decord_fn, pyav_fn):
+    """Run ``decord_fn`` (when ``try_decord``), else or on failure ``pyav_fn``.
+
+    ``backend="decord"`` makes a decord failure final; every failure becomes one
+    :class:`MediaError` naming the file, ``what`` and each decoder's reason.
+    """
     errors = []
-    channels = info.channels or 1
-    if backend in ("auto", "decord") and info.duration <= DECORD_AUDIO_MAX_S and channels <= 2:
+    if try_decord:
         try:
-            return _decord_audio(info.path, sample_rate, t0, t1, channels)
+            return decord_fn()
         except ImportError as exc:
             errors.append(f"decord: {exc}")
         except Exception as exc:
             errors.append(f"decord: {_reason(exc)}")
             if backend == "decord":
-                raise _fail(info.path, f"audio could not be decoded ({errors[-1]})") from None
+                raise _fail(path, f"{what} could not be decoded ({errors[-1]})") from None
     try:
-        return _pyav_audio(info.path, sample_rate, t0, t1)
+        return pyav_fn()
     except MediaError:
         raise
     except Exception as exc:
         errors.append(f"pyav: {_reason(exc)}")
-        raise _fail(info.path, "audio could not be decoded (" + "; ".join(errors) + ")") from None
+        raise _fail(path, f"{what} could not be decoded (" + "; ".join(errors) + ")") from None
+
+
+def _decode_audio(info: MediaInfo, sample_rate: int, t0: float, t1: float, backend: str) -> np.ndarray:
+    channels = info.channels or 1
+    try_decord = backend in ("auto", "decord") and info.duration <= DECORD_AUDIO_MAX_S and channels <= 2
+    return _with_fallback(info.path, "audio", backend, try_decord,
+                          lambda: _decord_audio(info.path, sample_rate, t0, t1, channels),
+                          lambda: _pyav_audio(info.path, sample_rate, t0, t1))
 
 
 def _decord_audio(path: Path, sample_rate: int, t0: float, t1: float, channels: int) -> np.ndarray:
@@ -184,21 +196,9 @@ def _target_size(info: MediaInfo, short_side: int | None) -> tuple[int, int]:
 
 
 def _decode_frames(info: MediaInfo, times: np.ndarray, short_side: int | None, backend: str):
-    errors = []
-    if backend in ("auto", "decord"):
-        try:
-            return _decord_frames(info, times, short_side)
-        except ImportError as exc:
-            errors.append(f"decord: {exc}")
-        except Exception as exc:
-            errors.append(f"decord: {_reason(exc)}")
-            if backend == "decord":
-                raise _fail(info.path, f"video could not be decoded ({errors[-1]})") from None
-    try:
-        return _pyav_frames(info, times, short_side)
-    except Exception as exc:
-        errors.append(f"pyav: {_reason(exc)}")
-        raise _fail(info.path, "video could not be decoded (" + "; ".join(errors) + ")") from None
+    return _with_fallback(info.path, "video", backend, backend in ("auto", "decord"),
+                          lambda: _decord_frames(info, times, short_side),
+                          lambda: _pyav_frames(info, times, short_side))
 
 
 def _decord_frames(info: MediaInfo, times: np.ndarray, short_side: int | None):
