@@ -138,7 +138,7 @@ def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     ds = make_dcase_dataset(root / "data", n_train=100, n_test=0, seconds=4.0, seed=0)
     corrupt = ds.clips["train"][5]
-    Path(corrupt["path"]).write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + os.urandom(600))
+    Path(corrupt["path"]).write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + np.random.default_rng(0).bytes(600))
     cfg = yaml.safe_load(ds.config(root).read_text())
     cfg["include"] = [str(REPO / "configs" / p) for p in
                       ("data/dcase2017.yaml", "features/logmel64.yaml", "model/crnn_attention.yaml",
