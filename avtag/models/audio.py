@@ -244,6 +244,10 @@ class AudioTagger(nn.Module):
     recurrent features). Raises :class:`AvtagError` for an input of the wrong shape.
     """
 
+    #: momentum of the input batch norm; None keeps a cumulative average, so the running
+    #: statistics are right after a few batches already
+    input_norm_momentum: float | None = None
+
     def __init__(self, num_classes: int, audio: LogMelConfig | None = None, model: AudioModelConfig | None = None):
         super().__init__()
         self.audio_config = audio or LogMelConfig()
@@ -251,14 +255,17 @@ class AudioTagger(nn.Module):
         self.num_classes = num_classes
         mc = self.model_config
         self.frontend = LogMel(self.audio_config)
-        # per-mel-bin standardisation learned from the data, as PANNs' bn0; momentum=None keeps a
-        # cumulative average, so the running statistics are right after a few batches already
-        self.input_norm = nn.BatchNorm1d(self.audio_config.n_mels, momentum=None)
+        # per-mel-bin standardisation learned from the data, as PANNs' bn0
+        self.input_norm = nn.BatchNorm1d(self.audio_config.n_mels, momentum=self.input_norm_momentum)
         self.spec_augment = (
             SpecAugment(mc.freq_mask, mc.time_mask, mc.num_freq_masks, mc.num_time_masks) if mc.spec_augment else None
         )
-        self.backbone = CRNN(self.audio_config.n_mels, num_classes, mc)
+        self.backbone = self.build_backbone()
         self.pooling = build_pooling(mc.pooling, self.backbone.feature_dim, num_classes)
+
+    def build_backbone(self) -> nn.Module:
+        """The network from log-mel ``(B, T, n_mels)`` to ``(framewise (B, T', C), features (B, T', D))``."""
+        return CRNN(self.audio_config.n_mels, self.num_classes, self.model_config)
 
     @property
     def frame_hop(self) -> float:

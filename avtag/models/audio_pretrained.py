@@ -40,9 +40,8 @@ import torch
 from torch import nn
 
 from avtag import AvtagError
-from avtag.features.logmel import LogMel, LogMelConfig
-from avtag.models.audio import AudioTagger, SpecAugment
-from avtag.models.pooling import build_pooling
+from avtag.features.logmel import LogMelConfig
+from avtag.models.audio import AudioTagger
 
 #: the ``model.backbone`` value that selects this module
 BACKBONE = "efficientnet_lite0"
@@ -187,20 +186,11 @@ class PretrainedAudioTagger(AudioTagger):
     same :class:`~avtag.models.types.TaggerOutput`; ``frame_hop`` is 32 log-mel hops.
     """
 
+    input_norm_momentum = 0.1  # torch's default, as the shipped default model was trained
+
     def __init__(self, num_classes: int, audio: LogMelConfig | None = None, model: PretrainedAudioConfig | None = None):
-        nn.Module.__init__(self)
-        self.audio_config = audio or LogMelConfig()
-        self.model_config = model or PretrainedAudioConfig()
-        self.num_classes = num_classes
-        mc = self.model_config
-        self.frontend = LogMel(self.audio_config)
-        self.input_norm = nn.BatchNorm1d(self.audio_config.n_mels)
-        self.spec_augment = (
-            SpecAugment(mc.freq_mask, mc.time_mask, mc.num_freq_masks, mc.num_time_masks) if mc.spec_augment else None
-        )
-        self.backbone = EfficientNetFrames(self.audio_config.n_mels, num_classes, mc)
-        self.pooling = build_pooling(mc.pooling, self.backbone.feature_dim, num_classes)
-        if mc.trainable_blocks >= 0:
+        super().__init__(num_classes, audio, model or PretrainedAudioConfig())
+        if self.model_config.trainable_blocks >= 0:
             # below a frozen stem nothing can learn without back-propagating through the whole
             # network: the input batch norm keeps standardising (running statistics) with a fixed
             # scale/shift, and a 1->3 projection stays at its initial value (repeat)
@@ -208,6 +198,10 @@ class PretrainedAudioTagger(AudioTagger):
             self.input_norm.bias.requires_grad_(False)
             if self.backbone.to_rgb is not None:
                 self.backbone.to_rgb.requires_grad_(False)
+
+    def build_backbone(self) -> nn.Module:
+        """EfficientNet-Lite0 on the log-mel, frame-wise along time."""
+        return EfficientNetFrames(self.audio_config.n_mels, self.num_classes, self.model_config)
 
 
 def build_pretrained_audio_model(config: dict, num_classes: int) -> PretrainedAudioTagger:
