@@ -4,8 +4,11 @@
 ogg, mp3, ...) into a :class:`Clip`: a mono float32 waveform resampled to a
 given rate and RGB frames sampled at a given rate or count, with timestamps.
 decord is the primary decoder, PyAV (FFmpeg's libraries) the fallback where
-decord fails or is not installed. Decoders are opened inside each call, never at
-import, so worker processes never share a decord reader (they are not fork-safe).
+decord declines or fails (:mod:`avtag.io.backends`). Decoders are opened inside each
+call, never at import, so worker processes never share a decord reader (they are
+not fork-safe). To survive a decoder that crashes or hangs, decode through
+:class:`avtag.io.IsolatedDecoder` (:mod:`avtag.io.isolation`), which runs these
+functions in worker processes.
 
 Long files are read window by window with :func:`iter_windows`, which streams
 audio with PyAV so a 1-hour file never sits in memory whole.
@@ -17,85 +20,29 @@ starts with the file name; a file that lacks one modality gives a degraded
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from avtag.io.decoders import (MediaError, MediaInfo, _check_file, _container_duration, _decode_audio,
-                               _decode_frames, _fail, _quiet_ffmpeg, _reason, stream_audio)
+from avtag.io.backends import FallbackDecoder, PyAVBackend
+from avtag.io.common import Clip, MediaError, MediaInfo, media_error
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus")
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
 
 
-@dataclass
-class Clip:
-    """A decoded span of a media file.
-
-    Attributes:
-        path: the source file.
-        start: start of the span in the file, seconds.
-        duration: length of the span, seconds.
-        waveform: ``(samples,)`` float32 mono in [-1, 1], or None (no audio / not asked).
-        sample_rate: Hz of ``waveform``, or None.
-        frames: ``(n, H, W, 3)`` uint8 RGB, or None (no video / not asked).
-        frame_times: ``(n,)`` float64, seconds from the start of the file.
-        warnings: what was degraded, e.g. ``"no audio track"``.
-    """
-
-    path: Path
-    start: float
-    duration: float
-    waveform: np.ndarray | None = None
-    sample_rate: int | None = None
-    frames: np.ndarray | None = None
-    frame_times: np.ndarray | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def has_audio(self) -> bool:
-        return self.waveform is not None
-
-    @property
-    def has_video(self) -> bool:
-        return self.frames is not None
-
-
 def probe(path: str | Path) -> MediaInfo:
-    """Read the container headers of ``path`` with PyAV.
+    """Read the container headers of ``path`` with PyAV (no decoding).
+
+    Returns:
+        :class:`MediaInfo`: duration in seconds, audio rate (Hz) and channels, video fps and size.
 
     Raises:
         MediaError: missing, empty, unreadable or stream-less file.
     """
-    import av
-
-    path = _check_file(path)
-    _quiet_ffmpeg()
-    try:
-        container = av.open(str(path))
-    except Exception as exc:  # av.error.InvalidDataError and friends
-        raise _fail(path, f"not a readable media file ({_reason(exc)})") from None
-    with container:
-        audio = next((s for s in container.streams.audio), None)
-        video = next(
-            (s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)),
-            None,
-        )
-        if audio is None and video is None:
-            raise _fail(path, "contains no audio or video stream")
-        duration = _container_duration(container, audio, video)
-        info = MediaInfo(path=path, duration=duration, has_audio=audio is not None, has_video=video is not None)
-        if audio is not None:
-            info.sample_rate = audio.codec_context.sample_rate or audio.rate
-            info.channels = audio.codec_context.channels
-        if video is not None:
-            rate = video.average_rate or video.guessed_rate or video.base_rate
-            info.fps = float(rate) if rate else None
-            info.width, info.height = video.codec_context.width, video.codec_context.height
-    return info
+    return PyAVBackend().probe(path)
 
 
 def sample_times(start: float, end: float, fps: float | None = None, num_frames: int | None = None) -> np.ndarray:
@@ -155,13 +102,14 @@ def load_clip(
     if duration > 0:
         t1 = min(t1, duration)
     if t0 < 0 or (duration > 0 and t0 >= duration) or t1 <= t0:
-        raise _fail(path, f"requested span {t0:.3f}-{t1:.3f} s lies outside the file ({duration:.3f} s)")
+        raise media_error(path, f"requested span {t0:.3f}-{t1:.3f} s lies outside the file ({duration:.3f} s)")
     clip = Clip(path=path, start=t0, duration=t1 - t0)
+    decoder = FallbackDecoder(backend)
     if audio:
         if not info.has_audio:
             clip.warnings.append("no audio track")
         else:
-            wav = _decode_audio(info, sample_rate, t0, t1, backend)
+            wav = decoder.audio(info, sample_rate, t0, t1)
             if wav.size == 0 or not np.any(np.isfinite(wav)):
                 clip.warnings.append("audio track is empty")
             else:
@@ -171,13 +119,13 @@ def load_clip(
             clip.warnings.append("no video stream")
         else:
             times = sample_times(t0, t1, fps, num_frames)
-            frames, times = _decode_frames(info, times, frame_short_side, backend)
+            frames, times = decoder.frames(info, times, frame_short_side)
             if len(frames) == 0:
                 clip.warnings.append("video stream has no decodable frames")
             else:
                 clip.frames, clip.frame_times = frames, times
     if clip.waveform is None and clip.frames is None and (audio or video):
-        raise _fail(path, "nothing decodable: " + "; ".join(clip.warnings))
+        raise media_error(path, "nothing decodable: " + "; ".join(clip.warnings))
     return clip
 
 
@@ -193,6 +141,7 @@ def iter_windows(
     fps: float | None = 1.0,
     num_frames: int | None = None,
     frame_short_side: int | None = None,
+    backend: str = "auto",
 ) -> Iterator[Clip]:
     """Read a long file as consecutive windows of ``window_s`` seconds.
 
@@ -207,13 +156,14 @@ def iter_windows(
     info = probe(path)
     hop_s = float(hop_s or window_s)
     if window_s <= 0 or hop_s <= 0:
-        raise _fail(info.path, "window and hop must be positive")
+        raise media_error(info.path, "window and hop must be positive")
     win, hop = int(round(window_s * sample_rate)), int(round(hop_s * sample_rate))
     starts = np.arange(0.0, max(info.duration, 1e-9), hop_s)
-    audio_stream = stream_audio(info.path, sample_rate) if (audio and info.has_audio) else None
+    decoder = FallbackDecoder(backend)
+    audio_stream = decoder.stream_audio(info.path, sample_rate) if (audio and info.has_audio) else None
     buffer = np.zeros(0, dtype=np.float32)
     exhausted = False
-    for i, t0 in enumerate(starts):
+    for t0 in starts:
         t1 = min(t0 + window_s, info.duration)
         clip = Clip(path=info.path, start=float(t0), duration=float(t1 - t0))
         if audio_stream is not None:
@@ -230,7 +180,7 @@ def iter_windows(
             clip.warnings.append("no audio track")
         if video and info.has_video:
             times = sample_times(t0, t1, fps, num_frames)
-            frames, ftimes = _decode_frames(info, times, frame_short_side, "auto")
+            frames, ftimes = decoder.frames(info, times, frame_short_side)
             if len(frames):
                 clip.frames, clip.frame_times = frames, ftimes
         elif video:
@@ -240,5 +190,16 @@ def iter_windows(
         yield clip
 
 
-__all__ = ["Clip", "MediaError", "MediaInfo", "MEDIA_EXTENSIONS", "iter_windows", "load_clip", "probe",
-           "sample_times", "stream_audio"]
+def stream_audio(path: str | Path, sample_rate: int, start: float = 0.0) -> Iterator[np.ndarray]:
+    """Decode the audio of ``path`` from ``start`` seconds on as mono float32 chunks at ``sample_rate`` Hz.
+
+    Streams with PyAV (one packet in memory at a time); mono is the channel mean.
+
+    Raises:
+        MediaError: unreadable file, no audio track, or a decoding error.
+    """
+    return FallbackDecoder().stream_audio(path, sample_rate, start)
+
+
+__all__ = ["AUDIO_EXTENSIONS", "Clip", "MEDIA_EXTENSIONS", "MediaError", "MediaInfo", "VIDEO_EXTENSIONS",
+           "iter_windows", "load_clip", "probe", "sample_times", "stream_audio"]

@@ -1,0 +1,108 @@
+"""Types shared by every part of :mod:`avtag.io`: the decoded :class:`Clip`, the
+container's :class:`MediaInfo`, the one error :class:`MediaError`, and the checks
+and message helpers that keep every error one line starting with the file name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avtag import AvtagError
+
+
+class MediaError(AvtagError):
+    """A media file that cannot be read; the message names the file and the problem."""
+
+
+@dataclass
+class MediaInfo:
+    """What a container holds, read from its headers (no decoding).
+
+    ``duration`` is in seconds; audio fields are None without an audio track and
+    video fields None without a video stream (cover art does not count).
+    ``sample_rate`` in Hz, ``fps`` in frames per second, ``width``/``height`` in pixels.
+    """
+
+    path: Path
+    duration: float
+    has_audio: bool
+    has_video: bool
+    sample_rate: int | None = None
+    channels: int | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class Clip:
+    """A decoded span of a media file.
+
+    Attributes:
+        path: the source file.
+        start: start of the span in the file, seconds.
+        duration: length of the span, seconds.
+        waveform: ``(samples,)`` float32 mono in [-1, 1] (the mean of the source
+            channels), or None (no audio / not asked).
+        sample_rate: Hz of ``waveform``, or None.
+        frames: ``(n, H, W, 3)`` uint8 RGB, or None (no video / not asked).
+        frame_times: ``(n,)`` float64, seconds from the start of the file.
+        warnings: what was degraded, e.g. ``"no audio track"``.
+    """
+
+    path: Path
+    start: float
+    duration: float
+    waveform: np.ndarray | None = None
+    sample_rate: int | None = None
+    frames: np.ndarray | None = None
+    frame_times: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def has_audio(self) -> bool:
+        return self.waveform is not None
+
+    @property
+    def has_video(self) -> bool:
+        return self.frames is not None
+
+
+def media_error(path: str | Path, problem: str) -> MediaError:
+    """``MediaError("<path>: <problem>")`` with the problem cut to one line."""
+    return MediaError(f"{path}: {one_line(problem, 300)}")
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """The first non-empty line of ``text``, at most ``limit`` characters."""
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return ""
+
+
+def reason(exc: BaseException) -> str:
+    """A decoder exception as one short line (its type name when it has no message)."""
+    return one_line(str(exc)) or type(exc).__name__
+
+
+def check_file(path: str | Path) -> Path:
+    """``path`` as a Path, after checking it is an existing, non-empty regular file.
+
+    Raises:
+        MediaError: missing, a folder, unreadable or empty.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise media_error(path, "file not found") from None
+    except OSError as exc:
+        raise media_error(path, f"cannot access ({exc.strerror or exc})") from None
+    if path.is_dir():
+        raise media_error(path, "is a folder, not a media file")
+    if st.st_size == 0:
+        raise media_error(path, "empty file (0 bytes)")
+    return path
