@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from avtag.config import load_config
-from avtag.data.cache import CacheError, FeatureCache, prepare_split
+from avtag.data.cache import CacheError, FeatureCache, cache_settings, prepare_split
 from avtag.features.logmel import LogMel, LogMelConfig
 from synthdata import make_dcase_dataset
 
@@ -25,9 +25,9 @@ def dataset(tmp_path):
     return ds
 
 
-def _config(ds, tmp_path, **cache):
+def _config(ds, tmp_path, overrides=(), **cache):
     path = ds.config(tmp_path, cache={"workers": 0, "video": False, **cache})
-    return load_config(path)
+    return load_config(path, list(overrides))
 
 
 def test_prepare_caches_every_clip_and_lists_the_corrupt_one(dataset, tmp_path):
@@ -48,7 +48,7 @@ def test_prepare_caches_every_clip_and_lists_the_corrupt_one(dataset, tmp_path):
     assert wav.dtype == np.float32 and wav.shape == (160000,)
     assert isinstance(np.load(cache.dir / "audio" / f"{name}.npy", mmap_mode="r"), np.memmap)
     # stored log-mel is what the model's own front end computes from the stored waveform
-    front_end = LogMel(LogMelConfig.from_dict(config["audio"]))
+    front_end = LogMel(LogMelConfig(**cache_settings(config)["audio"]))
     import torch
     expected_mel = front_end(torch.from_numpy(wav))[0].numpy()
     assert cache.logmel(name).shape == (1001, 64)
@@ -72,15 +72,26 @@ def test_prepare_resumes_and_skips_done_clips(dataset, tmp_path):
 
 def test_other_settings_are_refused(dataset, tmp_path):
     prepare_split(_config(dataset, tmp_path), "eval", progress=False)
-    config = _config(dataset, tmp_path)
-    config["audio"]["n_mels"] = 40
+    config = _config(dataset, tmp_path, ["audio.n_mels=40"])
     with pytest.raises(CacheError, match="other settings"):
         prepare_split(config, "eval", progress=False)
 
 
 def test_parallel_workers_and_video_logits(dataset, tmp_path):
+    from avtag.io import load_clip
+    from avtag.models.video import VideoBranch
+
     config = _config(dataset, tmp_path, workers=2, video=True)
-    report = prepare_split(config, "test", progress=False)
+    with pytest.raises(CacheError, match="no frame encoder"):  # data/ builds no network itself
+        prepare_split(config, "test", progress=False)
+    branch = VideoBranch().eval()
+    calls = []
+
+    def encoder(frames):
+        calls.append(len(frames))
+        return branch.frame_logits(frames)
+
+    report = prepare_split(config, "test", progress=False, frame_encoder=encoder)
     assert report.written == 6 and not report.failed
     cache = FeatureCache(tmp_path / "cache", "test")
     with_video = [n for n in cache.names() if cache.entry(n)["video_frames"]]
@@ -88,6 +99,12 @@ def test_parallel_workers_and_video_logits(dataset, tmp_path):
     assert sorted(with_video) == sorted(mp4) and mp4
     logits = cache.video_logits(with_video[0])
     assert logits.shape == (10, 1000) and np.isfinite(logits).all()
+    # one encoder call per batch of clips (frames of several clips at once), same logits as clip by clip
+    assert sum(calls) == 10 * len(mp4) and len(calls) < len(mp4) or len(mp4) == 1
+    s = cache_settings(config)["video_sampling"]
+    clip = load_clip(cache.entry(with_video[0])["file"], fps=s["fps"], num_frames=s["num_frames"],
+                     frame_short_side=s["frame_short_side"], end=10.0)
+    assert np.abs(logits - branch.frame_logits(clip.frames).numpy()).max() < 0.05
 
 
 def test_killed_prepare_loses_nothing(dataset, tmp_path):
@@ -113,3 +130,130 @@ def test_killed_prepare_loses_nothing(dataset, tmp_path):
     for n in cache.names():
         assert cache.waveform(n).shape == (160000,)
     assert not [p for p in (tmp_path / "cache" / "train" / "audio").iterdir() if p.name.endswith(".tmp")]
+
+
+# ----------------------------------------------------------------------------- hostile clips and stale state
+@pytest.fixture()
+def guard():
+    """Kill this test process (with a traceback) rather than let a hang stall the suite."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(240, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def _faulty_decoder(monkeypatch, jobs_seen: list):
+    """Decode workers with a real native crash (8-channel audio) and a hang; records the files decoded."""
+    import faults
+
+    import avtag.io
+    from avtag.io import isolation
+
+    monkeypatch.setattr(isolation, "TIMEOUT_BASE_S", 2.0)
+    monkeypatch.setattr(isolation, "TIMEOUT_PER_MEDIA_S", 0.1)
+
+    class Faulty(avtag.io.IsolatedDecoder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, initializer=faults.crash_and_hang, **kwargs)
+
+        def imap(self, jobs, **kwargs):
+            jobs = list(jobs)
+            jobs_seen.extend(str(j.path) for j in jobs)
+            return super().imap(jobs, **kwargs)
+
+    monkeypatch.setattr(avtag.io, "IsolatedDecoder", Faulty)
+
+
+def _tsv_names(path):
+    return [line.split("\t")[0] for line in path.read_text().splitlines()]
+
+
+def test_crashing_and_hanging_clips_are_recorded_once_and_retried_on_request(dataset, tmp_path, monkeypatch, guard):
+    from mediagen import tone, write_wav
+
+    clips = dataset.clips["test"]
+    crash, hang = clips[0], clips[1]
+    eight = np.repeat(tone(10.0, 16000)[:, None], 8, axis=1)
+    crash["path"].unlink()
+    crash["path"] = write_wav(crash["path"].with_suffix(".wav"), eight, 16000)  # 8 channels: SIGSEGV in the old downmix
+    monkeypatch.setenv("AVTAG_TEST_HANG", hang["path"].stem)
+    seen: list[str] = []
+    _faulty_decoder(monkeypatch, seen)
+    config = _config(dataset, tmp_path, workers=2)
+
+    t0 = time.monotonic()
+    report = prepare_split(config, "test", progress=False)
+    assert time.monotonic() - t0 < 60
+    assert report.written == 4 and report.failed.keys() == {crash["name"], hang["name"]}
+    assert "decoder crashed (signal 11, SIGSEGV)" in report.failed[crash["name"]]
+    assert "timed out" in report.failed[hang["name"]]
+    assert all(r.startswith(str(dataset.media_dirs["test"])) for r in report.failed.values())
+    failed_tsv = tmp_path / "cache" / "test" / "failed.tsv"
+    assert sorted(_tsv_names(failed_tsv)) == sorted([crash["name"], hang["name"]])
+
+    seen.clear()  # a rerun does not try them again
+    again = prepare_split(config, "test", progress=False)
+    assert again.written == 0 and seen == [] and again.failed.keys() == report.failed.keys()
+
+    monkeypatch.setenv("AVTAG_TEST_HANG", "no file has this name")  # the clips are repaired
+    write_wav(crash["path"], tone(10.0, 16000), 16000)
+    for _ in range(2):  # --retry-failed twice: the entries go and never come back
+        retried = prepare_split(config, "test", progress=False, retry_failed=True)
+        assert not retried.failed
+        assert failed_tsv.read_text() == ""
+    cache = FeatureCache(tmp_path / "cache", "test")
+    assert len(cache) == 6 and not cache.failed()
+
+
+def test_stale_failed_entries_are_dropped(dataset, tmp_path):
+    config = _config(dataset, tmp_path)
+    prepare_split(config, "eval", progress=False)
+    split_dir = tmp_path / "cache" / "eval"
+    cached = FeatureCache(tmp_path / "cache", "eval").names()
+    # an old failed.tsv: a clip that is cached since, listed twice, and a duplicate of a real failure
+    (split_dir / "failed.tsv").write_text(f"{cached[0]}\told reason\n{cached[0]}\told reason\nghost\tx\nghost\ty\n")
+    assert FeatureCache(tmp_path / "cache", "eval").failed() == {"ghost": "y"}  # readers see only what is failed now
+    prepare_split(config, "eval", progress=False)
+    assert (split_dir / "failed.tsv").read_text() == "ghost\ty\n"
+
+
+def test_half_written_manifest_line_is_recovered_in_one_rerun(dataset, tmp_path):
+    config = _config(dataset, tmp_path)
+    prepare_split(config, "test", progress=False, limit=3)
+    manifest = tmp_path / "cache" / "test" / "manifest.jsonl"
+    lines = manifest.read_text().splitlines(keepends=True)
+    manifest.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # killed while writing line 3
+    report = prepare_split(config, "test", progress=False)
+    assert report.already_done == 2 and report.written == 4
+    entries = [json.loads(line) for line in manifest.read_text().splitlines()]  # every line parses
+    assert len(entries) == 6 == len({e["name"] for e in entries})
+
+
+def test_full_disk_is_one_error_and_resumable(dataset, tmp_path, monkeypatch):
+    import errno
+
+    config = _config(dataset, tmp_path)
+    split_dir = tmp_path / "cache" / "test"
+    split_dir.joinpath("audio").mkdir(parents=True)
+    stale = split_dir / "audio" / ".Yold.npy.999999999.tmp"  # left by a run that was killed
+    stale.write_bytes(b"partial")
+    real_save, calls = np.save, []
+
+    def save(file, array, *args, **kwargs):  # the disk fills up during the 4th array
+        calls.append(1)
+        if len(calls) == 4:
+            file.write(b"\x93NUMPY partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(file, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", save)
+    with pytest.raises(CacheError) as err:
+        prepare_split(config, "test", progress=False)
+    message = str(err.value)
+    assert message.startswith(str(split_dir)) and "no space left on device" in message and "\n" not in message
+    assert not list(split_dir.rglob("*.tmp")), "temporary files must not outlive the run"
+    monkeypatch.setattr(np, "save", real_save)
+    report = prepare_split(config, "test", progress=False)
+    assert report.already_done >= 1 and report.already_done + report.written == 6
+    assert len(FeatureCache(tmp_path / "cache", "test")) == 6

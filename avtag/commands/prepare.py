@@ -14,20 +14,39 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", help="config overrides KEY.PATH=VALUE, e.g. cache.workers=4")
     p.add_argument("--splits", default="train,validation,test",
                    help="comma-separated splits: train, validation, test, eval (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cache.workers)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes, at least 1: a clip that crashes or hangs its decoder is recorded in "
+                        "failed.tsv (default: cache.workers)")
     p.add_argument("--limit", type=int, default=None, help="cache at most N clips per split")
     p.add_argument("--retry-failed", action="store_true", help="try again clips listed in failed.tsv")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+class _LazyVideoEncoder:
+    """``VideoBranch().frame_logits``, with the network built on the first call (only if frames come)."""
+
+    def __init__(self) -> None:
+        self._branch = None
+
+    def __call__(self, frames):
+        if self._branch is None:
+            from avtag.models.video import VideoBranch
+
+            self._branch = VideoBranch().eval()
+        return self._branch.frame_logits(frames)
+
+
 def run(args) -> int:
+    """Prepare each split; exit 0 even when clips failed (they are listed in the split's failed.tsv)."""
+    from avtag.config import get
     from avtag.data.cache import prepare_split
 
     config = load_config(args.config, args.overrides)
+    encoder = _LazyVideoEncoder() if get(config, "cache.video", False) else None
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
         r = prepare_split(config, split, workers=args.workers, progress=not args.no_progress,
-                          retry_failed=args.retry_failed, limit=args.limit)
+                          retry_failed=args.retry_failed, limit=args.limit, frame_encoder=encoder)
         print(f"{split}: {r.listed} clips listed, {r.missing} missing (see {r.missing_report}), "
               f"{r.already_done} already cached, {r.written} written, {len(r.failed)} failed "
               f"({r.clips_per_second:.1f} clips/s)")

@@ -13,14 +13,23 @@ Layout of ``<cache.dir>/<split>/``::
 Each clip's arrays are written to temporary files and renamed into place
 (``os.replace`` is atomic), and its manifest line is appended only after that, so a
 killed ``prepare`` loses nothing already written and a second run skips what is
-done. Arrays are NumPy ``.npy`` files opened with ``mmap_mode="r"``: training reads
-only the clips of a batch and never holds the set in RAM (51k clips x 10 s of
-int16 audio is ~16 GB on disk).
+done (a manifest line cut by the kill is truncated at the next start, and stale
+temporary files are removed). Arrays are NumPy ``.npy`` files opened with
+``mmap_mode="r"``: training reads only the clips of a batch and never holds the set
+in RAM (51k clips x 10 s of int16 audio is ~16 GB on disk).
+
+``prepare`` decodes in isolated worker processes (:class:`avtag.io.IsolatedDecoder`):
+a clip whose decoder crashes or hangs is recorded in ``failed.tsv`` with a one-line
+reason and not tried again unless ``retry_failed``. ``failed.tsv`` always lists the
+clips that are failed now, once each. The parent computes the log-mel and, with an
+encoder the caller passes in, the video-branch frame logits, batched across clips
+(this package builds no networks).
 """
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +38,13 @@ import numpy as np
 
 from avtag import AvtagError
 from avtag.config import get, resolve_path
+from avtag.data.cache_writer import (
+    ClipWriter,
+    FrameEncoder,
+    atomic_write_text,
+    remove_stale_temp_files,
+    repair_manifest,
+)
 from avtag.data.dcase2017 import ClipRecord, read_split, resolve_media, write_missing_report
 from avtag.labels import get_vocabulary
 
@@ -104,18 +120,27 @@ class FeatureCache:
         return None if x is None else np.asarray(x, dtype=np.float32)
 
     def failed(self) -> dict[str, str]:
-        """``{clip name: reason}`` for clips that could not be decoded."""
-        path = self.dir / "failed.tsv"
-        out = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                if "\t" in line:
-                    name, reason = line.split("\t", 1)
-                    out[name] = reason
+        """``{clip name: reason}`` for clips that could not be decoded and are not cached since."""
+        return {k: v for k, v in read_failed(self.dir).items() if k not in self._entries}
+
+
+def read_failed(split_dir: str | Path) -> dict[str, str]:
+    """``{clip name: reason}`` of ``failed.tsv`` in ``split_dir`` (later lines win; {} when absent)."""
+    path = Path(split_dir) / "failed.tsv"
+    out: dict[str, str] = {}
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
         return out
+    for line in text.splitlines():
+        if "\t" in line:
+            name, reason = line.split("\t", 1)
+            out[name] = reason
+    return out
 
 
 # ----------------------------------------------------------------------------- prepare
+
 @dataclass
 class PrepareReport:
     """What one ``prepare`` run of a split did."""
@@ -134,95 +159,28 @@ class PrepareReport:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
 
-def cache_settings(config: dict) -> dict:
-    """The settings a cache depends on; a cache built with others is refused."""
+def _logmel_config(config):
     from avtag.features.logmel import LogMelConfig
 
-    audio = LogMelConfig.from_dict(get(config, "audio", {}))
+    section = get(config, "audio", {}) or {}
+    names = {f.name for f in dataclasses.fields(LogMelConfig)}
+    return LogMelConfig(**{k: v for k, v in dict(section).items() if k in names})
+
+
+def cache_settings(config: dict) -> dict:
+    """The settings a cache depends on; a cache built with others is refused."""
+    audio = _logmel_config(config)
     video = get(config, "video", {}) or {}
     return {
         "version": 1,
         "sample_rate": audio.sample_rate,
-        "audio": audio.to_dict(),
+        "audio": dataclasses.asdict(audio),
         "logmel": bool(get(config, "cache.logmel", True)),
         "video": bool(get(config, "cache.video", False)),
         "video_sampling": {k: video.get(k) for k in ("fps", "num_frames", "frame_short_side")},
         "classes": list(get_vocabulary(get(config, "data.classes", "dcase2017")).names),
         "clip_seconds": float(get(config, "data.clip_seconds", 10.0)),
     }
-
-
-class _Worker:
-    """Decodes and featurises one clip; heavy models are built lazily per process."""
-
-    def __init__(self, settings: dict, out_dir: Path):
-        self.settings, self.out_dir = settings, out_dir
-        self._logmel = self._video = None
-
-    def __call__(self, job: tuple[dict, str]) -> tuple[str, dict | None, str | None]:
-        record, path = job
-        try:
-            return record["name"], self._process(record, Path(path)), None
-        except AvtagError as exc:
-            return record["name"], None, str(exc)
-        except Exception as exc:  # a decoder crash on one clip must not stop the run
-            return record["name"], None, f"{path}: {type(exc).__name__}: {exc}"
-
-    def _process(self, record: dict, path: Path) -> dict:
-        import torch
-
-        from avtag.io.media import load_clip
-
-        s = self.settings
-        vs = s["video_sampling"]
-        clip = load_clip(path, sample_rate=s["sample_rate"], video=s["video"], fps=vs.get("fps"),
-                         num_frames=vs.get("num_frames"), frame_short_side=vs.get("frame_short_side"),
-                         end=s["clip_seconds"])
-        if clip.waveform is None:
-            raise CacheError(f"{path}: no usable audio ({'; '.join(clip.warnings)})")
-        name = record["name"]
-        pcm = (np.clip(clip.waveform, -1.0, 1.0) * 32767).astype(np.int16)
-        arrays = {"audio": pcm}
-        if s["logmel"]:
-            if self._logmel is None:
-                from avtag.features.logmel import LogMel, LogMelConfig
-
-                torch.set_num_threads(1)
-                self._logmel = LogMel(LogMelConfig.from_dict(s["audio"])).eval()
-            with torch.no_grad():
-                arrays["logmel"] = self._logmel(torch.from_numpy(clip.waveform))[0].numpy().astype(np.float16)
-        if s["video"] and clip.frames is not None:
-            if self._video is None:
-                from avtag.models.video import VideoBranch
-
-                self._video = VideoBranch().eval()
-            with torch.no_grad():
-                arrays["video"] = self._video.frame_logits(clip.frames).float().numpy().astype(np.float16)
-        for kind, arr in arrays.items():
-            _atomic_save(self.out_dir / kind / f"{name}.npy", arr)
-        return {"name": name, "labels": record["labels"], "events": record["events"], "file": str(path),
-                "samples": int(pcm.size), "video_frames": int(arrays["video"].shape[0]) if "video" in arrays else 0,
-                "warnings": clip.warnings}
-
-
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
-
-
-_WORKER: _Worker | None = None
-
-
-def _init_worker(settings: dict, out_dir: str) -> None:
-    global _WORKER
-    _WORKER = _Worker(settings, Path(out_dir))
-
-
-def _run_job(job):
-    return _WORKER(job)
 
 
 def split_records(config: dict, split: str) -> list[ClipRecord]:
@@ -236,83 +194,104 @@ def split_records(config: dict, split: str) -> list[ClipRecord]:
 
 
 def prepare_split(config: dict, split: str, workers: int | None = None, progress: bool = True,
-                  retry_failed: bool = False, limit: int | None = None) -> PrepareReport:
+                  retry_failed: bool = False, limit: int | None = None,
+                  frame_encoder: FrameEncoder | None = None) -> PrepareReport:
     """Build (or resume) the cache of one split.
 
     Args:
         config: loaded config (``data``, ``audio``, ``video``, ``cache`` sections).
         split: ``train``, ``validation``, ``test`` or ``eval``.
-        workers: decoding processes (0 = in this process); default ``cache.workers``.
+        workers: decoding processes (at least 1: decoding never runs in this
+            process, so a crashing decoder costs one clip); default ``cache.workers``.
         progress: show a rich progress bar with clips/s and ETA.
         retry_failed: try again clips listed in ``failed.tsv``.
         limit: cache at most this many of the listed clips (for quick looks).
+        frame_encoder: ``frames (n, H, W, 3) uint8 -> logits (n, 1000)`` (array or
+            tensor), e.g. ``avtag.models.video.VideoBranch().frame_logits``; needed
+            when ``cache.video`` is true, called with the frames of several clips at once.
 
     Returns:
         A :class:`PrepareReport`; missing clips are written to ``missing.txt``.
 
     Raises:
-        CacheError: the folder holds a cache built with other settings.
+        CacheError: the folder holds a cache built with other settings, cannot be
+            written (read-only, no space left on device: what was written is kept
+            and a rerun resumes), or ``cache.video`` is true without a frame encoder.
     """
     t_start = time.perf_counter()
     settings = cache_settings(config)
+    if settings["video"] and frame_encoder is None:
+        raise CacheError("cache.video is true but no frame encoder was given to prepare_split "
+                         "(pass frame_encoder=VideoBranch().frame_logits)")
     out_dir = resolve_path(get(config, "cache.dir", "cache")) / split
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta_path = out_dir / "meta.json"
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
-        if old != settings:
-            changed = sorted(k for k in settings if old.get(k) != settings[k])
-            raise CacheError(f"{out_dir}: cache was built with other settings ({', '.join(changed)}); "
-                             "choose a new cache.dir or delete this folder")
-    else:
-        meta_path.write_text(json.dumps(settings, indent=1))
+    with _disk_errors(out_dir, 0):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _check_meta(out_dir, settings)
+        remove_stale_temp_files(out_dir)
+        repair_manifest(out_dir / "manifest.jsonl")
 
     records = split_records(config, split)
     media_dir = resolve_path(get(config, f"data.media_dirs.{SPLIT_MEDIA.get(split, split)}", "."))
     found, missing = resolve_media(records, media_dir)
     report = PrepareReport(split=split, listed=len(records), missing=len(missing))
-    report.missing_report = write_missing_report(out_dir / "missing.txt", missing, media_dir)
+    with _disk_errors(out_dir, 0):
+        report.missing_report = write_missing_report(out_dir / "missing.txt", missing, media_dir)
 
     cache = FeatureCache(out_dir.parent, split)
     done = set(cache.names())
-    failed_before = cache.failed()
-    skip = done | (set() if retry_failed else set(failed_before))
+    failed = cache.failed()  # stale entries (cached since) and duplicates dropped
+    skip = done | (set() if retry_failed else set(failed))
     report.already_done = len(done & {r.name for r, _ in found})
     jobs = [({"name": r.name, "labels": list(r.labels), "events": r.events}, str(p))
             for r, p in found if r.name not in skip]
     if limit is not None:
         jobs = jobs[: max(0, limit - report.already_done)]
-    report.failed = {k: v for k, v in failed_before.items() if not retry_failed}
-    workers = int(get(config, "cache.workers", 2) if workers is None else workers)
-
-    with open(out_dir / "manifest.jsonl", "a") as manifest, open(out_dir / "failed.tsv", "a") as failed_log:
-        for name, entry, error in _map(jobs, settings, out_dir, workers, progress, split):
-            if entry is not None:
-                manifest.write(json.dumps(entry) + "\n")
-                manifest.flush()
-                report.written += 1
-            else:
-                line = (error or "unknown error").replace("\n", " ")
-                failed_log.write(f"{name}\t{line}\n")
-                failed_log.flush()
-                report.failed[name] = line
+    workers = max(1, int(get(config, "cache.workers", 2) if workers is None else workers))
+    writer = ClipWriter(out_dir, settings, frame_encoder, failed)
+    try:
+        with _disk_errors(out_dir, lambda: writer.written):
+            writer.open()
+            writer.run(jobs, workers, progress, split)
+    finally:
+        writer.close()
+    report.written = writer.written
+    report.failed = dict(writer.failed)
     report.seconds = time.perf_counter() - t_start
     return report
 
 
-def _map(jobs, settings, out_dir: Path, workers: int, progress: bool, split: str):
-    """Run the jobs in ``workers`` spawned processes (decord readers are not fork-safe)."""
-    from avtag.progress import track
+def _check_meta(out_dir: Path, settings: dict) -> None:
+    meta_path = out_dir / "meta.json"
+    if meta_path.is_file():
+        try:
+            old = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"{meta_path}: unreadable ({exc}); delete the folder {out_dir} to rebuild it") from None
+        if old != settings:
+            changed = sorted(k for k in settings if not isinstance(old, dict) or old.get(k) != settings[k])
+            raise CacheError(f"{out_dir}: cache was built with other settings ({', '.join(changed)}); "
+                             "choose a new cache.dir or delete this folder")
+    else:
+        atomic_write_text(meta_path, json.dumps(settings, indent=1))
 
-    if not jobs:
-        return
-    if workers <= 0:
-        worker = _Worker(settings, out_dir)
-        yield from track(map(worker, jobs), total=len(jobs), description=f"prepare {split}", unit="clips", enabled=progress)
-        return
-    import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, str(out_dir))) as pool:
-        results = pool.imap_unordered(_run_job, jobs, chunksize=4)
-        yield from track(results, total=len(jobs), description=f"prepare {split}", unit="clips", enabled=progress)
+class _disk_errors:
+    """Turn an OSError writing the cache into one :class:`CacheError` naming the folder."""
+
+    def __init__(self, out_dir: Path, written) -> None:
+        self.out_dir, self.written = out_dir, written
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if not isinstance(exc, OSError) or isinstance(exc, AvtagError):
+            return False
+        problem = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EFBIG: "file too large (file size limit)", errno.EROFS: "read-only file system",
+                   errno.EACCES: "permission denied"}.get(exc.errno, (exc.strerror or str(exc)).lower())
+        written = self.written() if callable(self.written) else self.written
+        kept = f"; the {written} clip(s) written in this run are kept, rerun to resume" if written else ""
+        raise CacheError(f"{self.out_dir}: cannot write the feature cache: {problem}{kept}") from None
+
+
