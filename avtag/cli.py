@@ -35,13 +35,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings as one line ``avtag: warning: ...`` (no source line, no path)."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    print(f"avtag: warning: {text}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``avtag`` console script; returns the process exit code."""
+    """Entry point of the ``avtag`` console script; returns the process exit code.
+
+    Exit codes: 0 done; 1 some inputs failed (each reported in one line) or an internal error;
+    2 a usage error or bad input (one line naming the file and the problem); 130 interrupted;
+    141 stdout was closed early (e.g. ``| head``), quietly, as Unix tools do.
+    """
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    warnings.showwarning = _show_warning
     try:
         code = args.func(args)
     except AvtagError as exc:
@@ -50,12 +64,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("avtag: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
     except Exception as exc:  # an unexpected failure: one line unless asked for the traceback
         if os.environ.get("AVTAG_DEBUG"):
             raise
         print(f"avtag: internal error: {type(exc).__name__}: {exc} (set AVTAG_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
     return int(code or 0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

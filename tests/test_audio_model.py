@@ -6,20 +6,23 @@ import pytest
 import torch
 
 from avtag import AvtagError
-from avtag.config import load_config
-from avtag.features.logmel import LogMelConfig
-from avtag.models.audio import AudioModelConfig, AudioTagger, SpecAugment, build_audio_model
+from avtag.config import CHOICES, ConfigError, CRNNConfig, LogMelConfig, ModelConfig, load_config
+from avtag.models.audio import BACKBONES, FRONTENDS, AudioModel, build_audio_model
+from avtag.models.frontends import SpecAugment
 from avtag.models.pooling import POOLINGS
 from avtag.models.types import TaggerOutput
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
-TINY = dict(channels=(4, 8), freq_pool=(4, 4), time_pool=(2, 2), rnn_hidden=8, kernel_size=3)
+TINY = dict(channels=[4, 8], freq_pool=[4, 4], time_pool=[2, 2], rnn_hidden=8, kernel_size=3)
+CRNN_KEYS = set(CRNNConfig.__dataclass_fields__)
 
 
-def tiny(pooling="attention", conv="plain", **kw) -> AudioTagger:
+def tiny(pooling="attention", conv="plain", **kw) -> AudioModel:
     torch.manual_seed(0)
-    return AudioTagger(5, LogMelConfig(), AudioModelConfig(pooling=pooling, conv=conv, **{**TINY, **kw}))
+    crnn = CRNNConfig(conv=conv, **{**TINY, **{k: v for k, v in kw.items() if k in CRNN_KEYS}})
+    model = ModelConfig(pooling=pooling, crnn=crnn, **{k: v for k, v in kw.items() if k not in CRNN_KEYS})
+    return AudioModel(list("abcde"), LogMelConfig(), model)
 
 
 @pytest.mark.parametrize("conv", ["plain", "glu"])
@@ -42,7 +45,7 @@ def test_logmel_input_matches_waveform_input():
     wave = torch.randn(2, SR)
     with torch.no_grad():
         a = model(wave)
-        b = model(model.frontend(wave))  # cached log-mel (B, frames, n_mels)
+        b = model(model.frontend.spectrogram(wave))  # cached log-mel (B, frames, n_mels)
     assert torch.allclose(a.clipwise, b.clipwise, atol=1e-5)
     assert torch.allclose(a.framewise, b.framewise, atol=1e-5)
 
@@ -53,7 +56,7 @@ def test_eval_is_deterministic_and_train_mode_augments():
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(wave).clipwise, model(wave).clipwise)
-    spec = torch.randn(4, 1, 64, 100)
+    spec = torch.randn(4, 1, 100, 64)  # (batch, channels, frames, mel bins)
     aug = SpecAugment(freq_mask=20, time_mask=30, num_freq_masks=2, num_time_masks=2)
     aug.eval()
     assert torch.equal(aug(spec), spec)
@@ -83,38 +86,41 @@ def test_bad_inputs():
 
 
 def test_config_validation():
-    with pytest.raises(AvtagError, match="one entry per conv block"):
-        AudioModelConfig.from_dict({"channels": [8, 8], "freq_pool": [2], "time_pool": [1, 1]})
-    with pytest.raises(AvtagError, match="conv"):
-        AudioModelConfig.from_dict({"conv": "transformer"})
+    with pytest.raises(ConfigError, match="one entry per conv block"):
+        load_config(None, ["model.crnn.channels=[8,8]", "model.crnn.freq_pool=[2]", "model.crnn.time_pool=[1,1]"])
+    with pytest.raises(ConfigError, match="conv"):
+        load_config(None, ["model.crnn.conv=transformer"])
     with pytest.raises(AvtagError, match="down to nothing"):
-        AudioTagger(3, LogMelConfig(n_mels=16), AudioModelConfig(channels=(4, 4), freq_pool=(4, 8), time_pool=(1, 1)))
-    cfg = AudioModelConfig.from_dict({"channels": [4, 8], "freq_pool": [2, 2], "time_pool": [1, 2], "name": "x"})
-    assert cfg.channels == (4, 8) and cfg.to_dict()["channels"] == [4, 8]
+        AudioModel("abc", LogMelConfig(n_mels=16), ModelConfig(crnn=CRNNConfig(channels=[4, 4], freq_pool=[4, 8],
+                                                                                time_pool=[1, 1])))
+    cfg = load_config(None, ["model.crnn.channels=[4,8]", "model.crnn.freq_pool=[2,2]", "model.crnn.time_pool=[1,2]"])
+    assert cfg.model.crnn.channels == [4, 8]
 
 
-CRNN_CONFIGS = [p for p in sorted((REPO / "configs" / "model").glob("*.yaml"))
-                if (load_config(p).get("model") or {}).get("backbone", "crnn") == "crnn"]
+CRNN_CONFIGS = [p for p in sorted((REPO / "configs" / "model").glob("*.yaml")) if load_config(p).model.backbone == "crnn"]
 
 
-def test_backbone_selection():
-    with pytest.raises(AvtagError, match="model.backbone"):
-        build_audio_model({"model": {"backbone": "resnet"}}, 3)
-    assert type(build_audio_model({"model": {"backbone": "crnn"}}, 3)) is AudioTagger
+def test_registry_matches_the_schema_choices():
+    """Every backbone / front end / pooling name the config accepts builds, and nothing else."""
+    assert set(BACKBONES) == set(CHOICES["model.backbone"])
+    assert set(FRONTENDS) == set(CHOICES["model.frontend"])
+    assert set(POOLINGS) == set(CHOICES["model.pooling"])
+    with pytest.raises(ConfigError, match="model.backbone"):
+        load_config(None, ["model.backbone=resnet"])
+    assert type(build_audio_model(ModelConfig(backbone="crnn"), LogMelConfig(), "abc").backbone).__name__ == "CRNN"
 
 
 def test_output_prior_initialisation():
     model = tiny(output_prior=0.1)
     assert torch.allclose(model.backbone.classifier.bias, torch.full((5,), -2.1972), atol=1e-3)
-    with pytest.raises(AvtagError, match="output_prior"):
-        AudioModelConfig.from_dict({"output_prior": 1.5})
+    with pytest.raises(ConfigError, match="output_prior"):
+        load_config(None, ["model.output_prior=1.5"])
 
 
 @pytest.mark.parametrize("path", CRNN_CONFIGS, ids=lambda p: p.name)
 def test_shipped_model_configs_build(path):
     cfg = load_config(path)
-    cfg["audio"] = load_config(REPO / "configs" / "features" / "logmel64.yaml")["audio"]
-    model = build_audio_model(cfg, 17).eval()
+    model = build_audio_model(cfg.model, cfg.audio, [f"c{i}" for i in range(17)]).eval()
     with torch.no_grad():
         out = model(torch.randn(1, SR))
     assert out.clipwise.shape == (1, 17)

@@ -5,20 +5,23 @@ import pytest
 import torch
 
 from avtag import AvtagError
-from avtag.features.logmel import LogMelConfig
-from avtag.labels import Vocabulary
-from avtag.models.audio_pretrained import (NUM_BLOCKS, PretrainedAudioConfig, PretrainedAudioTagger,
-                                           build_pretrained_audio_model, half_precision)  # fmt: skip
+from avtag.config import ConfigError, EfficientNetConfig, LogMelConfig, ModelConfig, load_config
+from avtag.models.audio import AudioModel, half_precision
+from avtag.models.backbones.efficientnet import NUM_BLOCKS
 
 C = 5
+EFFNET_KEYS = set(EfficientNetConfig.__dataclass_fields__)
 
 
-def _model(**kw) -> PretrainedAudioTagger:
+def _model(**kw) -> AudioModel:
     torch.manual_seed(0)
-    return PretrainedAudioTagger(C, LogMelConfig(), PretrainedAudioConfig(**kw))
+    effnet = EfficientNetConfig(**{k: v for k, v in kw.items() if k in EFFNET_KEYS})
+    model = ModelConfig(backbone="efficientnet_lite0", output_prior=None, efficientnet=effnet,
+                        **{k: v for k, v in kw.items() if k not in EFFNET_KEYS})
+    return AudioModel(list("abcde"), LogMelConfig(), model)
 
 
-def _step(model: PretrainedAudioTagger, seed: int = 0) -> None:
+def _step(model: AudioModel, seed: int = 0) -> None:
     """One Adam step of weak-label BCE on random audio."""
     g = torch.Generator().manual_seed(seed)
     x, y = 0.1 * torch.randn(4, 16000, generator=g), (torch.rand(4, C, generator=g) > 0.5).float()
@@ -68,7 +71,7 @@ def test_frozen_backbone_trains_only_the_head():
     model = _model(trainable_blocks=0)
     net = model.backbone.net
     assert not any(p.requires_grad for p in net.parameters())
-    assert not model.input_norm.weight.requires_grad
+    assert not model.frontend.norm.weight.requires_grad
     head = [*model.backbone.head.parameters(), *model.backbone.classifier.parameters(), *model.pooling.parameters()]
     assert head and all(p.requires_grad for p in head)
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -108,24 +111,25 @@ def test_learned_projection_starts_as_repeat():
 
 
 def test_config_errors_are_one_line():
-    for bad in ({"backbone": "resnet"}, {"input_channels": "rgb"}, {"trainable_blocks": 17}):
-        with pytest.raises(AvtagError, match="model."):
-            PretrainedAudioConfig.from_dict(bad)
-    cfg = PretrainedAudioConfig.from_dict({"backbone": "efficientnet_lite0", "channels": [32, 64], "name": "x"})
-    assert cfg.trainable_blocks == -1  # the CRNN's keys are ignored
+    for bad in ("model.backbone=resnet", "model.efficientnet.input_channels=rgb", "model.efficientnet.trainable_blocks=17"):
+        with pytest.raises(ConfigError, match="model.") as err:
+            load_config(None, [bad])
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="model.crnn.channels"):  # a CRNN key is not an EfficientNet key
+        load_config(None, ["model.backbone=efficientnet_lite0", "model.channels=[32,64]"])
 
 
 def test_fp16_checkpoint_round_trip_through_load_audio_model(tmp_path):
-    """``avtag train``'s loader rebuilds the backbone from the config (model.backbone)."""
-    from avtag.training.checkpoint import load_audio_model, save_audio_model
+    """``avtag train``'s loader rebuilds the backbone from the stored config (model.backbone)."""
+    from avtag.models.weights import load_audio_model, save_audio_model
 
-    config = {"data": {"classes": list("abcde")}, "audio": LogMelConfig().to_dict(),
-              "model": {"backbone": "efficientnet_lite0", "trainable_blocks": 8, "pooling": "attention"}}  # fmt: skip
-    model = build_pretrained_audio_model(config, C).eval()
-    path = save_audio_model(half_precision(model.state_dict()), config, Vocabulary(tuple("abcde")), tmp_path / "m.pt")
+    config = load_config(None, ["data.classes=[a,b,c,d,e]", "model.backbone=efficientnet_lite0",
+                                "model.efficientnet.trainable_blocks=8"])
+    model = AudioModel(config.data.classes, config.audio, config.model).eval()
+    path = save_audio_model(half_precision(model.state_dict()), config, tmp_path / "m.pt")
     assert path.stat().st_size < 10 * 2**20  # fp32 would be ~15 MB
-    loaded, vocab, _ = load_audio_model(path)
-    assert isinstance(loaded, PretrainedAudioTagger) and vocab.names == tuple("abcde")
+    loaded = load_audio_model(path)
+    assert type(loaded.backbone).__name__ == "EfficientNetFrames" and loaded.classes == tuple("abcde")
     assert next(loaded.parameters()).dtype == torch.float32
     x = 0.1 * torch.randn(1, 16000)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""The default audio model in assets/: safe loading, held-out quality, and ``avtag tag`` out of the box.
+"""The packaged default audio model: registry metadata, safe loading, held-out quality, ``avtag tag`` out of the box.
 
 The fused (audio + video) ``avtag tag`` run over every real clip lives in
 test_tag_cli.py; here the audio branch alone (``--only audio``, no video network)
@@ -20,36 +20,51 @@ import torch
 
 from avtag.config import load_config
 from avtag.evaluation.metrics import binarize, micro_f1
-from avtag.training.checkpoint import CheckpointError, load_audio_model
+from avtag.labels import get_vocabulary
+from avtag.models.weights import WEIGHTS, CheckpointError, get_weights, load_audio_model
 from conftest import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = REPO / "assets" / "default_audio.ckpt"
-CARD = REPO / "assets" / "default_model.md"
+WEIGHTS_ENTRY = get_weights("default")
+CHECKPOINT = WEIGHTS_ENTRY.path
+CARD = WEIGHTS_ENTRY.card_path
 
 
 @pytest.fixture(scope="module")
 def default_model():
-    assert CHECKPOINT.is_file(), "assets/default_audio.ckpt is missing (see assets/default_model.md to rebuild it)"
-    return load_audio_model(CHECKPOINT)
+    assert CHECKPOINT.is_file(), f"{CHECKPOINT} is missing (see the model card to rebuild it)"
+    return WEIGHTS_ENTRY.load()
 
 
 def test_checkpoint_is_small_documented_and_matches_its_config(default_model):
-    model, vocabulary, config = default_model
-    assert CHECKPOINT.stat().st_size < 10 * 2**20
+    model, config = default_model, default_model.config
+    assert CHECKPOINT.stat().st_size < 20 * 2**20
+    assert CHECKPOINT.is_relative_to(REPO / "avtag")  # package data: a wheel carries it
     shipped = load_config(REPO / "configs" / "default_model.yaml")
-    assert vocabulary.names == tuple(shipped["data"]["classes"])
-    assert config["model"] == {k: v for k, v in shipped["model"].items()}
+    assert model.classes == tuple(shipped.data.classes)
+    assert config.model == shipped.model
     assert not model.training
     card = CARD.read_text()
     for needle in ("micro-F1", "mAP", "segment", "configs/default_model.yaml", "avtag soundscapes", "Limits"):
         assert needle in card, needle
 
 
-def test_tag_finds_the_default_checkpoint_without_arguments():
-    from avtag.inference.tag import default_audio_checkpoint
+def test_registry_metadata_is_what_the_file_holds(default_model):
+    """The registry knows classes, rate and front end without loading; they match the file."""
+    entry = WEIGHTS_ENTRY
+    assert set(WEIGHTS) >= {"default"}
+    assert entry.classes == default_model.classes and entry.sample_rate == default_model.sample_rate
+    audio = default_model.config.audio
+    assert (entry.frontend["n_fft"], entry.frontend["hop_length"], entry.frontend["n_mels"]) == \
+        (audio.n_fft, audio.hop_length, audio.n_mels)
+    assert entry.licence and entry.card_path.is_file()
+    with pytest.raises(CheckpointError, match="unknown packaged model 'defualt'.*did you mean 'default'"):
+        get_weights("defualt")
+    import dataclasses
 
-    assert default_audio_checkpoint() == CHECKPOINT
+    assert entry.verify() == CHECKPOINT  # the shipped file is the one the registry describes
+    with pytest.raises(CheckpointError, match="sha256"):
+        dataclasses.replace(entry, sha256="0" * 64).verify()
 
 
 def test_corrupt_or_foreign_checkpoints_give_one_line_errors(tmp_path):
@@ -77,7 +92,7 @@ def test_beats_the_majority_class_baseline_on_held_out_soundscapes(tmp_path, def
     """First 60 clips of the held-out test soundscapes (seed 0): recordings the model never heard."""
     from avtag.data.soundscapes import generate_soundscapes
 
-    model, vocabulary, config = default_model
+    model, vocabulary = default_model, get_vocabulary(default_model.classes)
     sounds = shared_path("sounds")
     held_out = generate_soundscapes(tmp_path / "s", sounds, n_train=1, n_test=60, seed=0)
     assert held_out.vocabulary == vocabulary.names
@@ -101,7 +116,7 @@ def test_beats_the_majority_class_baseline_on_held_out_soundscapes(tmp_path, def
 
 def test_avtag_tag_on_every_real_clip_with_the_default_audio_model(default_model):
     """``avtag tag`` with no checkpoint argument: the shipped audio model tags every real clip."""
-    _, vocabulary, _ = default_model
+    vocabulary = get_vocabulary(default_model.classes)
     clips_dir = shared_path("clips")
     clips = sorted(p for p in clips_dir.iterdir() if p.suffix in (".mp4", ".webm"))
     hand = {row["filename"]: set(row["labels"].split(";")) for row in csv.DictReader(open(clips_dir / "clips.csv"))}

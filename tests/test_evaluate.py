@@ -22,7 +22,8 @@ from synthdata import make_dcase_dataset
 
 CLASSES = list(DCASE2017.names)
 # a small, fast CRNN and a short schedule (as tests/test_training.py); the rest is the shipped config
-TINY = ["model.channels=[8,16,16]", "model.freq_pool=[2,2,2]", "model.rnn_hidden=16", "model.spec_augment=false", "training.batch_size=8",
+TINY = ["model.crnn.channels=[8,16,16]", "model.crnn.freq_pool=[2,2,2]", "model.crnn.rnn_hidden=16",
+        "model.spec_augment=false", "training.batch_size=8",
         "training.workers=0", "training.lr=0.003", "training.lr_schedule=constant", "training.warmup_epochs=0",
         "training.sampler=shuffle", "training.mixing.mode=none", "training.max_epochs=8"]
 
@@ -188,7 +189,7 @@ def test_system_scores_video_gaps_and_prior():
     video = np.full((3, len(CLASSES)), 0.2)
     video[1] = np.nan  # clip b has no video
     split = _split(names, targets, audio, video=video)
-    fusion, _ = build_fusion({"fusion": {"method": "weighted", "audio_weight": 0.5}}, CLASSES, None)
+    fusion, _ = build_fusion(load_config(None, ["fusion.method=weighted", "fusion.audio_weight=0.5"]), CLASSES, None)
     np.testing.assert_allclose(system_scores(split, "fused", fusion)[:, 0], [0.5, 0.8, 0.5])
     np.testing.assert_allclose(system_scores(split, "video")[:, 0], [0.2, 0.0, 0.2])
     with pytest.raises(EvaluationError, match="validation"):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from avtag.config import FusionConfig
 from avtag.models.fusion import FusionError, LateFusion
 
 A = np.array([[0.9, 0.2, 0.4], [0.1, 0.6, 0.0]])
@@ -85,13 +86,13 @@ def test_weighted_fit_picks_the_informative_branch():
 
 
 def test_from_config(tmp_path):
-    f = LateFusion.from_config({"method": "max", "mode": "video"})
+    f = LateFusion.from_config(FusionConfig(method="max", mode="video"))
     assert f.method == "max" and f.mode == "video"
     path = LateFusion("weighted", 0.3, classes=["a", "b"]).save(tmp_path / "w.json")
-    g = LateFusion.from_config({"weights_file": str(path)}, ["a", "b"])
+    g = LateFusion.from_config(FusionConfig(weights_file=str(path)), ["a", "b"])
     assert float(g.audio_weight) == pytest.approx(0.3)
     with pytest.raises(FusionError, match="other classes"):
-        LateFusion.from_config({"weights_file": str(path)}, ["x", "y"])
+        LateFusion.from_config(FusionConfig(weights_file=str(path)), ["x", "y"])
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(FusionError, match=r"bad\.json"):
         LateFusion.load(tmp_path / "bad.json")

@@ -1,4 +1,4 @@
-"""Label map: text encoders (MiniLM, gensim KeyedVectors), overrides, cache, refinement, ``avtag labelmap``."""
+"""Label map: text encoders (MiniLM, gensim KeyedVectors), overrides, cache, ``avtag labelmap``."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from avtag.config import LabelMapConfig
 from avtag.labels import DCASE2017_CLASSES
 from avtag.models import label_map as lm_mod
 from avtag.models.label_map import (
@@ -14,7 +15,6 @@ from avtag.models.label_map import (
     LabelMapError,
     build_label_map,
     load_overrides,
-    refine_label_map,
     sound_synonyms,
     sparsify,
 )
@@ -66,7 +66,7 @@ def test_sound_synonyms():
 def test_raw_embeddings_show_the_known_failure_modes():
     """Without the reviewed overrides, 'Train horn' lands on 'French horn' and
     'passenger car' (a railway carriage) on 'Car': the reason the override file exists."""
-    raw = build_label_map(["Train horn", "Car"], {"overrides": None})
+    raw = build_label_map(["Train horn", "Car"], LabelMapConfig(overrides=None))
     assert raw.top_objects("Train horn", 1)[0][0] == "French horn"
     assert col(raw, "Car").get("passenger car", 0) > 0.5
 
@@ -117,7 +117,7 @@ def test_sparsify_top_k_temperature_and_floor():
 
 def test_matrix_is_cached_on_disk_and_keyed_by_settings(avtag_cache, monkeypatch):
     classes = ["Bus", "Train"]
-    first = build_label_map(classes, {"temperature": 0.07})
+    first = build_label_map(classes, LabelMapConfig(temperature=0.07))
     cached = list((avtag_cache / "label_map").glob(f"map-{first.settings['key']}.npz"))
     assert len(cached) == 1
 
@@ -125,10 +125,10 @@ def test_matrix_is_cached_on_disk_and_keyed_by_settings(avtag_cache, monkeypatch
         raise AssertionError("the cached matrix should have been used")
 
     monkeypatch.setattr(lm_mod, "similarity_matrix", boom)
-    again = build_label_map(classes, {"temperature": 0.07})
+    again = build_label_map(classes, LabelMapConfig(temperature=0.07))
     assert np.array_equal(again.matrix, first.matrix) and again.classes == first.classes
     with pytest.raises(AssertionError, match="cached matrix"):
-        build_label_map(classes, {"temperature": 0.08})  # other settings: other key, rebuilt
+        build_label_map(classes, LabelMapConfig(temperature=0.08))  # other settings: other key, rebuilt
 
 
 def test_bad_override_file_names_the_file(tmp_path):
@@ -168,34 +168,10 @@ def test_gensim_keyed_vectors_encoder(tmp_path):
     assert e.shape == (3, 50) and np.allclose(e[2], 0)  # no known word: zero vector
     assert e[0] @ e[1] > 0.6  # phrase = mean of word vectors
     for path in (kv_path, txt_path):
-        lm = build_label_map(["Lorry", "Piano"], {"encoder": str(path), "overrides": None, "min_similarity": 0.5})
+        lm = build_label_map(["Lorry", "Piano"], LabelMapConfig(encoder=str(path), overrides=None, min_similarity=0.5))
         top = {o for o, _, _ in lm.top_objects("Lorry", 10)}
         assert top == {"trailer truck", "tow truck", "garbage truck"}, top
         assert lm.settings["encoder"].startswith("kv:")
-
-
-def test_refinement_learns_from_weak_labels():
-    lm = build_label_map(["Bus", "Train"], {"overrides": None})
-    n, rng = 200, np.random.default_rng(0)
-    p = np.full((n, 1000), 1e-4, np.float32)
-    hay = OBJECTS.index("hay")  # not a bus object in the text prior
-    y = np.zeros((n, 2), np.float32)
-    y[: n // 2, 0] = 1
-    p[: n // 2, hay] = rng.uniform(0.5, 0.9, n // 2)  # in this toy data, buses are seen as "hay"
-    p /= p.sum(1, keepdims=True)
-    before = lm.matrix[hay, 0]
-    refined = refine_label_map(lm, p, y, steps=150)
-    assert before == 0 and refined.matrix[hay, 0] > 0.8
-    assert refined.matrix.min() >= 0 and refined.matrix.max() <= 1
-    for obj, c in (("school bus", 0), ("bullet train", 1)):  # barely seen: the text prior holds
-        o = OBJECTS.index(obj)
-        assert lm.matrix[o, c] == 1.0 and refined.matrix[o, c] > 0.9
-    scores = lambda m: np.clip(p @ m, 1e-4, 1 - 1e-4)  # noqa: E731
-    bce = lambda m: -np.mean(y * np.log(scores(m)) + (1 - y) * np.log(1 - scores(m)))  # noqa: E731
-    assert bce(refined.matrix) < bce(lm.matrix) - 0.5
-    assert refined.settings["refined_on"] == n
-    with pytest.raises(LabelMapError, match="refinement needs"):
-        refine_label_map(lm, p[:, :10], y)
 
 
 def test_labelmap_command_prints_top_objects(capsys):

@@ -112,11 +112,11 @@ def checkpoint(tmp_path_factory) -> Path:
     """A real audio-model file in the ``avtag train`` export format (untrained weights)."""
     from avtag.config import load_config
     from avtag.models.audio import build_audio_model
-    from avtag.training.checkpoint import save_audio_model
+    from avtag.models.weights import save_audio_model
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "dcase2017.yaml")
-    model = build_audio_model(config, len(DCASE2017))
-    return save_audio_model(model.state_dict(), config, DCASE2017, tmp_path_factory.mktemp("ckpt") / "audio_model.pt")
+    model = build_audio_model(config.model, config.audio, DCASE2017.names)
+    return save_audio_model(model.state_dict(), config, tmp_path_factory.mktemp("ckpt") / "audio_model.pt")
 
 
 def test_tag_with_audio_checkpoint_and_segments(env, extra_media, checkpoint):
@@ -147,9 +147,9 @@ def test_tag_with_audio_checkpoint_and_segments(env, extra_media, checkpoint):
 
 @pytest.fixture(scope="module")
 def zero_shot(env):
-    from avtag.inference.tag import Tagger
+    from avtag.inference.tagger import Tagger
 
-    return Tagger(labels="Dog;Car;Aircraft;Music", use_audio=False)  # the zero-shot video branch alone
+    return Tagger.from_config(labels="Dog;Car;Aircraft;Music", use_audio=False)  # the zero-shot video branch alone
 
 
 @pytest.mark.parametrize("clip, label", [("skateboarding_dog.mp4", "Dog"), (AIRCRAFT, "Aircraft")])
@@ -184,10 +184,12 @@ def test_no_media_found_is_one_line_error(env, tmp_path):
 def test_long_file_is_tagged_window_by_window(env, checkpoint):
     """Above tag.long_file_s the file is streamed in windows; events that touch across
     window boundaries are joined, and times stay in file seconds."""
-    from avtag.inference.tag import Tagger
+    from avtag.config import load_config
+    from avtag.inference.tagger import Tagger
 
-    config = {"tag": {"long_file_s": 5.0, "window_s": 4.0, "segment_threshold": 0.0, "min_duration_s": 0.0}}
-    tagger = Tagger(config=config, checkpoint=checkpoint)
+    config = load_config(None, ["tag.long_file_s=5.0", "tag.window_s=4.0", "tag.segment_threshold=0.0",
+                                "tag.min_duration_s=0.0"])
+    tagger = Tagger.from_checkpoint(checkpoint, config=config)
     result = tagger.tag_file(shared_path("clips", RACE_CAR), segments=True, top_k=0, threshold=0.0)
     assert result.branches == {"audio": True, "video": True}
     assert len(result.tags) == len(DCASE2017)

@@ -15,13 +15,12 @@ import torch
 import yaml
 
 from avtag import AvtagError
-from avtag.config import load_config
-from avtag.features.logmel import LogMelConfig
-from avtag.labels import Vocabulary
-from avtag.models.audio import AudioModelConfig, AudioTagger
-from avtag.training.checkpoint import CheckpointError, load_audio_model, save_audio_model
-from avtag.training.datamodule import AudioDataModule, balanced_weights, fit_length
-from avtag.training.mixing import MixConfig, mix_batch
+from avtag.config import ConfigError, MixConfig, load_config
+from avtag.data.clips import fit_length
+from avtag.models.audio import AudioModel
+from avtag.models.weights import CheckpointError, load_audio_model, save_audio_model
+from avtag.training.datamodule import AudioDataModule, balanced_weights
+from avtag.training.mixing import mix_batch
 from avtag.training.module import epoch_lr_factor, weak_label_bce
 
 from synthdata import make_dcase_dataset
@@ -29,7 +28,7 @@ from synthdata import make_dcase_dataset
 REPO = Path(__file__).resolve().parents[1]
 # a small, fast CRNN and a short schedule; everything else is the shipped config
 TINY = [
-    "model.channels=[8,16,16]", "model.freq_pool=[2,2,2]", "model.rnn_hidden=16", "model.spec_augment=false",
+    "model.crnn.channels=[8,16,16]", "model.crnn.freq_pool=[2,2,2]", "model.crnn.rnn_hidden=16", "model.spec_augment=false",
     "training.batch_size=8", "training.workers=0", "training.lr=0.003", "training.lr_schedule=constant",
     "training.warmup_epochs=0", "training.sampler=shuffle",
     "training.mixing.mode=mix", "training.mixing.epochs=4", "training.mixing.finetune_lr_scale=1.0",
@@ -57,18 +56,18 @@ def test_mixup_interpolates_targets_and_probability_zero_is_identity():
     assert ym.min() >= 0 and ym.max() <= 1 and not torch.equal(ym, y)
     xs, ys = mix_batch(x, y, "mix", probability=0.0)
     assert torch.equal(xs, x) and torch.equal(ys, y)
-    with pytest.raises(AvtagError):
-        MixConfig.from_dict({"mode": "cutmix"})
+    with pytest.raises(ConfigError, match="training.mixing.mode"):
+        load_config(None, ["training.mixing.mode=cutmix"])
 
 
 def test_two_stage_schedule():
-    cfg = MixConfig.from_dict({"mode": "mix", "epochs": 3, "finetune_lr_scale": 0.1})
+    cfg = MixConfig(mode="mix", epochs=3, finetune_lr_scale=0.1)
     assert [cfg.active(e) for e in range(5)] == [True, True, True, False, False]
     f = epoch_lr_factor("constant", max_epochs=5, mix_epochs=3, finetune_scale=0.1)
     assert [f(e) for e in range(5)] == [1.0, 1.0, 1.0, 0.1, 0.1]
     cos = epoch_lr_factor("cosine", max_epochs=10, warmup_epochs=2)
     assert cos(0) < cos(1) < cos(2) == 1.0 and cos(9) < cos(5) < cos(2)
-    assert not MixConfig.from_dict({"mode": "none"}).active(0)
+    assert not MixConfig(mode="none").active(0)
 
 
 def test_balanced_weights_favour_rare_classes_and_fit_length():
@@ -90,19 +89,22 @@ def test_bce_under_autocast():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
-def _tiny_model():
+TINY_CRNN = ["model.crnn.channels=[4]", "model.crnn.freq_pool=[4]", "model.crnn.time_pool=[2]", "model.crnn.rnn_hidden=4"]
+
+
+def _tiny_model(classes=("Car", "Bus", "Train"), overrides=()):
     torch.manual_seed(0)
-    return AudioTagger(3, LogMelConfig(), AudioModelConfig(channels=(4,), freq_pool=(4,), time_pool=(2,), rnn_hidden=4))
+    config = load_config(None, [*TINY_CRNN, f"data.classes=[{', '.join(classes)}]", *overrides])
+    return AudioModel(classes, config.audio, config.model), config
 
 
 def test_exported_model_round_trip(tmp_path):
-    model = _tiny_model().eval()
-    config = {"model": model.model_config.to_dict(), "audio": model.audio_config.to_dict(),
-              "data": {"classes": ["Car", "Bus", "Train"]}}
-    path = save_audio_model(model.state_dict(), config, Vocabulary(("Car", "Bus", "Train")), tmp_path / "m.pt")
+    model, config = _tiny_model()
+    model.eval()
+    path = save_audio_model(model.state_dict(), config, tmp_path / "m.pt")
     assert torch.load(path, weights_only=True)["format"] == "avtag-audio-model"
-    loaded, vocab, cfg = load_audio_model(path)
-    assert vocab.names == ("Car", "Bus", "Train") and not loaded.training
+    loaded = load_audio_model(path)
+    assert loaded.classes == ("Car", "Bus", "Train") and not loaded.training
     wave = torch.randn(2, 8000)
     with torch.no_grad():
         assert torch.allclose(loaded(wave).clipwise, model(wave).clipwise)
@@ -120,9 +122,9 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(CheckpointError, match="not an avtag audio-model checkpoint"):
         load_audio_model(foreign)
-    model = _tiny_model()
-    config = {"model": {**model.model_config.to_dict(), "rnn_hidden": 6}, "data": {"classes": ["a", "b", "c"]}}
-    wrong = save_audio_model(model.state_dict(), config, Vocabulary(("a", "b", "c")), tmp_path / "wrong.pt")
+    model, _ = _tiny_model(("a", "b", "c"))
+    _, config = _tiny_model(("a", "b", "c"), ["model.crnn.rnn_hidden=6"])
+    wrong = save_audio_model(model.state_dict(), config, tmp_path / "wrong.pt")
     with pytest.raises(CheckpointError, match="do not match"):
         load_audio_model(wrong)
     truncated = tmp_path / "truncated.pt"
@@ -180,7 +182,7 @@ def test_learns_generated_dcase_data(synth, capsys, one_thread):
     assert result.skipped == 1 and synth["corrupt"] in out
     assert synth["corrupt"] in (result.run_dir / "skipped_clips.tsv").read_text()
 
-    data = AudioDataModule(config)
+    data = AudioDataModule.from_config(config)
     data.setup()
     chance = constant_predictor_f1(data.datasets["train"].targets, data.datasets["validation"].targets)
     print(f"validation micro-F1 {result.best_micro_f1:.3f}, best constant predictor {chance:.3f}")
@@ -188,7 +190,7 @@ def test_learns_generated_dcase_data(synth, capsys, one_thread):
     assert result.best_micro_f1 > max(0.75, chance + 0.2)
 
     # the exported model reproduces the best checkpoint's validation F1
-    model, vocab, _ = load_audio_model(result.model_path)
+    model = load_audio_model(result.model_path)
     val = data.datasets["validation"]
     wave = torch.stack([val[i][0] for i in range(len(val))])
     with torch.no_grad():
@@ -205,7 +207,7 @@ def test_corrupt_clip_is_skipped_and_reported(synth):
 
     config = load_config(synth["config"], TINY)
     ensure_cache(config, progress=False)
-    data = AudioDataModule(config)
+    data = AudioDataModule.from_config(config)
     data.setup()
     skipped = {name: reason for items in data.skipped.values() for name, reason in items.items()}
     assert list(skipped) == [synth["corrupt"]]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from avtag.commands.common import add_config_args, add_device_arg, load_args_config
+
 HELP = "compare audio-only, video-only and fused systems on one split (markdown table, per-class F1 figure)"
 
 
@@ -20,8 +22,7 @@ def register(subparsers) -> None:
         epilog="config keys: ablation.split, ablation.systems, ablation.out, ablation.train_if_missing "
                "(see configs/ablation.yaml); evaluate.* for the detection settings.",
     )  # fmt: skip
-    p.add_argument("config", metavar="CONFIG", help="YAML config, e.g. configs/ablation.yaml")
-    p.add_argument("overrides", nargs="*", help="config overrides KEY.PATH=VALUE, e.g. fusion.method=logistic")
+    add_config_args(p, config_positional=True)
     p.add_argument("--split", choices=("test", "eval", "validation"), help="split (default: ablation.split or test)")
     p.add_argument("--checkpoint", metavar="CKPT", help="audio model (default: the run in output_dir)")
     p.add_argument("--systems", metavar="LIST", help="comma-separated subset of audio,video,fused,prior (default: all)")
@@ -30,45 +31,82 @@ def register(subparsers) -> None:
     p.add_argument("--no-tune", action="store_true", help="default threshold only (no validation split)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figure")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per forward pass (default 16)")
+    add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
+def audio_model_for(config, checkpoint: str | None, train_if_missing: bool, device, progress: bool):
+    """``(audio model, its path, notes)``: ``checkpoint``, else the run in ``output_dir``, else one
+    trained now with ``avtag train`` when allowed.
+
+    Raises:
+        EvaluationError: no model and training not allowed (or training wrote nothing).
+    """
+    from avtag.evaluation.ablation import find_checkpoint
+    from avtag.evaluation.inference import EvaluationError
+    from avtag.models.weights import load_audio_model
+
+    notes = []
+    if checkpoint is None:
+        checkpoint = find_checkpoint(config)
+        if checkpoint is None:
+            if not train_if_missing:
+                raise EvaluationError(f"no trained audio model under {config.output_dir}: run `avtag train` "
+                                      "first, give --checkpoint, or allow training")
+            from avtag.training.train import train
+
+            print(f"no trained audio model under {config.output_dir}: training one first")
+            result = train(config, progress=progress)
+            checkpoint = result.model_path or result.last_checkpoint
+            if checkpoint is None:
+                raise EvaluationError("training wrote no checkpoint")
+            notes.append(f"audio model trained for this ablation ({result.epochs} epochs)")
+        else:
+            notes.append(f"re-used the trained audio model {checkpoint}")
+    return load_audio_model(checkpoint, device), str(checkpoint), notes
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the ablation, write its files and print the table."""
-    from rich.console import Console
     from rich.table import Table
 
-    from avtag.config import get, load_config, resolve_path
+    from avtag.commands.common import console as make_console
+    from avtag.config import resolve_path
     from avtag.evaluation.ablation import run_ablation, write_ablation
     from avtag.evaluation.inference import SYSTEMS, EvaluationError
     from avtag.evaluation.report import official_groundtruth, pct
+    from avtag.models.device import resolve_device
 
-    config = load_config(args.config, args.overrides)
-    split = args.split or str(get(config, "ablation.split", "test"))
-    systems = args.systems.split(",") if args.systems else list(get(config, "ablation.systems", list(SYSTEMS)))
+    config = load_args_config(args)
+    split = args.split or config.ablation.split
+    systems = args.systems.split(",") if args.systems else list(config.ablation.systems)
     systems = [s.strip() for s in systems if s.strip()]
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:
         raise EvaluationError(f"--systems: unknown system(s) {', '.join(unknown) or '(none)'}; "
                               f"choose from {', '.join(SYSTEMS)}")
-    train_ok = not args.no_train and bool(get(config, "ablation.train_if_missing", True))
-    result = run_ablation(config, split, args.checkpoint, systems=systems, train_if_missing=train_ok,
-                          tune=not args.no_tune, batch_size=args.batch_size, progress=not args.no_progress)
-    out = args.out or get(config, "ablation.out") or resolve_path(get(config, "output_dir", "runs/avtag")) / "ablation" / split
-    out_dir = resolve_path(out)
+    progress = not args.no_progress
+    audio_model, checkpoint, notes = None, args.checkpoint, []
+    if any(s in ("audio", "fused") for s in systems):
+        audio_model, checkpoint, notes = audio_model_for(config, args.checkpoint,
+                                                         not args.no_train and config.ablation.train_if_missing,
+                                                         resolve_device(args.device), progress)
+    result = run_ablation(config, split, audio_model, checkpoint, systems=systems, tune=not args.no_tune,
+                          batch_size=args.batch_size, progress=progress, notes=notes)
+    out_dir = resolve_path(args.out or config.ablation.out or resolve_path(config.output_dir) / "ablation" / split)
     data = write_ablation(result, out_dir, figures=not args.no_figures, groundtruth=official_groundtruth(config, split))
 
     table = Table(title=f"ablation, {split} split, %", title_justify="left")
     for col in ("system", "thr", "micro P", "micro R", "micro F1", "macro F1", "mAP", "seg F1"):
         table.add_column(col, justify="left" if col in ("system", "thr") else "right")
     for row in data["rows"]:
-        table.add_row(row["system"], "0.5" if row["thresholds"] == "default" else row["thresholds"], pct(row["micro"]["precision"]),
-                      pct(row["micro"]["recall"]), pct(row["micro"]["f1"]), pct(row["macro"]["f1"]), pct(row["mAP"]),
-                      pct(row["segment_f1"]))
-    console = Console()
+        table.add_row(row["system"], "0.5" if row["thresholds"] == "default" else row["thresholds"],
+                      pct(row["micro"]["precision"]), pct(row["micro"]["recall"]), pct(row["micro"]["f1"]),
+                      pct(row["macro"]["f1"]), pct(row["mAP"]), pct(row["segment_f1"]))
+    console = make_console()
     console.print(table)
     for note in result.notes:
-        console.print(f"note: {note}", highlight=False)
-    console.print(f"written: {out_dir / 'ablation.md'}", highlight=False)
+        console.print(f"note: {note}")
+    console.print(f"written: {out_dir / 'ablation.md'}")
     return 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avtag.commands.common import add_config_args, add_device_arg, load_args_config
+
 HELP = "evaluate a trained model on the DCASE 2017 test or evaluation split (report, metrics, figures)"
 MODES = {"audio": "audio", "video": "video", "both": "fused"}
 
@@ -29,57 +31,46 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", metavar="CKPT", help="audio model: audio_model.pt or a .ckpt from avtag train "
                                                         "(not needed with --only video)")
     p.add_argument("--split", default="test", choices=("test", "eval", "validation"), help="split to evaluate (default: test)")
-    p.add_argument("--config", metavar="YAML", help="config (default: the one stored in the checkpoint)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set evaluate.frame_threshold=0.3 (repeatable)")
+    add_config_args(p)  # default config: the one stored in the checkpoint
     p.add_argument("--out", metavar="DIR", help="output folder (default: <output_dir>/evaluation/<split>-<system>)")
     p.add_argument("--only", choices=("audio", "video"), help="evaluate one branch alone")
     p.add_argument("--fusion", choices=("weighted", "logistic", "max"), help="late-fusion method")
     p.add_argument("--no-tune", action="store_true", help="do not tune thresholds on the validation split")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per forward pass (default 16)")
+    add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
-def load_setup(args) -> tuple[dict, tuple | None]:
-    """``(config, audio_model)`` from ``--config`` / ``--checkpoint`` / ``--set`` / ``--only`` / ``--fusion``."""
-    from avtag.config import apply_override, load_config
+def load_setup(args):
+    """``(config, audio model or None)`` from ``--config`` / ``--checkpoint`` / ``--set`` / ``--only`` / ``--fusion``;
+    without ``--config`` the config stored in the checkpoint is used."""
     from avtag.evaluation.inference import EvaluationError
+    from avtag.models.device import resolve_device
 
     audio_model = None
+    device = resolve_device(args.device)
     if args.only != "video":
         if not args.checkpoint:
             raise EvaluationError("give --checkpoint CKPT (audio_model.pt or a .ckpt from avtag train), "
                                   "or --only video to evaluate the video branch alone")
-        from avtag.training.checkpoint import load_audio_model
+        from avtag.models.weights import load_audio_model
 
-        audio_model = load_audio_model(args.checkpoint, "cuda" if _cuda() else "cpu")
-    if args.config:
-        config = load_config(args.config, args.overrides)
-    elif audio_model is not None:
-        config = dict(audio_model[2])
-        for item in args.overrides:
-            apply_override(config, item)
-    else:
+        audio_model = load_audio_model(args.checkpoint, device)
+    elif not args.config:
         raise EvaluationError("--only video needs --config (where the cache and the official files are)")
-    if args.only:
-        apply_override(config, f"fusion.mode={args.only}")
-    if args.fusion:
-        apply_override(config, f"fusion.method={args.fusion}")
+    extra = [f"fusion.mode={args.only}"] if args.only else []
+    extra += [f"fusion.method={args.fusion}"] if args.fusion else []
+    config = load_args_config(args, extra, base=None if audio_model is None else audio_model.config)
     return config, audio_model
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def print_summary(ev, out_dir: Path) -> None:
     """The summary table (both threshold sets) and notes on the console."""
-    from rich.console import Console
     from rich.table import Table
+
+    from avtag.commands.common import console as make_console
 
     from avtag.evaluation.report import summary_rows
 
@@ -90,25 +81,23 @@ def print_summary(ev, out_dir: Path) -> None:
     for row in summary_rows(ev):
         table.add_row(*[str(c).replace("**", "").replace(" on validation", "").replace("default (0.5)", "0.5")
                         for c in row])
-    console = Console()
+    console = make_console()
     console.print(table)
     for note in ev.notes:
-        console.print(f"note: {note}", highlight=False)
-    console.print(f"report: {out_dir / 'report.md'}", highlight=False)
+        console.print(f"note: {note}")
+    console.print(f"report: {out_dir / 'report.md'}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; write the report; print the summary table."""
     import avtag
-    from avtag.config import get, resolve_path
+    from avtag.config import resolve_path
     from avtag.evaluation.inference import build_fusion, score_with_validation
-    from avtag.evaluation.report import (describe_fusion, detection_settings, evaluate_system, official_groundtruth,
-                                         write_evaluation)
+    from avtag.evaluation.report import describe_fusion, evaluate_system, official_groundtruth, write_evaluation
 
     config, audio_model = load_setup(args)
-    detection = detection_settings(get(config, "evaluate", {}))  # fail on a typo before inference
     progress = not args.no_progress
-    system = MODES.get(str(get(config, "fusion.mode", "both")), "fused")
+    system = MODES[config.fusion.mode]
     scores, validation, notes = score_with_validation(config, args.split, audio_model, tune=not args.no_tune,
                                              batch_size=args.batch_size, progress=progress)
     fusion = None
@@ -118,11 +107,11 @@ def run(args: argparse.Namespace) -> int:
                          "the fused system equals the audio branch")
         fusion, fit_notes = build_fusion(config, scores.classes, validation)
         notes += fit_notes
-    ev = evaluate_system(system, scores, fusion, validation, detection, notes)
+    ev = evaluate_system(system, scores, fusion, validation, config.evaluate, notes)
     out_dir = resolve_path(args.out) if args.out else \
-        resolve_path(get(config, "output_dir", "runs/avtag")) / "evaluation" / f"{args.split}-{system}"
+        resolve_path(config.output_dir) / "evaluation" / f"{args.split}-{system}"
     setup = {"avtag": avtag.__version__, "checkpoint": args.checkpoint, "config": args.config or "stored in checkpoint",
-             "cache": str(resolve_path(get(config, "cache.dir", "cache"))),
+             "cache": str(resolve_path(config.cache.dir)),
              "fusion": describe_fusion(fusion)}
     write_evaluation(ev, out_dir, coverage=scores.coverage, setup=setup,
                      groundtruth=official_groundtruth(config, args.split), figures=not args.no_figures,

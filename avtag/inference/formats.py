@@ -1,92 +1,75 @@
-"""Rendering :class:`~avtag.inference.tag.TagResult` for ``avtag tag``: table, JSON lines, TSV.
+"""Rendering :class:`~avtag.inference.results.TagResult` for ``avtag tag``: table, JSON lines, TSV.
 
-* ``json``: one JSON object per file and line: ``file``, ``duration``, ``tags``
-  (best first; ``label``, ``score``, ``audio_score``, ``video_score``, null where
-  a branch did not run), ``objects`` (``label``, ``probability``), ``notes``,
-  ``branches`` and, with ``--segments``, ``segments`` (``label``, ``onset``,
-  ``offset`` in seconds).
-* ``tsv``: header ``file kind label score audio_score video_score onset offset``;
-  ``kind`` is ``tag`` (scores filled) or ``segment`` (times filled).
-* ``table``: a rich table per file with the top objects seen and the notes.
+* ``json``: one JSON object per file and line (:meth:`TagResult.to_dict`): ``file``, ``duration``,
+  ``tags`` (best first; ``label``, ``score``, ``audio_score``, ``video_score``, null where a branch
+  did not run), ``objects`` (``label``, ``probability``), ``notes``, ``branches`` and, with
+  ``--segments``, ``segments`` (``label``, ``onset``, ``offset`` in seconds); a file that failed is
+  ``{"file", "error"}``.
+* ``tsv``: header ``file kind label score audio_score video_score onset offset``; ``kind`` is
+  ``tag`` (scores filled) or ``segment`` (times filled). Tabs, newlines and backslashes inside a
+  cell are written as ``\\t``, ``\\n`` and ``\\\\``, so every row has 8 cells.
+* ``table``: a rich table per file with the top objects seen and the notes. File names, labels and
+  notes are printed as plain text (never parsed as rich markup).
 """
 from __future__ import annotations
 
 import json
 
-from avtag.inference.tag import TagResult
+from avtag.inference.results import TagResult
 
 TSV_COLUMNS = ("file", "kind", "label", "score", "audio_score", "video_score", "onset", "offset")
-
-
-def _r(x: float | None, nd: int = 4) -> float | None:
-    return None if x is None else round(float(x), nd)
-
-
-def result_to_dict(result: TagResult) -> dict:
-    """JSON-ready dict of one file's result (``segments`` only when they were asked for)."""
-    d = {
-        "file": result.file,
-        "duration": _r(result.duration, 3),
-        "tags": [
-            {"label": t.label, "score": _r(t.score), "audio_score": _r(t.audio_score), "video_score": _r(t.video_score)}
-            for t in result.tags
-        ],
-        "objects": [{"label": name, "probability": _r(p)} for name, p in result.objects],
-        "branches": dict(result.branches),
-        "notes": list(result.notes),
-    }
-    if result.segments is not None:
-        d["segments"] = [{"label": lab, "onset": on, "offset": off} for lab, on, off in result.segments]
-    return d
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def format_json(result: TagResult) -> str:
     """One line of JSON (no trailing newline)."""
-    return json.dumps(result_to_dict(result), ensure_ascii=False)
+    return json.dumps(result.to_dict(), ensure_ascii=False)
 
 
 def tsv_header() -> str:
     return "\t".join(TSV_COLUMNS)
 
 
+def tsv_cell(x) -> str:
+    """One TSV cell: empty for None, 4 decimals for a score, control characters escaped."""
+    if x is None:
+        return ""
+    return f"{x:.4f}" if isinstance(x, float) else str(x).translate(_TSV_ESCAPES)
+
+
 def format_tsv(result: TagResult) -> list[str]:
     """TSV rows (no header) for one file: its tags, then its segments."""
-
-    def cell(x) -> str:
-        return "" if x is None else (f"{x:.4f}" if isinstance(x, float) else str(x))
-
-    rows = [
-        [result.file, "tag", t.label, cell(t.score), cell(t.audio_score), cell(t.video_score), "", ""]
-        for t in result.tags
-    ]
-    rows += [[result.file, "segment", lab, "", "", "", f"{on:.3f}", f"{off:.3f}"] for lab, on, off in result.segments or []]
+    c = tsv_cell
+    rows = [[c(result.file), "tag", c(t.label), c(t.score), c(t.audio_score), c(t.video_score), "", ""]
+            for t in result.tags]
+    rows += [[c(result.file), "segment", c(e.label), "", "", "", f"{e.onset:.3f}", f"{e.offset:.3f}"]
+             for e in result.segments or []]
     return ["\t".join(r) for r in rows]
 
 
 def render_table(result: TagResult, console, skip_notes: tuple[str, ...] = ()) -> None:
-    """Print one file's tags as a rich table on ``console`` (notes in ``skip_notes``
-    were already printed once for all files)."""
+    """Print one file's tags as a rich table on ``console`` (notes in ``skip_notes`` were already
+    printed once for all files). User strings go in as :class:`rich.text.Text`, never as markup."""
     from rich.table import Table
+    from rich.text import Text
 
     def cell(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
 
-    console.print(f"[bold]{result.file}[/bold]  ({result.duration:.1f} s)", highlight=False, soft_wrap=True)
+    console.print(Text.assemble((str(result.file), "bold"), f"  ({result.duration:.1f} s)"), soft_wrap=True)
     table = Table(show_edge=False)
-    table.add_column("tag")
-    table.add_column("score", justify="right")
-    table.add_column("audio", justify="right")
-    table.add_column("video", justify="right")
+    for name in ("tag", "score", "audio", "video"):
+        table.add_column(name, justify="left" if name == "tag" else "right")
     for t in result.tags:
-        table.add_row(t.label, cell(t.score), cell(t.audio_score), cell(t.video_score))
+        table.add_row(Text(t.label), cell(t.score), cell(t.audio_score), cell(t.video_score))
     if not result.tags:
         table.add_row("(no tag above the threshold)", "", "", "")
     console.print(table)
     if result.objects:
-        console.print("objects seen: " + ", ".join(f"{n} {p:.2f}" for n, p in result.objects), highlight=False, soft_wrap=True)
+        console.print(Text("objects seen: " + ", ".join(f"{n} {p:.2f}" for n, p in result.objects)), soft_wrap=True)
     if result.segments is not None:
-        seg = ", ".join(f"{lab} {on:.2f}-{off:.2f} s" for lab, on, off in result.segments) or "none"
-        console.print(f"segments: {seg}", highlight=False)
+        seg = ", ".join(f"{e.label} {e.onset:.2f}-{e.offset:.2f} s" for e in result.segments) or "none"
+        console.print(Text(f"segments: {seg}"), soft_wrap=True)
     for note in (n for n in result.notes if n not in skip_notes):
-        console.print(f"note: {note}", style="yellow", highlight=False, soft_wrap=True)
+        console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
     console.print()

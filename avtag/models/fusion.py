@@ -15,6 +15,9 @@ after each has produced clip-level class scores (late fusion). Methods:
 A branch that did not run is passed as None; a NaN marks a class one branch
 has no score for (e.g. a zero-shot label the audio model does not know). Either
 way the other branch's score is used as is.
+
+:class:`LateFusion` is an ``nn.Module``: its weights are buffers and ``forward`` runs in
+torch on the tagger's device; fitting uses scikit-learn on NumPy arrays.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
+from torch import nn
 
 from avtag import AvtagError
 
@@ -40,6 +45,10 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def _logit_t(p: torch.Tensor) -> torch.Tensor:
+    return torch.logit(p.clamp(_EPS, 1 - _EPS))
+
+
 def _as_2d(x, name: str) -> np.ndarray | None:
     if x is None:
         return None
@@ -51,7 +60,7 @@ def _as_2d(x, name: str) -> np.ndarray | None:
     return a
 
 
-class LateFusion:
+class LateFusion(nn.Module):
     """Combines clip-wise scores ``(clips, classes)`` of the two branches.
 
     Args:
@@ -65,31 +74,34 @@ class LateFusion:
     """
 
     def __init__(self, method: str = "weighted", audio_weight: float | Sequence[float] = 0.5, mode: str = "both",
-                 classes: Sequence[str] | None = None) -> None:  # fmt: skip
+                 classes: Sequence[str] | None = None) -> None:
+        super().__init__()
         if method not in METHODS:
             raise FusionError(f"unknown fusion method {method!r} (one of {', '.join(METHODS)})")
         if mode not in MODES:
             raise FusionError(f"unknown fusion mode {mode!r} (one of {', '.join(MODES)})")
         w = np.asarray(audio_weight, dtype=np.float64)
-        if np.any((w < 0) | (w > 1)):
+        if np.any((w < 0) | (w > 1)) or np.any(np.isnan(w)):
             raise FusionError(f"audio_weight must lie in [0, 1], got {audio_weight}")
-        self.method, self.mode, self.audio_weight = method, mode, w
+        self.method, self.mode = method, mode
         self.classes = tuple(classes) if classes is not None else None
+        self.register_buffer("audio_weight", torch.as_tensor(w, dtype=torch.float32))
         self.coef_: np.ndarray | None = None  # (classes, 2): audio logit, video logit
         self.intercept_: np.ndarray | None = None  # (classes,)
         self.fitted_: np.ndarray | None = None  # (classes,) bool: has its own regression
 
     @classmethod
-    def from_config(cls, section: dict | None, classes: Sequence[str] | None = None) -> "LateFusion":
-        """From a ``fusion:`` config section (``method``, ``audio_weight``, ``mode``, ``weights_file``)."""
-        section = section or {}
-        if section.get("weights_file"):
-            fusion = cls.load(section["weights_file"])
-            fusion.mode = section.get("mode", fusion.mode)
+    def from_config(cls, section, classes: Sequence[str] | None = None) -> "LateFusion":
+        """From a ``fusion:`` config section (:class:`avtag.config.FusionConfig`; ``weights_file`` wins)."""
+        if section is None:
+            return cls(classes=classes)
+        if section.weights_file:
+            fusion = cls.load(section.weights_file)
+            fusion.mode = section.mode
             if classes is not None and fusion.classes is not None and tuple(classes) != fusion.classes:
-                raise FusionError(f"{section['weights_file']}: fitted for other classes than the model's vocabulary")
+                raise FusionError(f"{section.weights_file}: fitted for other classes than the model's vocabulary")
             return fusion
-        return cls(section.get("method", "weighted"), section.get("audio_weight", 0.5), section.get("mode", "both"), classes)
+        return cls(section.method, section.audio_weight, section.mode, classes)
 
     # ------------------------------------------------------------------ fit
     def fit(self, audio: np.ndarray, video: np.ndarray, targets: np.ndarray) -> "LateFusion":
@@ -125,20 +137,17 @@ class LateFusion:
                     np.linspace(0, 1, 11),
                     key=lambda w: average_precision_score(y[:, has_pos], (w * a + (1 - w) * v)[:, has_pos], average="macro"),
                 )
-                self.audio_weight = np.asarray(best)
+                self.audio_weight = torch.tensor(float(best))
         return self
 
     # ------------------------------------------------------------------ fuse
-    def fuse(self, audio: np.ndarray | None, video: np.ndarray | None) -> np.ndarray:
-        """Fused scores ``(clips, classes)`` (or ``(classes,)`` for 1-D input), in [0, 1].
+    def forward(self, audio: torch.Tensor | None, video: torch.Tensor | None) -> torch.Tensor:
+        """Fused scores ``(clips, classes)`` in [0, 1] from the branches' ``(clips, classes)`` scores.
 
         Raises:
-            FusionError: neither branch given, the branch the mode needs is
-                missing, or the shapes differ.
+            FusionError: neither branch given, the branch the mode needs is missing, or the shapes differ.
         """
-        ref = audio if audio is not None else video
-        one = ref is not None and np.ndim(ref) == 1
-        a, v = _as_2d(audio, "audio"), _as_2d(video, "video")
+        a, v = audio, video
         if self.mode == "audio":
             v = None
         elif self.mode == "video":
@@ -146,30 +155,40 @@ class LateFusion:
         if a is None and v is None:
             raise FusionError(f"fusion mode {self.mode!r}: the {'needed branch' if self.mode != 'both' else 'branches'} did not run")
         if a is not None and v is not None and a.shape != v.shape:
-            raise FusionError(f"audio {a.shape} and video {v.shape} scores differ in shape")
+            raise FusionError(f"audio {tuple(a.shape)} and video {tuple(v.shape)} scores differ in shape")
         if a is None or v is None:
             out = a if a is not None else v
         else:
-            out = self._combine(np.nan_to_num(a, nan=0.0), np.nan_to_num(v, nan=0.0))
-            out = np.where(np.isnan(a), v, np.where(np.isnan(v), a, out))
-        out = np.clip(out, 0.0, 1.0)
+            out = self._combine(torch.nan_to_num(a, nan=0.0), torch.nan_to_num(v, nan=0.0))
+            out = torch.where(torch.isnan(a), v, torch.where(torch.isnan(v), a, out))
+        return out.clamp(0.0, 1.0)
+
+    def fuse(self, audio, video) -> np.ndarray:
+        """:meth:`forward` on NumPy arrays: ``(clips, classes)`` or ``(classes,)`` for one clip."""
+        ref = audio if audio is not None else video
+        one = ref is not None and np.ndim(ref) == 1
+        a, v = _as_2d(audio, "audio"), _as_2d(video, "video")
+        tensor = (lambda x: None if x is None else torch.as_tensor(x, dtype=torch.float64))
+        with torch.no_grad():
+            out = self(tensor(a), tensor(v)).numpy()
         return out[0] if one else out
 
-    __call__ = fuse
-
-    def _combine(self, a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    def _combine(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.method == "max":
-            return np.maximum(a, v)
-        w = np.broadcast_to(self.audio_weight, a.shape[1:])
+            return torch.maximum(a, v)
+        w = self.audio_weight.to(a)
+        if w.dim() == 1 and w.shape[0] != a.shape[-1]:
+            raise FusionError(f"audio_weight has {w.shape[0]} values, scores have {a.shape[-1]} classes")
         weighted = w * a + (1 - w) * v
         if self.method == "weighted":
             return weighted
         if self.coef_ is None:
             raise FusionError("logistic fusion is not fitted: fit it on validation clips or give fusion.weights_file")
-        if self.coef_.shape[0] != a.shape[1]:
-            raise FusionError(f"logistic fusion fitted for {self.coef_.shape[0]} classes, scores have {a.shape[1]}")
-        z = self.coef_[:, 0] * _logit(a) + self.coef_[:, 1] * _logit(v) + self.intercept_
-        return np.where(self.fitted_, 1.0 / (1.0 + np.exp(-z)), weighted)
+        if self.coef_.shape[0] != a.shape[-1]:
+            raise FusionError(f"logistic fusion fitted for {self.coef_.shape[0]} classes, scores have {a.shape[-1]}")
+        coef, intercept = torch.as_tensor(self.coef_).to(a), torch.as_tensor(self.intercept_).to(a)
+        z = coef[:, 0] * _logit_t(a) + coef[:, 1] * _logit_t(v) + intercept
+        return torch.where(torch.as_tensor(self.fitted_, device=a.device), torch.sigmoid(z), weighted)
 
     # ------------------------------------------------------------------ save / load
     def to_dict(self) -> dict:

@@ -26,7 +26,6 @@ Building ``M``:
 
 ``M`` is cached on disk under :func:`avtag.models.text_encoders.cache_dir`
 keyed by encoder, vocabulary and settings; ``avtag labelmap`` prints it.
-:func:`refine_label_map` optionally fits ``M`` to weakly labelled training clips.
 """
 from __future__ import annotations
 
@@ -34,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,24 +42,18 @@ import numpy as np
 
 import avtag
 from avtag import AvtagError
+from avtag.config.schema import LabelMapConfig
 from avtag.models.text_encoders import TextEncoder, cache_dir, get_encoder
 
 #: bump when the construction changes, so stale cached matrices are rebuilt
 MAP_VERSION = 1
 
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "encoder": "minilm",  # "minilm" or a path to word vectors (.kv, .bin, .txt, .vec)
-    "top_k": 20,  # objects kept per sound class
-    "temperature": 0.1,  # weight decay with similarity below the class's best object
-    "min_similarity": 0.45,  # cosine floor (encoder dependent: 0.45 suits MiniLM)
-    "overrides": "default",  # reviewed YAML; a path, or null for none
-    "object_template": "{}",
-    "sound_template": "{}",
-}
-
-
 class LabelMapError(AvtagError):
     """A bad override file, settings or label-map cache file."""
+
+
+class CacheWarning(UserWarning):
+    """The on-disk cache could not be used; work goes on in memory."""
 
 
 def default_overrides_path() -> Path | None:
@@ -255,11 +249,25 @@ def _cached_embeddings(encoder: TextEncoder, texts: list[str]) -> np.ndarray:
         except Exception:
             pass  # damaged cache: recompute
     emb = encoder.encode(texts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
-    np.save(tmp, emb)
-    os.replace(tmp, path)
+
+    def save(target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + f".{os.getpid()}.tmp.npy")
+        np.save(tmp, emb)
+        os.replace(tmp, target)
+
+    _cache_quietly(save, path)
     return emb
+
+
+def _cache_quietly(save, path: Path) -> None:
+    """``save(path)``; an unwritable cache folder (read-only, not a folder, full) only costs a
+    warning: the result stays in memory."""
+    try:
+        save(path)
+    except OSError as exc:
+        warnings.warn(f"label-map cache {path.parent} is not writable ({exc.strerror or exc}); "
+                      "the map is built in memory each run", CacheWarning, stacklevel=2)
 
 
 def sparsify(similarity: np.ndarray, top_k: int, temperature: float, min_similarity: float) -> np.ndarray:
@@ -279,14 +287,15 @@ def sparsify(similarity: np.ndarray, top_k: int, temperature: float, min_similar
     return m
 
 
-def build_label_map(classes: Sequence[str], settings: dict | None = None, *, use_cache: bool = True,
+def build_label_map(classes: Sequence[str], settings: LabelMapConfig | None = None, *, use_cache: bool = True,
                     rebuild: bool = False) -> LabelMap:
     """The label map of a vocabulary, from the disk cache when present.
 
     Args:
         classes: sound-class names (any vocabulary: zero-shot).
-        settings: keys of :data:`DEFAULT_SETTINGS` (missing keys take the defaults).
-        use_cache: read/write ``<cache>/label_map/map-<key>.npz``.
+        settings: the ``label_map:`` config section (default: the schema's defaults).
+        use_cache: read/write ``<cache>/label_map/map-<key>.npz`` (an unwritable cache folder
+            degrades to building in memory, with a warning).
         rebuild: build anew even if cached (and overwrite the cache entry).
 
     Raises:
@@ -294,21 +303,17 @@ def build_label_map(classes: Sequence[str], settings: dict | None = None, *, use
     """
     from avtag.models.video import imagenet_categories
 
-    s = dict(DEFAULT_SETTINGS)  # None means "default", except overrides: None means no override file
-    s.update({k: v for k, v in (settings or {}).items() if v is not None or k == "overrides"})
+    s = settings or LabelMapConfig()
     objects = imagenet_categories()
-    over_path = default_overrides_path() if s["overrides"] == "default" else s["overrides"]
+    over_path = default_overrides_path() if s.overrides == "default" else s.overrides
     overrides = load_overrides(over_path, objects)
-    encoder = get_encoder(s["encoder"])
-    try:
-        record = {
-            "version": MAP_VERSION, "encoder": encoder.id, "classes": list(classes), "top_k": int(s["top_k"]),
-            "temperature": float(s["temperature"]), "min_similarity": float(s["min_similarity"]),
-            "overrides": str(over_path) if over_path else None, "overrides_digest": overrides.digest,
-            "object_template": str(s["object_template"]), "sound_template": str(s["sound_template"]),
-        }  # fmt: skip
-    except (TypeError, ValueError) as exc:
-        raise LabelMapError(f"label_map settings: {exc}") from None
+    encoder = get_encoder(s.encoder)
+    record = {
+        "version": MAP_VERSION, "encoder": encoder.id, "classes": list(classes), "top_k": int(s.top_k),
+        "temperature": float(s.temperature), "min_similarity": float(s.min_similarity),
+        "overrides": str(over_path) if over_path else None, "overrides_digest": overrides.digest,
+        "object_template": str(s.object_template), "sound_template": str(s.sound_template),
+    }
     key = hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / "label_map" / f"map-{key}.npz"
     if use_cache and not rebuild and path.is_file():
@@ -316,7 +321,7 @@ def build_label_map(classes: Sequence[str], settings: dict | None = None, *, use
             return LabelMap.load(path)
         except LabelMapError:
             pass  # damaged cache: rebuild
-    sim = similarity_matrix(encoder, objects, classes, overrides, s["object_template"], s["sound_template"])
+    sim = similarity_matrix(encoder, objects, classes, overrides, s.object_template, s.sound_template)
     matrix = sparsify(sim, record["top_k"], record["temperature"], record["min_similarity"])
     overridden = np.zeros_like(matrix, dtype=bool)
     lower = {name.lower(): c for c, name in enumerate(classes)}
@@ -328,48 +333,5 @@ def build_label_map(classes: Sequence[str], settings: dict | None = None, *, use
             overridden[o, lower[sound]] = True
     lm = LabelMap(matrix, sim, tuple(objects), tuple(classes), {**record, "key": key}, overridden)
     if use_cache:
-        lm.save(path)
+        _cache_quietly(lm.save, path)
     return lm
-
-
-def refine_label_map(
-    label_map: LabelMap, clip_object_probs: np.ndarray, targets: np.ndarray, *,
-    l2: float = 0.01, steps: int = 300, lr: float = 0.02, seed: int = 0,
-) -> LabelMap:  # fmt: skip
-    """Fit the matrix to weakly labelled training clips, staying near the text prior.
-
-    Minimises ``BCE(P @ M, Y) + l2 * sum((M - M0)^2) / classes`` over ``M``
-    in [0, 1] by projected Adam, where ``P`` ``(clips, objects)`` are clip-level
-    object probabilities (e.g. frame-averaged softmax of cached video logits),
-    ``Y`` ``(clips, classes)`` the weak labels and ``M0`` the text-embedding map.
-    Objects never seen in ``P`` keep their prior weights (zero gradient).
-
-    Returns:
-        A new LabelMap with ``settings["refined_on"]`` = number of clips.
-
-    Raises:
-        LabelMapError: shapes that do not match the map.
-    """
-    import torch
-
-    p = torch.as_tensor(np.asarray(clip_object_probs, dtype=np.float32))
-    y = torch.as_tensor(np.asarray(targets, dtype=np.float32))
-    n_obj, n_cls = label_map.matrix.shape
-    if p.ndim != 2 or p.shape[1] != n_obj or y.shape != (p.shape[0], n_cls):
-        raise LabelMapError(f"refinement needs P (clips, {n_obj}) and Y (clips, {n_cls}); got {tuple(p.shape)}, {tuple(y.shape)}")
-    torch.manual_seed(seed)
-    m0 = torch.as_tensor(label_map.matrix)
-    m = m0.clone().requires_grad_(True)
-    opt = torch.optim.Adam([m], lr=lr, betas=(0.9, 0.9))  # short second-moment memory: the first
-    # gradients (scores near 0) are huge and would otherwise freeze later steps
-    for _ in range(int(steps)):
-        opt.zero_grad()
-        scores = 1e-4 + (1 - 2e-4) * (p @ m).clamp(0.0, 1.0)  # smoothed, keeps gradients at 0
-        loss = torch.nn.functional.binary_cross_entropy(scores, y) + l2 * ((m - m0) ** 2).sum() / n_cls
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            m.clamp_(0.0, 1.0)
-    settings = {**label_map.settings, "refined_on": int(p.shape[0]), "refine_l2": l2}
-    return LabelMap(m.detach().numpy().astype(np.float32), label_map.similarity, label_map.objects, label_map.classes,
-                    settings, label_map.overridden)  # fmt: skip

@@ -198,12 +198,33 @@ class VideoBranch(nn.Module):
         return self.frame_logits(frames).softmax(-1)
 
 
-def aggregate_frames(frame_scores: torch.Tensor | np.ndarray, method: str = "mean") -> torch.Tensor:
-    """Pool per-frame scores ``(frames, K)`` over time into clip scores ``(K,)``.
+def pool_frames(frame_scores: torch.Tensor, mask: torch.Tensor | None = None, method: str = "mean") -> torch.Tensor:
+    """Pool per-frame scores ``(batch, frames, K)`` over the frames into clip scores ``(batch, K)``.
 
     Args:
-        method: ``"mean"`` (average over frames), ``"max"`` (strongest frame) or
-            ``"meanmax"`` (average of the two).
+        mask: ``(batch, frames)`` bool, False for padding frames (None: all frames are real).
+            A clip without any real frame gets NaN scores (its video branch did not run).
+        method: ``"mean"`` (average over frames), ``"max"`` (strongest frame) or ``"meanmax"``
+            (average of the two).
+
+    Raises:
+        VideoBranchError: unknown method.
+    """
+    if method not in ("mean", "max", "meanmax"):
+        raise VideoBranchError(f"unknown frame aggregation {method!r} (mean, max or meanmax)")
+    x = frame_scores.float()
+    if mask is None:
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    m = mask.unsqueeze(-1).to(x.dtype)
+    count = m.sum(dim=1)
+    mean = (x * m).sum(dim=1) / count.clamp_min(1)
+    peak = x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+    out = {"mean": mean, "max": peak, "meanmax": 0.5 * (mean + peak)}[method]
+    return torch.where(count > 0, out, torch.full_like(out, float("nan")))
+
+
+def aggregate_frames(frame_scores: torch.Tensor | np.ndarray, method: str = "mean") -> torch.Tensor:
+    """Pool the per-frame scores ``(frames, K)`` of one clip into clip scores ``(K,)`` (see :func:`pool_frames`).
 
     Raises:
         VideoBranchError: unknown method or no frames.
@@ -211,10 +232,4 @@ def aggregate_frames(frame_scores: torch.Tensor | np.ndarray, method: str = "mea
     x = torch.as_tensor(frame_scores, dtype=torch.float32)
     if x.ndim != 2 or x.shape[0] == 0:
         raise VideoBranchError(f"need per-frame scores (frames >= 1, K), got shape {tuple(x.shape)}")
-    if method == "mean":
-        return x.mean(0)
-    if method == "max":
-        return x.amax(0)
-    if method == "meanmax":
-        return 0.5 * (x.mean(0) + x.amax(0))
-    raise VideoBranchError(f"unknown frame aggregation {method!r} (mean, max or meanmax)")
+    return pool_frames(x[None], None, method)[0]

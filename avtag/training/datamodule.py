@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from avtag import AvtagError
-from avtag.config import get, resolve_path
+from avtag.config import AvtagConfig, resolve_path
+from avtag.data.clips import fit_length
 from avtag.labels import Vocabulary, get_vocabulary
 
 
@@ -60,23 +61,6 @@ class CachedClipDataset(Dataset):
         return torch.from_numpy(wave), torch.from_numpy(self.targets[index])
 
 
-def fit_length(wave: np.ndarray, samples: int, random_crop: bool = False) -> np.ndarray:
-    """Zero-pad (at the end) or crop ``wave`` ``(n,)`` to ``(samples,)``.
-
-    A random crop offset is drawn from NumPy's global generator (seeded per
-    DataLoader worker by Lightning's ``seed_everything(workers=True)``).
-    """
-    n = wave.shape[0]
-    if n == samples:
-        return np.ascontiguousarray(wave)
-    if n < samples:
-        out = np.zeros(samples, dtype=np.float32)
-        out[:n] = wave
-        return out
-    start = int(np.random.randint(0, n - samples + 1)) if random_crop else 0
-    return np.ascontiguousarray(wave[start : start + samples])
-
-
 def balanced_weights(targets: np.ndarray) -> np.ndarray:
     """Sampling weight per clip ``(clips,)`` = ``1 / count`` of its rarest label.
 
@@ -91,42 +75,45 @@ def balanced_weights(targets: np.ndarray) -> np.ndarray:
 
 
 class AudioDataModule(L.LightningDataModule):
-    """Train / validation loaders over ``FeatureCache(cache.dir, "train" | "validation")``.
+    """Train / validation loaders over ``FeatureCache(cache_dir, train_split | val_split)``.
 
-    Config keys read: ``cache.dir``, ``data.classes``, ``data.clip_seconds``,
-    ``audio.sample_rate``, ``training.batch_size``, ``training.workers``,
-    ``training.sampler`` (``shuffle`` | ``balanced``), ``training.train_split``,
-    ``training.val_split``.
+    Args:
+        cache_dir: the feature cache (``cache.dir``).
+        classes: class names (``data.classes``) in target order.
+        sample_rate: Hz of the cached audio; clip_seconds: every clip is padded / cropped to this.
+        batch_size, workers: DataLoader settings.
+        sampler: ``shuffle`` or ``balanced``.
+        train_split, val_split: cache splits.
 
     Raises:
-        AvtagError: empty cache, a cache built for other classes or another
-            sample rate.
+        AvtagError: empty cache, a cache built for other classes or another sample rate.
     """
 
-    def __init__(self, config: dict):
+    def __init__(self, cache_dir: str | Path, classes, sample_rate: int, clip_seconds: float, batch_size: int = 32,
+                 workers: int = 2, sampler: str = "balanced", train_split: str = "train", val_split: str = "validation"):
         super().__init__()
-        self.config = config
-        self.vocabulary = get_vocabulary(get(config, "data.classes", "dcase2017"))
-        self.batch_size = int(get(config, "training.batch_size", 32))
-        self.workers = int(get(config, "training.workers", 2))
-        self.sampler = str(get(config, "training.sampler", "shuffle"))
-        if self.sampler not in ("shuffle", "balanced"):
-            raise AvtagError(f"training.sampler: expected 'shuffle' or 'balanced', got {self.sampler!r}")
-        self.sample_rate = int(get(config, "audio.sample_rate", 16000))
-        self.clip_samples = int(round(float(get(config, "data.clip_seconds", 10.0)) * self.sample_rate))
-        self.splits = {
-            "train": str(get(config, "training.train_split", "train")),
-            "validation": str(get(config, "training.val_split", "validation")),
-        }
+        self.cache_dir = resolve_path(cache_dir)
+        self.vocabulary = get_vocabulary(classes)
+        self.batch_size, self.workers, self.sampler = int(batch_size), int(workers), str(sampler)
+        self.sample_rate = int(sample_rate)
+        self.clip_samples = int(round(float(clip_seconds) * self.sample_rate))
+        self.splits = {"train": str(train_split), "validation": str(val_split)}
         self.datasets: dict[str, CachedClipDataset] = {}
         #: clips left out, per split: {name: reason} (corrupt or undecodable media, empty audio)
         self.skipped: dict[str, dict[str, str]] = {}
+
+    @classmethod
+    def from_config(cls, config: AvtagConfig) -> "AudioDataModule":
+        """From the ``cache``, ``data``, ``audio`` and ``training`` sections."""
+        t = config.training
+        return cls(config.cache.dir, config.data.classes, config.audio.sample_rate, config.data.clip_seconds,
+                   t.batch_size, t.workers, t.sampler, t.train_split, t.val_split)
 
     def cache(self, split: str):
         """The :class:`FeatureCache` of ``split`` (``train`` or ``validation``)."""
         from avtag.data.cache import FeatureCache
 
-        return FeatureCache(resolve_path(get(self.config, "cache.dir", "cache")), self.splits[split])
+        return FeatureCache(self.cache_dir, self.splits[split])
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "validation"):

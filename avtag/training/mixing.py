@@ -10,54 +10,16 @@
 * **Mixup** (Zhang et al. 2018): ``x = l*x_i + (1-l)*x_j``,
   ``y = l*y_i + (1-l)*y_j``, ``l ~ Beta(alpha, alpha)``.
 
-The partner ``j`` of clip ``i`` is a random permutation of the batch.
+The partner ``j`` of clip ``i`` is a random permutation of the batch. Settings:
+:class:`avtag.config.MixConfig` (``training.mixing``).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
 from avtag import AvtagError
 
 MODES = ("none", "mix", "mixup")
-
-
-@dataclass(frozen=True)
-class MixConfig:
-    """The ``training.mixing:`` config section.
-
-    Attributes:
-        mode: ``none``, ``mix`` (mix-training, union targets) or ``mixup``.
-        alpha: Beta(alpha, alpha) parameter of the blend weight; 1.0 gives the
-            uniform draw from (0, 1) of mix-training.
-        probability: fraction of the clips in a batch that are blended.
-        epochs: mixing runs for the first ``epochs`` epochs (stage 1), then
-            training continues on unmixed clips (stage 2, fine-tuning); ``null``
-            mixes in every epoch.
-        finetune_lr_scale: learning-rate factor in stage 2.
-    """
-
-    mode: str = "none"
-    alpha: float = 1.0
-    probability: float = 1.0
-    epochs: int | None = None
-    finetune_lr_scale: float = 0.1
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "MixConfig":
-        """Build from the config section; raises :class:`AvtagError` for an unknown mode."""
-        d = d or {}
-        cfg = cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-        if cfg.mode not in MODES:
-            raise AvtagError(f"training.mixing.mode: expected one of {', '.join(MODES)}, got {cfg.mode!r}")
-        if cfg.alpha <= 0:
-            raise AvtagError("training.mixing.alpha must be > 0")
-        return cfg
-
-    def active(self, epoch: int) -> bool:
-        """Whether clips are blended in ``epoch`` (0-based)."""
-        return self.mode != "none" and (self.epochs is None or epoch < self.epochs)
 
 
 def mix_batch(

@@ -12,6 +12,10 @@ The network is the plain ``nn.Module`` :class:`avtag.models.audio.AudioTagger`
   2017 Task 4 Subtask A ranking metric) and mean average precision over the
   classes present in the validation set;
 * Adam/AdamW with optional linear warm-up and cosine decay (per epoch).
+
+It takes typed arguments (classes, front end, architecture, optimiser and schedule, mixing), and
+stores the plain-dict form of the run's config as its hyper-parameters so a Lightning checkpoint
+rebuilds its own model (:func:`avtag.models.weights.load_audio_model`).
 """
 from __future__ import annotations
 
@@ -23,11 +27,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
 
-from avtag import AvtagError
-from avtag.config import get
-from avtag.labels import get_vocabulary
+from avtag.config import LogMelConfig, MixConfig, ModelConfig, OptimConfig
 from avtag.models.audio import build_audio_model
-from avtag.training.mixing import MixConfig, mix_batch
+from avtag.training.mixing import mix_batch
 
 #: name under which validation micro-F1 is logged (checkpoint monitor)
 MONITOR = "val_micro_f1"
@@ -45,25 +47,23 @@ def weak_label_bce(clipwise: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 
 class AudioTaggingModule(L.LightningModule):
-    """Trains :class:`AudioTagger` on weak labels.
+    """Trains an :class:`~avtag.models.audio.AudioModel` on weak labels.
 
     Args:
-        config: the full avtag config (plain nested dict; stored in the checkpoint
-            as a hyper-parameter so a checkpoint rebuilds its own model). Sections
-            used: ``audio``, ``model``, ``data.classes`` and ``training``
-            (``lr``, ``weight_decay``, ``optimizer``, ``lr_schedule``,
-            ``warmup_epochs``, ``max_epochs``, ``threshold``, ``mixing``).
+        classes: class names in output order.
+        audio: front-end settings; model: architecture (frontend, backbone, pooling).
+        optim: optimiser and learning-rate schedule; mixing: mix-training / mixup.
+        threshold: decision threshold of the validation micro-F1.
+        config: the run's whole config as plain dicts, stored in checkpoints (hyper-parameters).
     """
 
-    def __init__(self, config: dict):
+    def __init__(self, classes: tuple[str, ...] | list[str], audio: LogMelConfig, model: ModelConfig,
+                 optim: OptimConfig, mixing: MixConfig, threshold: float = 0.5, config: dict | None = None):
         super().__init__()
-        self.save_hyperparameters({"config": config})
-        self.config = config
-        self.vocabulary = get_vocabulary(get(config, "data.classes", "dcase2017"))
-        num_classes = len(self.vocabulary)
-        self.model = build_audio_model(config, num_classes)
-        self.mixing = MixConfig.from_dict(get(config, "training.mixing"))
-        self.threshold = float(get(config, "training.threshold", 0.5))
+        self.save_hyperparameters({"config": config or {}, "format_version": 2})
+        self.model = build_audio_model(model, audio, classes)
+        self.optim, self.mixing, self.threshold = optim, mixing, float(threshold)
+        num_classes = len(self.model.classes)
         self.val_f1 = MultilabelF1Score(num_labels=num_classes, average="micro", threshold=self.threshold)
         self.val_ap = MultilabelAveragePrecision(num_labels=num_classes, average=None)
         self._val_positives = torch.zeros(num_classes)
@@ -113,23 +113,13 @@ class AudioTaggingModule(L.LightningModule):
 
     # ---------------------------------------------------------------- optimiser
     def configure_optimizers(self):
-        t = get(self.config, "training", {}) or {}
-        lr = float(t.get("lr", 1e-3))
-        wd = float(t.get("weight_decay", 0.0))
-        name = str(t.get("optimizer", "adam")).lower()
-        if name == "adam":
-            opt = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=wd)
-        elif name == "adamw":
-            opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=wd)
-        else:
-            raise AvtagError(f"training.optimizer: expected 'adam' or 'adamw', got {name!r}")
-        factor = epoch_lr_factor(
-            schedule=str(t.get("lr_schedule", "constant")),
-            max_epochs=int(t.get("max_epochs", 1)),
-            warmup_epochs=int(t.get("warmup_epochs", 0)),
-            mix_epochs=self.mixing.epochs if self.mixing.mode != "none" else None,
-            finetune_scale=self.mixing.finetune_lr_scale,
-        )
+        o = self.optim
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o.optimizer]
+        opt = optimizer(params, lr=o.lr, weight_decay=o.weight_decay)
+        factor = epoch_lr_factor(o.lr_schedule, o.max_epochs, o.warmup_epochs,
+                                 mix_epochs=self.mixing.epochs if self.mixing.mode != "none" else None,
+                                 finetune_scale=self.mixing.finetune_lr_scale)
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
@@ -142,9 +132,6 @@ def epoch_lr_factor(schedule: str, max_epochs: int, warmup_epochs: int = 0,
     linear warm-up over ``warmup_epochs``; after ``mix_epochs`` (stage 2 of
     mix-training) the factor is multiplied by ``finetune_scale``.
     """
-    if schedule not in ("constant", "cosine"):
-        raise AvtagError(f"training.lr_schedule: expected 'constant' or 'cosine', got {schedule!r}")
-
     def factor(epoch: int) -> float:
         f = 1.0
         if warmup_epochs > 0 and epoch < warmup_epochs:

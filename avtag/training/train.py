@@ -10,11 +10,11 @@ What a run writes under ``output_dir`` (the config key)::
     tensorboard/                   the same for TensorBoard, when it is installed
     skipped_clips.tsv              clips left out (corrupt or undecodable media)
 
-Seeds are fixed (``training.seed``); the accelerator is chosen automatically
-(GPU when available) with mixed precision on GPU (``bf16-mixed`` where
-supported, else ``16-mixed``) and float32 on CPU. Mix-training's two stages run
-in one Trainer (see :class:`AudioTaggingModule`), so a resumed run picks the right
-stage from its epoch counter.
+Seeds are fixed (``training.seed``); the ``trainer:`` section is passed to
+Lightning (accelerator, devices, num_nodes, strategy, precision); ``precision: auto``
+means mixed precision on GPU (``bf16-mixed`` where supported, else ``16-mixed``) and
+float32 on CPU. Mix-training's two stages run in one Trainer (see
+:class:`AudioTaggingModule`), so a resumed run picks the right stage from its epoch counter.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from avtag import AvtagError
-from avtag.config import get, resolve_path
+from avtag.config import AvtagConfig, config_to_dict, resolve_path
 
 
 @dataclass
@@ -46,28 +46,30 @@ class TrainResult:
     seconds: float
 
 
-def choose_precision(config: dict) -> str:
-    """``training.precision``, where ``auto`` means bf16/16-mixed on a GPU and 32-true on CPU."""
+def choose_precision(config: AvtagConfig) -> str:
+    """``trainer.precision``, where ``auto`` means bf16/16-mixed on a GPU and 32-true on CPU."""
     import torch
 
-    precision = str(get(config, "training.precision", "auto"))
+    precision, accelerator = config.trainer.precision, config.trainer.accelerator
     if precision != "auto":
         return precision
-    accelerator = str(get(config, "training.accelerator", "auto"))
     if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
 
 
-def ensure_cache(config: dict, progress: bool = True) -> None:
+def ensure_cache(config: AvtagConfig, progress: bool = True) -> None:
     """Build the train/validation feature cache when it is empty (``avtag prepare``'s work)."""
     from avtag.data.cache import FeatureCache, prepare_split
 
-    root = resolve_path(get(config, "cache.dir", "cache"))
-    for split in (get(config, "training.train_split", "train"), get(config, "training.val_split", "validation")):
+    root = resolve_path(config.cache.dir)
+    for split in (config.training.train_split, config.training.val_split):
         if not FeatureCache(root, split).names():
             print(f"feature cache of split {split!r} is empty: preparing it in {root / split}")
-            report = prepare_split(config, split, progress=progress)
+            from avtag.models.video import VideoBranch  # data/ builds no networks: the encoder is passed in
+
+            encoder = VideoBranch().frame_logits if config.cache.video else None
+            report = prepare_split(config, split, progress=progress, frame_encoder=encoder)
             print(f"{split}: {report.written} clips cached, {len(report.failed)} failed, {report.missing} missing")
 
 
@@ -94,7 +96,7 @@ def _progress_bar_class():
     return ProgressBar
 
 
-def build_trainer(config: dict, run_dir: Path, progress: bool = True):
+def build_trainer(config: AvtagConfig, run_dir: Path, progress: bool = True):
     """The Lightning ``Trainer`` of a run (callbacks, loggers, precision, epochs)."""
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -112,28 +114,40 @@ def build_trainer(config: dict, run_dir: Path, progress: bool = True):
     ]
     if progress:
         callbacks.append(_progress_bar_class()(leave=True))
-    extra = dict(get(config, "training.trainer", {}) or {})
+    t = config.trainer
     return L.Trainer(
         default_root_dir=str(run_dir),
-        max_epochs=int(get(config, "training.max_epochs", 30)),
-        accelerator=str(get(config, "training.accelerator", "auto")),
-        devices=get(config, "training.devices", "auto"),
+        max_epochs=config.training.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
         precision=choose_precision(config),
-        gradient_clip_val=get(config, "training.gradient_clip", None),
-        log_every_n_steps=int(get(config, "training.log_every_n_steps", 10)),
+        gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps,
         callbacks=callbacks,
         logger=_loggers(run_dir),
         enable_progress_bar=progress,
         enable_model_summary=progress,
-        **extra,
+        **dict(t.extra),
     )
 
 
-def train(config: dict, resume: bool | str = False, progress: bool = True) -> TrainResult:
+def build_module(config: AvtagConfig):
+    """The :class:`AudioTaggingModule` of a config (typed arguments; the config itself as hyper-parameters)."""
+    from avtag.labels import get_vocabulary
+    from avtag.training.module import AudioTaggingModule
+
+    t = config.training
+    return AudioTaggingModule(get_vocabulary(config.data.classes).names, config.audio, config.model, t.optim(),
+                              t.mixing, t.threshold, config=config_to_dict(config))
+
+
+def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True) -> TrainResult:
     """Train the audio branch as the config describes.
 
     Args:
-        config: loaded config (:func:`avtag.config.load_config`).
+        config: the typed config (:func:`avtag.config.load_config`).
         resume: False for a new run; True to continue from
             ``output_dir/checkpoints/last.ckpt``; or a checkpoint path.
         progress: show the progress bar and model summary.
@@ -148,12 +162,11 @@ def train(config: dict, resume: bool | str = False, progress: bool = True) -> Tr
     import lightning as L
     import torch
 
-    from avtag.training.checkpoint import export_audio_model
+    from avtag.models.weights import export_audio_model
     from avtag.training.datamodule import AudioDataModule, skipped_report
-    from avtag.training.module import AudioTaggingModule
 
     t0 = time.perf_counter()
-    run_dir = resolve_path(get(config, "output_dir", "runs/avtag"))
+    run_dir = resolve_path(config.output_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = None
     if resume:
@@ -163,20 +176,20 @@ def train(config: dict, resume: bool | str = False, progress: bool = True) -> Tr
     elif last.is_file():
         raise AvtagError(f"{run_dir} already holds a run; continue it with --resume or choose output_dir=OTHER")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
-    L.seed_everything(int(get(config, "training.seed", 0)), workers=True, verbose=False)
+    L.seed_everything(config.training.seed, workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
 
     ensure_cache(config, progress)
-    data = AudioDataModule(config)
+    data = AudioDataModule.from_config(config)
     data.setup("fit")
     n_skipped = skipped_report(data.skipped, run_dir / "skipped_clips.tsv")
     sizes = {s: len(d) for s, d in data.datasets.items()}
-    module = AudioTaggingModule(config)
+    module = build_module(config)
     n_params = sum(p.numel() for p in module.model.parameters())
     print(f"training on {sizes['train']} clips, validating on {sizes['validation']} clips "
           f"({len(data.vocabulary)} classes, sampler: {data.sampler}); model: {n_params:,} parameters, "

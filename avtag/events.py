@@ -1,4 +1,6 @@
-"""Localization: frame-wise probabilities -> sound events with onset/offset in seconds.
+"""Sound events: the one ``Event`` type, frame-wise probabilities -> events, and the DCASE strong-label TSV.
+
+An :class:`Event` is ``(label, onset, offset)`` with times in seconds from the clip start.
 
 Post-processing as in the DCASE 2017 Task 4 Subtask B systems (Xu et al. 2017;
 Kong et al. 2020, arXiv 1912.04761): threshold each class's frame-wise
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import IO, Iterable, Sequence
+from typing import IO, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from scipy.ndimage import median_filter
@@ -25,7 +27,12 @@ from scipy.ndimage import median_filter
 from avtag import AvtagError
 from avtag.labels import Vocabulary
 
-Event = tuple[str, float, float]  # (label, onset seconds, offset seconds)
+class Event(NamedTuple):
+    """One sound event of a clip: class ``label`` from ``onset`` to ``offset`` seconds."""
+
+    label: str
+    onset: float
+    offset: float
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -90,9 +97,21 @@ def framewise_to_events(
             if duration is not None:
                 offset = min(offset, duration)
             if offset - onset + 1e-9 >= min_duration_s and offset > onset:
-                events.append((name, round(float(onset), 3), round(float(offset), 3)))
-    events.sort(key=lambda e: (e[1], e[0]))
+                events.append(Event(name, round(float(onset), 3), round(float(offset), 3)))
+    events.sort(key=lambda e: (e.onset, e.label))
     return events
+
+
+def merge_touching(events: Iterable[Event], gap: float = 0.05) -> list[Event]:
+    """Join events of one label that touch (closer than ``gap`` seconds), e.g. across the windows
+    of a long file; sorted by onset, then label."""
+    merged: list[list] = []
+    for label, onset, offset in sorted(events, key=lambda e: (e[0], e[1])):
+        if merged and merged[-1][0] == label and onset <= merged[-1][2] + gap:
+            merged[-1][2] = max(merged[-1][2], offset)
+        else:
+            merged.append([label, onset, offset])
+    return sorted((Event(*m) for m in merged), key=lambda e: (e.onset, e.label))
 
 
 def _runs(active: np.ndarray) -> list[tuple[int, int]]:

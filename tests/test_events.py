@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avtag import AvtagError
-from avtag.inference.localize import (clip_file_name, events_to_rows, framewise_to_events, read_events_tsv,
+from avtag.events import (clip_file_name, events_to_rows, framewise_to_events, read_events_tsv,
                                       write_events_tsv)
 from avtag.labels import DCASE2017, Vocabulary
 

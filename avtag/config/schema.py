@@ -1,0 +1,407 @@
+"""The config schema: one typed dataclass per YAML section, the one source of defaults.
+
+A config file is a mapping of these sections; every key a file or an override may
+set is a field here, with its type and default. :mod:`avtag.config.loader` checks
+files against this schema (OmegaConf structured configs), so an unknown key or a
+wrong type is an error before any work starts.
+
+Sections and who reads them::
+
+    data        dataset lists, classes, media folders       data/, training/, evaluation/
+    cache       feature cache folder and contents           data/cache.py
+    audio       log-mel front end (sample rate, STFT, mels)  features/, models/
+    video       frame sampling and the video branch          io/, models/video.py
+    label_map   ImageNet objects -> sound classes            models/label_map.py
+    model       audio branch: frontend, backbone, pooling    models/audio.py (registry)
+    training    optimiser, schedule, sampler, mixing         training/
+    trainer     Lightning Trainer: devices, strategy, ...    training/train.py
+    fusion      late fusion of the two branches              models/fusion.py
+    tag         ``avtag tag`` output and post-processing     inference/
+    evaluate    Subtask B detection settings                 evaluation/
+    ablation    ``avtag ablate``                              evaluation/ablation.py
+
+Nothing here imports torch: the CLI parses and checks configs in a fraction of a second.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
+
+
+@dataclass
+class DataConfig:
+    """Where the clips and their labels are.
+
+    Attributes:
+        dataset: ``dcase2017`` or ``soundscapes`` (both use the DCASE 2017 Task 4 layout).
+        classes: ``"dcase2017"`` (the 17 official classes) or a list of class names.
+        metadata_dir: folder with ``training_set.csv``, ``testing_set.csv`` and ``groundtruth_release/``.
+        media_dirs: split (``train``, ``test``, ``eval``) -> folder of ``Y<ytid>_<start>_<end>.<ext>`` files.
+        validation_fraction: share of the training list held out (seeded) as the validation split.
+        seed: seed of that hold-out.
+        clip_seconds: nominal clip length, seconds (clips are padded / cut to it).
+    """
+
+    dataset: str = "dcase2017"
+    classes: Union[str, List[str]] = "dcase2017"
+    metadata_dir: Optional[str] = None
+    media_dirs: Dict[str, str] = field(default_factory=dict)
+    validation_fraction: float = 0.1
+    seed: int = 0
+    clip_seconds: float = 10.0
+
+
+@dataclass
+class CacheConfig:
+    """The feature cache of ``avtag prepare`` (see :mod:`avtag.data.cache`).
+
+    Attributes:
+        dir: cache folder, one sub-folder per split.
+        workers: decoding processes.
+        logmel: also store the log-mel ``(frames, n_mels)`` float16.
+        video: also store the video branch's per-frame ImageNet logits.
+    """
+
+    dir: str = "cache"
+    workers: int = 2
+    logmel: bool = True
+    video: bool = False
+
+
+@dataclass
+class LogMelConfig:
+    """The log-mel front end (the ``audio:`` section); ``hop_length / sample_rate`` is the frame hop.
+
+    Defaults follow the DCASE 2017 Task 4 systems: 16 kHz, 1024-sample window, 10 ms
+    hop, 64 mel bins (Xu et al. 2017; Wang 2017).
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 160
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float = 8000.0
+
+    @property
+    def frame_hop(self) -> float:
+        """Seconds between log-mel frames."""
+        return self.hop_length / self.sample_rate
+
+    def num_frames(self, num_samples: int) -> int:
+        """Number of frames the (centred) STFT gives for ``num_samples`` samples."""
+        return num_samples // self.hop_length + 1
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "LogMelConfig":
+        """From a plain mapping such as a cache's ``meta.json`` (other keys ignored)."""
+        return cls(**{k: v for k, v in (d or {}).items() if k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class VideoConfig:
+    """Frame sampling for the video branch (EfficientNet-Lite0).
+
+    Attributes:
+        fps: frames per second of media to sample (ignored when ``num_frames`` is set).
+        num_frames: sample this many evenly spaced frames per clip instead.
+        frame_short_side: decode frames at this shorter side, pixels (the network
+            centre-crops 224 of a 256 short side, the TF eval crop 0.875).
+        aggregate: pooling of frame scores over the clip: ``mean``, ``max`` or ``meanmax``.
+        batch_size: frames per CNN forward pass.
+    """
+
+    fps: float = 1.0
+    num_frames: Optional[int] = None
+    frame_short_side: Optional[int] = 256
+    aggregate: str = "max"
+    batch_size: int = 32
+
+
+@dataclass
+class LabelMapConfig:
+    """ImageNet object -> sound-class matrix from text embeddings (Li et al. 2017).
+
+    Attributes:
+        encoder: ``minilm`` (all-MiniLM-L6-v2, packaged) or a word2vec/GloVe file (text or binary).
+        trust_pickle: allow gensim ``.kv`` / ``.model`` files, which are Python pickles and
+            can run code when loaded: only for files you made yourself.
+        top_k: objects kept per sound class.
+        temperature: weight = ``exp((similarity - best similarity of the class) / temperature)``.
+        min_similarity: cosine floor (encoder dependent; 0.45 suits MiniLM).
+        overrides: reviewed pairs file: ``default`` (packaged), a path, or null for none.
+        object_template / sound_template: format strings the names are embedded in.
+    """
+
+    encoder: str = "minilm"
+    trust_pickle: bool = False
+    top_k: int = 20
+    temperature: float = 0.1
+    min_similarity: float = 0.45
+    overrides: Optional[str] = "default"
+    object_template: str = "{}"
+    sound_template: str = "{}"
+
+
+@dataclass
+class CRNNConfig:
+    """The CRNN backbone (``model.backbone: crnn``): conv blocks, bidirectional GRU.
+
+    Attributes:
+        conv: ``plain`` (conv + BN + ReLU; Wang, DCASE 2017) or ``glu`` (gated linear
+            units; Xu et al. 2017, the DCASE 2017 Task 4 winner).
+        channels: output channels of each conv block.
+        kernel_size: square kernel size.
+        convs_per_block: conv layers per block (pooling after the last one).
+        freq_pool / time_pool: max-pooling factor of each block along mel bins / frames;
+            ``prod(time_pool)`` log-mel frames make one frame-wise output frame.
+        rnn_hidden: GRU units per direction (0: no GRU).
+        rnn_layers: stacked bidirectional GRU layers.
+    """
+
+    conv: str = "plain"
+    channels: List[int] = field(default_factory=lambda: [32, 64, 128])
+    kernel_size: int = 5
+    convs_per_block: int = 1
+    freq_pool: List[int] = field(default_factory=lambda: [4, 4, 4])
+    time_pool: List[int] = field(default_factory=lambda: [2, 2, 1])
+    rnn_hidden: int = 100
+    rnn_layers: int = 1
+
+
+@dataclass
+class EfficientNetConfig:
+    """The ImageNet EfficientNet-Lite0 backbone on log-mel (``model.backbone: efficientnet_lite0``).
+
+    Attributes:
+        pretrained: start from the packaged ImageNet weights (false: random init, for tests).
+        trainable_blocks: ``0`` frozen, ``-1`` all, ``k`` the last ``k`` of the 16 MBConv blocks + head conv.
+        input_channels: ``repeat`` the log-mel into the 3 input channels, or ``conv``: a learned 1x1 conv.
+        head_dim: width of the frame-wise hidden layer on the 1280-d features (0: linear classifier).
+    """
+
+    pretrained: bool = True
+    trainable_blocks: int = -1
+    input_channels: str = "repeat"
+    head_dim: int = 256
+
+
+@dataclass
+class ModelConfig:
+    """The audio branch: front end + backbone + frame-wise classifier + MIL pooling.
+
+    Attributes:
+        name: a label for the run (free text).
+        frontend: ``logmel`` (the only one so far; learnt raw-waveform front ends plug in here).
+        backbone: ``crnn`` or ``efficientnet_lite0`` (settings in the section of that name).
+        pooling: MIL pooling: ``max``, ``mean``, ``linear_softmax``, ``exp_softmax`` or ``attention``.
+        dropout: dropout in the backbone and before the frame-wise classifier.
+        output_prior: initial frame-wise probability of every class (output bias
+            ``logit(p)``, Lin et al. 2017); null: PyTorch's default init.
+        spec_augment: SpecAugment masking in training (Park et al. 2019).
+        freq_mask / time_mask: largest mask width, mel bins / log-mel frames.
+        num_freq_masks / num_time_masks: masks of each kind per clip.
+        crnn / efficientnet: backbone settings.
+    """
+
+    name: str = "crnn"
+    frontend: str = "logmel"
+    backbone: str = "crnn"
+    pooling: str = "attention"
+    dropout: float = 0.2
+    output_prior: Optional[float] = 0.1
+    spec_augment: bool = True
+    freq_mask: int = 8
+    time_mask: int = 40
+    num_freq_masks: int = 2
+    num_time_masks: int = 2
+    crnn: CRNNConfig = field(default_factory=CRNNConfig)
+    efficientnet: EfficientNetConfig = field(default_factory=EfficientNetConfig)
+
+
+@dataclass
+class MixConfig:
+    """Blending training clips (``training.mixing``).
+
+    Attributes:
+        mode: ``none``, ``mix`` (mix-training: union of labels, arXiv 1911.09349) or
+            ``mixup`` (interpolated labels, Zhang et al. 2018).
+        alpha: Beta(alpha, alpha) parameter of the blend weight (1.0: uniform on (0, 1)).
+        probability: share of the clips of a batch that are blended.
+        epochs: blend in the first ``epochs`` epochs (stage 1), then fine-tune on clean
+            clips (stage 2); null: blend in every epoch.
+        finetune_lr_scale: learning-rate factor in stage 2.
+    """
+
+    mode: str = "none"
+    alpha: float = 1.0
+    probability: float = 1.0
+    epochs: Optional[int] = None
+    finetune_lr_scale: float = 0.1
+
+    def active(self, epoch: int) -> bool:
+        """Whether clips are blended in ``epoch`` (0-based)."""
+        return self.mode != "none" and (self.epochs is None or epoch < self.epochs)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule, taken from ``training`` (no defaults of its own)."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    lr_schedule: str
+    warmup_epochs: int
+    max_epochs: int
+
+
+@dataclass
+class TrainingConfig:
+    """Weak-label training of the audio branch.
+
+    Attributes:
+        seed: seed of everything (Lightning ``seed_everything``).
+        max_epochs: epochs of a run (the cosine schedule decays to 0 at this epoch).
+        batch_size: clips per batch.
+        workers: DataLoader processes.
+        sampler: ``shuffle`` or ``balanced`` (1 / count of the clip's rarest label).
+        optimizer: ``adam`` or ``adamw``; lr, weight_decay: its settings.
+        lr_schedule: ``constant`` or ``cosine`` (per epoch); warmup_epochs: linear warm-up.
+        threshold: decision threshold of the validation micro-F1.
+        train_split / val_split: cache splits trained and validated on.
+        mixing: mix-training or mixup.
+    """
+
+    seed: int = 0
+    max_epochs: int = 30
+    batch_size: int = 32
+    workers: int = 2
+    sampler: str = "balanced"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    warmup_epochs: int = 1
+    threshold: float = 0.5
+    train_split: str = "train"
+    val_split: str = "validation"
+    mixing: MixConfig = field(default_factory=MixConfig)
+
+    def optim(self) -> OptimConfig:
+        """The optimiser settings as one typed value (for the LightningModule)."""
+        return OptimConfig(self.optimizer, self.lr, self.weight_decay, self.lr_schedule, self.warmup_epochs,
+                           self.max_epochs)
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of ``lightning.Trainer`` (devices, strategy, precision, ...).
+
+    Attributes:
+        accelerator: ``auto``, ``cpu``, ``gpu``/``cuda``.
+        devices: ``auto``, a count, or a list of device indices.
+        num_nodes: machines (multi-node runs: see the README).
+        strategy: ``auto``, ``ddp``, ``ddp_spawn``, ...
+        precision: ``auto`` (bf16-mixed / 16-mixed on GPU, 32-true on CPU) or a Lightning value.
+        gradient_clip_val: clip gradients to this norm (null: off).
+        log_every_n_steps: logging interval.
+        extra: any other ``Trainer`` argument (e.g. ``limit_train_batches``, ``fast_dev_run``).
+    """
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"
+    gradient_clip_val: Optional[float] = None
+    log_every_n_steps: int = 10
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FusionConfig:
+    """Late fusion of the audio and video clip-wise scores (Li et al. 2017).
+
+    Attributes:
+        method: ``weighted``, ``logistic`` (per class, fitted on validation clips) or ``max``.
+        audio_weight: ``w`` of ``w * audio + (1 - w) * video``: one value or one per class.
+        mode: ``both``, ``audio`` or ``video``: the ablation switch.
+        weights_file: JSON of a fitted fusion (``LateFusion.save``).
+        fit: fit the method on validation clips with video (``logistic`` always is).
+    """
+
+    method: str = "weighted"
+    audio_weight: Union[float, List[float]] = 0.5
+    mode: str = "both"
+    weights_file: Optional[str] = None
+    fit: bool = False
+
+
+@dataclass
+class TagConfig:
+    """``avtag tag``: what is reported and how events are cut.
+
+    Attributes:
+        top_k: at most this many tags per file (0: all).
+        threshold: keep tags with fused score >= this.
+        objects: ImageNet objects shown per file.
+        long_file_s: files longer than this are read window by window.
+        window_s: window length for long files, seconds.
+        segment_threshold: frame-wise probability for an active frame (``--segments``).
+        median_filter_s / min_duration_s: event post-processing, seconds.
+    """
+
+    top_k: int = 5
+    threshold: float = 0.1
+    objects: int = 5
+    long_file_s: float = 120.0
+    window_s: float = 30.0
+    segment_threshold: float = 0.5
+    median_filter_s: float = 0.2
+    min_duration_s: float = 0.1
+
+
+@dataclass
+class EvaluateConfig:
+    """Subtask B detection and scoring settings (sed_eval) of ``avtag evaluate`` / ``ablate``."""
+
+    frame_threshold: float = 0.5
+    median_filter_s: float = 0.2
+    min_duration_s: float = 0.1
+    time_resolution: float = 1.0
+    t_collar: float = 0.2
+    percentage_of_length: float = 0.2
+
+
+@dataclass
+class AblationConfig:
+    """``avtag ablate``: split, systems (audio, video, fused, prior), output folder."""
+
+    split: str = "test"
+    systems: List[str] = field(default_factory=lambda: ["audio", "video", "fused", "prior"])
+    train_if_missing: bool = True
+    out: Optional[str] = None
+
+
+@dataclass
+class AvtagConfig:
+    """A whole avtag config (every section optional in a YAML file; defaults below)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    audio: LogMelConfig = field(default_factory=LogMelConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    label_map: LabelMapConfig = field(default_factory=LabelMapConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    tag: TagConfig = field(default_factory=TagConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
+    output_dir: str = "runs/avtag"

@@ -1,0 +1,349 @@
+"""The Python API of tagging: :class:`Tagger` around the one model, :class:`AudioVisualTagger`.
+
+    import avtag
+    tagger = avtag.Tagger.from_pretrained("default", device="auto")   # or .from_checkpoint(path)
+    result = tagger(waveform, sample_rate=44100, frames=frames)       # NumPy arrays; either may be None
+    result = tagger.tag_file("clip.mp4", segments=True)
+    for r in tagger.tag_files(paths): ...                             # a failure is a value: r.error
+    result.top(k=5, threshold=0.1); result.to_dict()
+
+Resampling (torchaudio) and frame preprocessing happen inside; class names travel with every
+result. Files are decoded by :mod:`avtag.io`; a file longer than ``tag.long_file_s`` is read
+window by window (audio scores: max over windows; video: the frames of all windows pooled
+together; events: per window, joined where they touch), so memory stays bounded.
+
+A branch that cannot run is switched off and the result says so in ``notes``: no audio model,
+an audio-only file, a video without sound, audio too short for the network, or an ablation switch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from avtag import AvtagError
+from avtag.config import AvtagConfig, LabelMapConfig
+from avtag.events import Event, framewise_to_events, merge_touching
+from avtag.inference.results import Tag, TagResult
+from avtag.labels import Vocabulary, get_vocabulary
+
+
+class TagError(AvtagError):
+    """A file or array that cannot be tagged (the message names the file and why)."""
+
+
+def parse_labels(spec: str | Sequence[str] | Vocabulary | None) -> Vocabulary | None:
+    """``--labels``: ``"dcase2017"``, a text file with one class per line, or names separated by ``;``.
+
+    Raises:
+        TagError: a value that names a file which does not exist, or no names at all.
+    """
+    if spec is None or isinstance(spec, Vocabulary):
+        return spec
+    if not isinstance(spec, str):
+        return get_vocabulary(list(spec))
+    if spec.lower() == "dcase2017":
+        return get_vocabulary("dcase2017")
+    path = Path(spec).expanduser()
+    if path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TagError(f"{path}: cannot read the label file ({exc})") from None
+        names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    elif ";" not in spec and (path.suffix.lower() in (".txt", ".csv", ".tsv", ".lst") or "/" in spec):
+        raise TagError(f"--labels {spec}: label file not found (give 'dcase2017', a file, or names separated by ';')")
+    else:
+        names = [n.strip() for n in spec.split(";") if n.strip()]
+    if not names:
+        raise TagError(f"--labels {spec!r}: no class names (give 'dcase2017', a file, or names separated by ';')")
+    return get_vocabulary(list(dict.fromkeys(names)))
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Files to tag: files as given, folders searched recursively for media files (sorted)."""
+    from avtag.io.media import MEDIA_EXTENSIONS
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS))
+        else:
+            out.append(p)
+    return out
+
+
+class Tagger:
+    """Tags media files and arrays with an :class:`~avtag.models.tagger.AudioVisualTagger`.
+
+    Build it with :meth:`from_pretrained`, :meth:`from_checkpoint` or :meth:`from_config`.
+
+    Args:
+        model: the composed model (on its device, eval mode).
+        config: settings: ``tag`` (top-k, threshold, events, long files) and ``video`` (frame sampling).
+        notes: what was switched off when the tagger was built (repeated in every result).
+    """
+
+    def __init__(self, model, config: AvtagConfig | None = None, notes: Sequence[str] = ()) -> None:
+        self.model = model
+        self.config = config or AvtagConfig()
+        self.notes = list(notes)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, name: str = "default", **kwargs) -> "Tagger":
+        """The packaged model ``name`` (see :data:`avtag.models.weights.WEIGHTS`); keyword arguments
+        as :meth:`from_config`."""
+        return cls.from_config(checkpoint=f"pretrained:{name}", **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **kwargs) -> "Tagger":
+        """A trained audio model file (``audio_model.pt`` or a ``.ckpt`` of ``avtag train``)."""
+        return cls.from_config(checkpoint=path, **kwargs)
+
+    @classmethod
+    def from_config(cls, config: AvtagConfig | None = None, checkpoint=None, labels=None, device: str = "auto",
+                    use_audio: bool = True, use_video: bool = True) -> "Tagger":
+        """The general builder.
+
+        Args:
+            config: settings (``video``, ``label_map``, ``fusion``, ``tag``, ``data.classes``); default: the schema's.
+            checkpoint: ``"pretrained:NAME"``, a model file path, a loaded
+                :class:`~avtag.models.audio.AudioModel`, or None (no audio branch).
+            labels: classes to tag (any names: the video branch is zero-shot); default: the audio
+                model's classes, else ``data.classes``. See :func:`parse_labels`.
+            device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``: both branches and fusion run there.
+            use_audio, use_video: switch a branch off (ablations; ``fusion.mode`` does too).
+
+        Raises:
+            CheckpointError, LabelError, FusionError, DeviceError, TagError: bad settings, checkpoint,
+                labels or device, or no branch left to run.
+        """
+        from avtag.models.device import resolve_device
+        from avtag.models.fusion import FusionError, LateFusion
+        from avtag.models.tagger import AudioVisualTagger
+
+        config = config or AvtagConfig()
+        dev = resolve_device(device)
+        mode = config.fusion.mode
+        use_audio, use_video = use_audio and mode != "video", use_video and mode != "audio"
+        notes: list[str] = []
+        audio = _load_audio(checkpoint, dev) if use_audio else None
+        if not use_audio:
+            notes.append("audio branch off: " + ("fusion.mode=video" if mode == "video" else "switched off"))
+        elif audio is None:
+            notes.append("audio branch off: no audio model (give a checkpoint)"
+                         + ("; tags come from the video branch alone" if use_video else ""))
+        if not use_video:
+            notes.append("video branch off: " + ("fusion.mode=audio" if mode == "audio" else "switched off"))
+        if audio is None and not use_video:
+            raise TagError("no branch can run: " + "; ".join(notes))
+        vocabulary = parse_labels(labels) or (get_vocabulary(audio.classes) if audio is not None else None) \
+            or get_vocabulary(config.data.classes)
+        if audio is not None:
+            unknown = [n for n in vocabulary.names if n not in audio.classes]
+            if unknown:
+                notes.append(f"audio model does not know {len(unknown)} of the labels: video score only for those")
+        video = label_map = None
+        if use_video:
+            from avtag.models.label_map import build_label_map
+            from avtag.models.video import VideoBranch
+
+            label_map = build_label_map(vocabulary.names, config.label_map or LabelMapConfig())
+            video = VideoBranch(batch_size=config.video.batch_size)
+        fusion = LateFusion.from_config(config.fusion, vocabulary.names)
+        if fusion.method == "logistic" and fusion.coef_ is None and audio is not None and use_video:
+            raise FusionError("logistic fusion needs fitted weights: set fusion.weights_file (LateFusion.save output)")
+        model = AudioVisualTagger(vocabulary.names, audio, video, label_map, fusion, config.video.aggregate)
+        return cls(model.to(dev).eval(), config, notes)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The classes tagged, in score order."""
+        return self.model.classes
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def sample_rate(self) -> int:
+        """Hz the audio is resampled to (the audio model's rate)."""
+        return self.model.audio.sample_rate if self.model.audio is not None else 16000
+
+    # ------------------------------------------------------------------ arrays
+    def __call__(self, waveform: np.ndarray | None = None, sample_rate: int | None = None,
+                 frames: np.ndarray | None = None, frame_times: np.ndarray | None = None, *,
+                 segments: bool = False, top_k: int | None = None, threshold: float | None = None) -> TagResult:
+        """Tag arrays.
+
+        Args:
+            waveform: ``(samples,)`` mono or ``(channels, samples)`` (averaged to mono) float audio
+                in [-1, 1], at ``sample_rate`` Hz (resampled inside), or None.
+            frames: ``(n, H, W, 3)`` uint8 RGB video frames, or None.
+            frame_times: ``(n,)`` seconds of the frames (for the duration when there is no audio).
+            segments, top_k, threshold: as :meth:`tag_file`.
+
+        Raises:
+            TagError: both inputs None, shapes or types that cannot be tagged.
+        """
+        from avtag.io.media import Clip
+
+        wave = rate = None
+        if waveform is not None:
+            if not sample_rate or sample_rate <= 0:
+                raise TagError("a waveform needs its sample_rate (Hz)")
+            wave = np.asarray(waveform, dtype=np.float32)
+            if wave.ndim == 2:
+                wave = wave.mean(axis=0)
+            if wave.ndim != 1:
+                raise TagError(f"waveform must be (samples,) or (channels, samples), got shape {np.shape(waveform)}")
+            rate = self.sample_rate
+            if int(sample_rate) != rate:
+                import torchaudio
+
+                wave = torchaudio.functional.resample(torch.from_numpy(wave), int(sample_rate), rate).numpy()
+        if frames is not None:
+            frames = np.asarray(frames)
+            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+                raise TagError(f"frames must be (n, H, W, 3) uint8 RGB, got {frames.dtype} {frames.shape}")
+        if wave is None and frames is None:
+            raise TagError("nothing to tag: give a waveform, frames or both")
+        times = None if frames is None else (np.asarray(frame_times, dtype=np.float64) if frame_times is not None
+                                             else np.arange(len(frames), dtype=np.float64))
+        duration = len(wave) / rate if wave is not None else float(times[-1] + 1.0 if len(times) else 0.0)
+        clip = Clip(path=None, start=0.0, duration=duration, waveform=wave, sample_rate=rate, frames=frames,
+                    frame_times=times)
+        return self._tag_clips([clip], None, duration, list(self.notes), wave is not None, frames is not None,
+                               segments, top_k, threshold)
+
+    # ------------------------------------------------------------------ files
+    def tag_file(self, path: str | Path, *, segments: bool = False, top_k: int | None = None,
+                 threshold: float | None = None) -> TagResult:
+        """Tag one media file.
+
+        Args:
+            path: video or audio file.
+            segments: add sound events (onset/offset) from the audio frame-wise output.
+            top_k: keep at most this many tags (None: ``tag.top_k``; 0: all).
+            threshold: keep tags with fused score >= this (None: ``tag.threshold``).
+
+        Raises:
+            MediaError: unreadable file; TagError: no branch can run on it.
+        """
+        from avtag.io.media import iter_windows, load_clip, probe
+
+        info = probe(path)
+        notes = list(self.notes)
+        run_audio, run_video = self.model.has_audio and info.has_audio, self.model.video is not None and info.has_video
+        if self.model.has_audio and not info.has_audio:
+            notes.append("audio branch off: no audio track")
+        if self.model.video is not None and not info.has_video:
+            notes.append("video branch off: no video stream")
+        if not (run_audio or run_video):
+            raise TagError(f"{path}: nothing to tag: " + "; ".join(n for n in notes if "branch off" in n))
+        cfg, video = self.config.tag, self.config.video
+        kwargs = dict(sample_rate=self.sample_rate, audio=run_audio, video=run_video, fps=video.fps,
+                      num_frames=video.num_frames, frame_short_side=video.frame_short_side)
+        if info.duration > cfg.long_file_s:
+            clips = iter_windows(path, cfg.window_s, **kwargs)
+        else:
+            clips = [load_clip(path, **kwargs)]
+        return self._tag_clips(clips, str(path), float(info.duration), notes, run_audio, run_video, segments, top_k,
+                               threshold)
+
+    def tag_files(self, paths: Iterable[str | Path], **kwargs) -> Iterator[TagResult]:
+        """Tag files one by one; a file that fails is a :class:`TagResult` with ``error`` set
+        (one line naming the file and the problem), and the others are still tagged."""
+        for path in paths:
+            try:
+                yield self.tag_file(path, **kwargs)
+            except AvtagError as exc:
+                yield TagResult(file=str(path), error=str(exc))
+
+    # ------------------------------------------------------------------ the work
+    def _tag_clips(self, clips, file: str | None, duration: float, notes: list[str], run_audio: bool,
+                   run_video: bool, segments: bool, top_k: int | None, threshold: float | None) -> TagResult:
+        from avtag.models.frontends import AudioInputError
+
+        model, cfg = self.model, self.config.tag
+        audio_scores, logits, events, too_short = [], [], [], None
+        for clip in clips:
+            with torch.inference_mode():
+                if clip.waveform is not None and run_audio:
+                    try:
+                        out = model(waveform=torch.from_numpy(np.ascontiguousarray(clip.waveform))[None])
+                    except AudioInputError as exc:
+                        too_short = str(exc)  # a short last window, or a clip too short for the network
+                    else:
+                        audio_scores.append(out.audio_clipwise[0])
+                        if segments:
+                            events += self._events(out, clip)
+                if clip.frames is not None and run_video:
+                    logits.append(model.frame_logits(torch.from_numpy(clip.frames)[None])[0])
+            for w in clip.warnings:
+                if w not in ("no audio track", "no video stream") and f"media: {w}" not in notes:
+                    notes.append(f"media: {w}")
+        where = f"{file}: " if file else ""
+        if run_audio and not audio_scores:
+            notes.append(f"audio branch off: {too_short}" if too_short else
+                         "audio branch off: audio track has no decodable samples")
+        if run_video and not logits:
+            notes.append("video branch off: no decodable frames")
+        if not audio_scores and not logits:
+            raise TagError(f"{where}nothing to tag: " + (too_short or "no decodable audio or frames"))
+        with torch.inference_mode():
+            audio = torch.stack(audio_scores).amax(dim=0, keepdim=True) if audio_scores else None
+            video_out = model(frame_logits=torch.cat(logits)[None]) if logits else None
+            video = video_out.video_clipwise if video_out is not None else None
+            fused = model.combine(audio, video)[0].cpu().numpy()
+        a = None if audio is None else audio[0].float().cpu().numpy()
+        v = None if video is None else video[0].float().cpu().numpy()
+        scores = {name: Tag(name, float(fused[c]), _score(a, c), _score(v, c)) for c, name in enumerate(model.classes)}
+        objects = []
+        if video_out is not None:
+            pooled = video_out.object_probs[0].float().cpu().numpy()
+            objects = [(model.objects[i], round(float(pooled[i]), 4)) for i in np.argsort(-pooled)[: cfg.objects]]
+        result = TagResult(file, duration, [], scores, objects, None, notes,
+                           {"audio": audio is not None, "video": video is not None})
+        result.tags = result.top(cfg.top_k if top_k is None else top_k, cfg.threshold if threshold is None else threshold)
+        if segments:
+            reported = {t.label for t in result.tags}
+            result.segments = merge_touching(e for e in events if e.label in reported)
+            if audio is None:
+                notes.append("segments need the audio branch, which did not run")
+        return result
+
+    def _events(self, out, clip) -> list[Event]:
+        """Events of the known classes in one clip, in seconds from the file start."""
+        cfg = self.config.tag
+        known = [c for c, name in enumerate(self.model.classes) if name not in getattr(self.model, "unknown_to_audio", ())]
+        if not known or out.framewise is None:
+            return []
+        names = [self.model.classes[c] for c in known]
+        found = framewise_to_events(out.framewise[0][:, known], float(out.frame_hop), names,
+                                    threshold=cfg.segment_threshold, median_filter_s=cfg.median_filter_s,
+                                    min_duration_s=cfg.min_duration_s, duration=clip.duration)
+        return [Event(e.label, round(e.onset + clip.start, 3), round(e.offset + clip.start, 3)) for e in found]
+
+
+def _load_audio(checkpoint, device):
+    """The audio model a ``checkpoint`` argument names (see :meth:`Tagger.from_config`)."""
+    if checkpoint is None:
+        return None
+    if isinstance(checkpoint, torch.nn.Module):
+        return checkpoint.to(device).eval()
+    from avtag.models.weights import get_weights, load_audio_model
+
+    text = str(checkpoint)
+    if text.startswith("pretrained:"):
+        return get_weights(text[len("pretrained:"):]).load(device)
+    return load_audio_model(checkpoint, device)
+
+
+def _score(scores: np.ndarray | None, c: int) -> float | None:
+    if scores is None or np.isnan(scores[c]):
+        return None
+    return float(scores[c])
