@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,11 +9,11 @@ import time
 
 import numpy as np
 import pytest
+from synthdata import make_dcase_dataset
 
 from avtag.config import load_config
 from avtag.data.cache import CacheError, FeatureCache, cache_settings, prepare_split
 from avtag.features.logmel import LogMel, LogMelConfig
-from synthdata import make_dcase_dataset
 
 
 @pytest.fixture()

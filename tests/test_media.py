@@ -9,10 +9,10 @@ import wave
 
 import numpy as np
 import pytest
-
-from avtag.io.media import MediaError, iter_windows, load_clip, probe, sample_times
 from conftest import SHARED
 from mediagen import tone, write_media, write_wav
+
+from avtag.io import MediaError, iter_windows, load_clip, probe, sample_times
 
 SR = 16000
 
@@ -72,6 +72,74 @@ def test_six_channel_audio_is_mixed_to_mono_without_clipping(corpus):
     clip = load_clip(corpus["six"], video=False)
     assert np.isfinite(clip.waveform).all()
     assert 0.2 < np.abs(clip.waveform).max() < 0.6  # the channel mean of a 0.3 tone, not a sum
+
+
+def _channel_tones(n: int, rate: int, seconds: float = 2.0):
+    """``(samples, n)`` with a different frequency (Hz) and amplitude on every channel."""
+    freqs = 250.0 + 375.0 * np.arange(n)  # all below 8 kHz, the Nyquist of the 16 kHz output
+    amps = 0.9 * (0.5 + 0.5 * np.arange(n) / max(n - 1, 1))
+    t = np.arange(int(seconds * rate)) / rate
+    return np.stack([a * np.sin(2 * np.pi * f * t) for f, a in zip(freqs, amps, strict=True)], axis=1), freqs, amps
+
+
+def _amplitudes(wave: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    seg = wave[SR // 2 : SR // 2 + SR]  # 1 s: 1 Hz bins, every frequency on a bin
+    return (np.abs(np.fft.rfft(seg)) * 2 / seg.size)[freqs.astype(int)]
+
+
+@pytest.mark.parametrize("channels,rate,codec", [
+    (1, 8000, "wav"), (2, 44100, "wav"), (3, 22050, "wav"), (6, 48000, "wav"), (8, 48000, "wav"),
+    (12, 96000, "wav"), (16, 192000, "wav"), (8, 192000, "flac"),  # FLAC stops at 8 channels
+])
+def test_any_channel_count_is_mixed_to_the_channel_mean(tmp_path, channels, rate, codec):
+    """Every channel counts 1/N: each channel's own tone comes out at its amplitude / N (within 1 %).
+
+    8 or more channels used to kill the process (SIGSEGV in PyAV's planar to_ndarray)."""
+    x, freqs, amps = _channel_tones(channels, rate)
+    path = write_wav(tmp_path / f"c{channels}.wav", x, rate)
+    if codec == "flac":
+        flac = tmp_path / f"c{channels}.flac"
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-c:a", "flac", str(flac)], check=True)
+        path = flac
+    info = probe(path)
+    assert (info.channels, info.sample_rate) == (channels, rate)
+    wave = load_clip(path, sample_rate=SR).waveform
+    assert abs(wave.size - 2 * SR) <= 2
+    np.testing.assert_allclose(_amplitudes(wave, freqs), np.round(amps * 32767) / 32767 / channels, rtol=0.01)
+
+
+def test_96khz_7_1_aac_video(tmp_path):
+    """A 96 kHz 7.1 AAC track (FFmpeg puts a mono source on the centre channel): the tone comes out at 1/8."""
+    path = tmp_path / "surround.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-f", "lavfi",
+                    "-i", "sine=frequency=440:sample_rate=96000", "-t", "2", "-c:v", "mpeg4", "-c:a", "aac",
+                    "-ac", "8", "-channel_layout", "7.1", str(path)], check=True)
+    info = probe(path)
+    assert (info.channels, info.sample_rate) == (8, 96000)
+    clip = load_clip(path, sample_rate=SR, fps=2)
+    assert clip.frames is not None and len(clip.frames) == 4
+    # lavfi's sine has amplitude 1/8; on one channel of eight it is 1/64 of full scale in the mix
+    np.testing.assert_allclose(_amplitudes(clip.waveform, np.array([440.0])), [1 / 64], rtol=0.01)
+
+
+def test_decoder_logs_do_not_reach_stderr(tmp_path):
+    """decord's FFmpeg av_log and its C++ logger write to fd 2 directly; none of it may show."""
+    good = write_media(tmp_path / "good.mp4", seconds=3, audio=tone(3.0, 48000), sample_rate=48000)
+    fast = tmp_path / "fast.mp4"  # moov first, so a truncated copy opens and fails while decoding
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(good), "-c", "copy", "-movflags", "+faststart", str(fast)],
+                   check=True)
+    data = fast.read_bytes()
+    (tmp_path / "truncated.mp4").write_bytes(data[: int(len(data) * 0.6)])
+    broken = bytearray(data)
+    rng = np.random.default_rng(0)
+    for i in rng.integers(len(broken) // 4, len(broken), 400):  # damage the media data, keep the headers
+        broken[i] = rng.integers(0, 256)
+    (tmp_path / "broken.mp4").write_bytes(bytes(broken))
+    code = ("import sys\nfrom avtag.io import load_clip, MediaError\nfor p in sys.argv[1:]:\n"
+            "    try:\n        load_clip(p)\n    except MediaError:\n        pass\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "truncated.mp4"), str(tmp_path / "broken.mp4")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == ""
 
 
 def test_video_without_audio_is_degraded_not_failed(corpus):

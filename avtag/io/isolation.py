@@ -74,9 +74,10 @@ class IsolatedDecoder:
         load_kwargs: default :func:`~avtag.io.media.load_clip` keyword arguments
             (``sample_rate``, ``video``, ``fps``, ...), overridden per job.
         timeout_base_s, timeout_per_media_s: a file may take ``base + per_media *
-            seconds of media`` once probed; then it fails as timed out.
+            seconds of media`` once probed; then it fails as timed out (default
+            :data:`TIMEOUT_BASE_S`, :data:`TIMEOUT_PER_MEDIA_S`).
         startup_timeout_s: seconds allowed for reading a file's headers, and again
-            for a worker's start-up when the job waits for it.
+            for a worker's start-up when the job waits for it (default ``PROBE_TIMEOUT_S``).
         initializer: an importable function each worker calls once at start-up
             (before its stderr is silenced), e.g. to set library options or, in
             tests, to inject decoder faults.
@@ -91,13 +92,14 @@ class IsolatedDecoder:
     """
 
     def __init__(self, workers: int = 1, *, load_kwargs: Mapping[str, Any] | None = None,
-                 timeout_base_s: float = TIMEOUT_BASE_S, timeout_per_media_s: float = TIMEOUT_PER_MEDIA_S,
-                 startup_timeout_s: float = PROBE_TIMEOUT_S, initializer: Callable[[], None] | None = None) -> None:
+                 timeout_base_s: float | None = None, timeout_per_media_s: float | None = None,
+                 startup_timeout_s: float | None = None, initializer: Callable[[], None] | None = None) -> None:
         self.num_workers = max(1, int(workers))
         self.load_kwargs = dict(load_kwargs or {})
-        self.timeout_base_s, self.timeout_per_media_s = float(timeout_base_s), float(timeout_per_media_s)
+        self.timeout_base_s = float(TIMEOUT_BASE_S if timeout_base_s is None else timeout_base_s)
+        self.timeout_per_media_s = float(TIMEOUT_PER_MEDIA_S if timeout_per_media_s is None else timeout_per_media_s)
+        self.startup_timeout_s = float(PROBE_TIMEOUT_S if startup_timeout_s is None else startup_timeout_s)
         self.initializer = initializer
-        self.startup_timeout_s = float(startup_timeout_s)
         self._ctx = get_context("spawn")
         self._pool: list[WorkerProcess] = []
         self._streamer: WorkerProcess | None = None
@@ -129,6 +131,10 @@ class IsolatedDecoder:
             w.stop(kill=w.seq is not None)
         self._results.clear()
         self._abandoned.clear()
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current pool workers."""
+        return [w.proc.pid for w in self._pool]
 
     def startup_seconds(self) -> list[float]:
         """Seconds each current pool worker took from start to ready (only those seen ready)."""
