@@ -250,3 +250,14 @@ def test_kill_and_resume_continues_from_last_checkpoint(synth):
     epochs = {int(r.split(",")[header.split(",").index("epoch")]) for r in rows
               if r.split(",")[header.split(",").index("epoch")]}
     assert min(epochs) == first["epoch"] + 1 and max(epochs) == 3
+
+
+def test_fast_dev_run_smoke(synth, one_thread):
+    """One training and one validation batch through the whole Lightning wiring, in seconds."""
+    from avtag.training.train import train
+
+    config = load_config(synth["config"], TINY + ["trainer.extra.fast_dev_run=true",
+                                                  f"output_dir={synth['root'] / 'smoke'}"])
+    assert config.trainer.extra == {"fast_dev_run": True}
+    result = train(config, progress=False)
+    assert result.global_step == 1 and result.model_path is None  # fast_dev_run writes no checkpoint

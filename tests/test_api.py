@@ -1,0 +1,99 @@
+"""The Python API at the top level: ``avtag.Tagger`` on NumPy arrays and files, ``TagResult``.
+
+Runs on the demo clip shipped in ``assets/`` (no ../shared needed)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import avtag
+
+DEMO = Path(__file__).resolve().parents[1] / "assets" / "big_buck_bunny_10s.webm"
+
+
+@pytest.fixture(scope="module")
+def tagger():
+    return avtag.Tagger.from_pretrained("default", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return avtag.load_clip(DEMO, sample_rate=44100, fps=1.0, frame_short_side=256)
+
+
+def test_top_level_names_are_lazy_and_documented():
+    assert avtag.__version__ and issubclass(avtag.AvtagError, Exception)
+    for name in ("Tagger", "TagResult", "AudioVisualTagger", "load_clip", "load_config", "WEIGHTS"):
+        assert getattr(avtag, name).__doc__, name
+    with pytest.raises(AttributeError):
+        avtag.NotAThing  # noqa: B018
+
+
+def test_arrays_give_the_same_tags_as_the_file(tagger, clip):
+    from_file = tagger.tag_file(DEMO, top_k=0, threshold=0.0)
+    at_16k = avtag.load_clip(DEMO, sample_rate=16000, video=False)
+    from_arrays = tagger(at_16k.waveform, sample_rate=16000, frames=clip.frames, frame_times=clip.frame_times,
+                         top_k=0, threshold=0.0)
+    assert from_arrays.classes == tagger.classes == from_file.classes  # names travel with the scores
+    for name, tag in from_file.scores.items():  # the same samples and frames: the same scores
+        assert from_arrays.scores[name].video_score == pytest.approx(tag.video_score, abs=1e-4)
+        assert from_arrays.scores[name].audio_score == pytest.approx(tag.audio_score, abs=1e-4)
+    assert from_arrays.branches == {"audio": True, "video": True} and from_arrays.file is None
+    # 44.1 kHz in: resampled inside (torchaudio) to the model's rate, close to the decoder's own resampling
+    resampled = tagger(clip.waveform, sample_rate=44100, top_k=0, threshold=0.0)
+    assert resampled.top(2)[0].label in {t.label for t in from_file.top(3)}
+    import torch
+    import torchaudio
+
+    native = avtag.load_clip(DEMO, sample_rate=44100, video=False, backend="pyav").waveform
+    swr = avtag.load_clip(DEMO, sample_rate=16000, video=False, backend="pyav").waveform  # FFmpeg's resampler
+    ours = torchaudio.functional.resample(torch.from_numpy(native), 44100, 16000).numpy()
+    n = min(len(ours), len(swr))
+    residual = ours[:n] - swr[:n]
+    assert 10 * np.log10(np.sum(swr[:n] ** 2) / np.sum(residual**2)) > 30  # SNR > 30 dB
+
+
+def test_one_branch_at_a_time_and_stereo(tagger, clip):
+    audio_only = tagger(np.stack([clip.waveform, clip.waveform]), sample_rate=44100)  # (channels, samples)
+    assert audio_only.branches == {"audio": True, "video": False}
+    assert all(t.video_score is None for t in audio_only.scores.values())
+    video_only = tagger(frames=clip.frames)
+    assert video_only.branches == {"audio": False, "video": True} and video_only.objects
+    assert all(t.audio_score is None and t.score == t.video_score for t in video_only.scores.values())
+
+
+def test_result_top_and_to_dict(tagger, clip):
+    result = tagger(clip.waveform, sample_rate=44100, frames=clip.frames, segments=True)
+    best = result.top(k=2)
+    assert len(best) == 2 and best[0].score >= best[1].score
+    assert all(t.score >= 0.3 for t in result.top(k=0, threshold=0.3))
+    d = json.loads(json.dumps(result.to_dict()))
+    assert d["file"] is None and d["tags"] and isinstance(d["segments"], list)
+    assert {"label", "score", "audio_score", "video_score"} <= d["tags"][0].keys()
+
+
+def test_bad_arrays_are_one_line_errors(tagger, clip):
+    from avtag.inference.tagger import TagError
+
+    with pytest.raises(TagError, match="sample_rate"):
+        tagger(clip.waveform)
+    with pytest.raises(TagError, match="uint8"):
+        tagger(frames=clip.frames.astype(np.float32))
+    with pytest.raises(TagError, match="nothing to tag"):
+        tagger()
+    result = tagger(np.zeros(100, np.float32), sample_rate=16000, frames=clip.frames)  # 6 ms: too short for audio
+    assert result.branches == {"audio": False, "video": True}
+    assert any("too short" in n for n in result.notes)
+
+
+def test_tag_files_returns_failures_as_values(tagger, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    results = list(tagger.tag_files([bad, DEMO], top_k=3))
+    assert [r.ok for r in results] == [False, True]
+    assert results[0].error.startswith(str(bad)) and "\n" not in results[0].error
+    assert results[0].to_dict() == {"file": str(bad), "error": results[0].error}
+    assert len(results[1].tags) <= 3
