@@ -14,16 +14,23 @@ import sys
 from avtag import AvtagError, __version__
 
 #: sub-command modules in help order
-COMMANDS = ("prepare", "train", "tag", "labelmap", "evaluate", "score", "ablate", "soundscapes")
+COMMANDS = ("prepare", "train", "tag", "labelmap", "evaluate", "score", "ablate", "soundscapes", "corpus")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (exit 2), pointing to ``--help``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every sub-command that is installed."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="avtag", description="Multimodal audio-visual sound event tagging (audio CRNN + video CNN, late fusion)."
     )
     parser.add_argument("--version", action="version", version=f"avtag {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"avtag.commands.{name}")
