@@ -57,3 +57,43 @@ def test_score_errors_are_one_line(tmp_path):
     assert out.stderr.strip().count("\n") == 0 and "bad.tsv:2:" in out.stderr and "Traceback" not in out.stderr
     help_out = avtag("--help")
     assert help_out.returncode == 0 and "score" in help_out.stdout
+
+
+def test_comma_separated_predictions_warn_and_strict_exits_2(tmp_path):
+    gt = tmp_path / "gt.tsv"
+    gt.write_text("a.wav\t0.000\t10.000\tCar\n")
+    pred = tmp_path / "pred.csv"
+    pred.write_text("a.wav,0.000,10.000,Car\n")
+    out = avtag("score", str(pred), str(gt), "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["micro"]["f1"] == 0.0
+    assert f"avtag: warning: {pred}: 1 row(s) have commas but no tab" in out.stderr
+    strict = avtag("score", str(pred), str(gt), "--strict")
+    assert strict.returncode == 2 and strict.stdout == ""
+    assert strict.stderr.count("\n") == 1 and strict.stderr.startswith(f"avtag: error: {pred}: ")
+
+
+def test_large_prediction_file_is_streamed_and_summarised(tmp_path):
+    """A 45 MB prediction file of 900k clips not in the ground truth: flat memory, a short JSON."""
+    gt = tmp_path / "gt.tsv"
+    gt.write_text("keep.wav\t0.000\t10.000\tCar\n")
+    pred = tmp_path / "pred.tsv"
+    with open(pred, "w") as f:
+        f.write("keep.wav\t0.000\t10.000\tCar\n")
+        for block in range(90):
+            f.write("".join(f"clip{block:03d}x{i:05d}_0.000_10.000.wav\t0.000\t10.000\tBus\n" for i in range(10000)))
+    assert pred.stat().st_size > 40e6
+    # VmHWM: this process's peak RSS (ru_maxrss would include the pytest parent it was forked from)
+    code = ("import sys\nfrom avtag.cli import main\nrc = main(sys.argv[1:])\n"
+            "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0].split()[1]\n"
+            "print('maxrss_kb', hwm, file=sys.stderr)\nsys.exit(rc)\n")
+    out = subprocess.run([sys.executable, "-c", code, "score", str(pred), str(gt), "--json"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["micro"]["f1"] == 1.0 and data["num_audio_files"] == 900_001
+    assert data["ignored_prediction_clips"]["count"] == 900_000
+    assert data["ignored_prediction_clips"]["first"][:2] == ["clip000x00000_0.000_10.000.wav",
+                                                             "clip000x00001_0.000_10.000.wav"]
+    assert len(out.stdout) < 10_000
+    peak_mb = int(out.stderr.split("maxrss_kb")[1].split()[0]) / 1024
+    assert peak_mb < 150, f"peak RSS {peak_mb:.0f} MB: the prediction file was held in memory"

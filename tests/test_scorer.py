@@ -215,3 +215,63 @@ def test_strong_label_file():
     assert len(clips) == 488 and len(events) == len(rows) - not_found and not_found > 0
     assert all(0 <= on <= off <= 10.0 for _, on, off, _ in events)
     assert {e[3] for e in events} <= set(DCASE2017_CLASSES)
+
+
+# ----------------------------------------------------------------------------- hostile files
+def test_streamed_prediction_file_counts_exactly_like_the_full_read(tmp_path):
+    """Clips outside the ground truth are only counted while streaming; the scorer's counter stays exact
+    (rows before a clip registers count, end-time-0 rows do not register, blank lines, repeats)."""
+    rng = np.random.default_rng(7)
+    keys = [f"k{i}" for i in range(40)]
+    gt = _write(tmp_path, "gt.csv", "".join(f"{k}.wav\t0\t10\tCar\n" for k in keys[:10]))
+    rows = []
+    for _ in range(600):
+        k = keys[rng.integers(0, 40)]
+        kind = rng.integers(0, 5)
+        rows.append([f"{k}.wav\t0\t10\tCar", f"{k}.wav\t0\t0\tBus", f"{k}.wav", "", f"{k}.flac\t0\t10\tTrain"][kind])
+        if rng.random() < 0.3:
+            rows.append(rows[-1])  # consecutive repeats
+    pred = _write(tmp_path, "pred.csv", "\n".join(rows) + "\n")
+    full, streamed = read_label_file(pred), read_label_file(pred, keep=read_label_file(gt).labels)
+    assert streamed.count == full.count and streamed.rows == full.rows
+    assert streamed.skipped_zero_end == full.skipped_zero_end and streamed.unlabelled_rows == full.unlabelled_rows
+    assert streamed.labels == {k: v for k, v in full.labels.items() if k in keys[:10]}
+    ignored = [full.names[k] for k in full.labels if k not in keys[:10] and k]
+    assert streamed.dropped_clips == len(ignored) and streamed.dropped_names == ignored[:10]
+    a, b = score_files(pred, gt), score_labels(full, read_label_file(gt))
+    assert a.to_dict() == b.to_dict() and a.num_audio_files == full.count
+
+
+def test_utf8_bom_is_not_part_of_the_first_clip_name(tmp_path):
+    gt = _write(tmp_path, "gt.csv", "a.wav\t0\t10\tCar\nb.wav\t0\t10\tBus\n")
+    pred = tmp_path / "pred.csv"
+    pred.write_bytes(b"\xef\xbb\xbfa.wav\t0\t10\tCar\nb.wav\t0\t10\tBus\n")
+    result = score_files(pred, gt, strict=True)
+    assert result.micro.f1 == 1.0 and result.scored_clips == 2
+    assert list(read_label_file(pred).names.values())[0] == "a.wav"
+
+
+@pytest.mark.parametrize("layout,text,problem", [
+    ("comma", "a.wav,0,10,Car\nb.wav,0,10,Bus\n", "looks comma-separated"),
+    ("three columns", "a.wav\t0\tCar\nb.wav\t0\tBus\n", "the label must be the 4th field"),
+])
+def test_misformatted_predictions_warn_and_strict_rejects(tmp_path, layout, text, problem):
+    gt = _write(tmp_path, "gt.csv", "a.wav\t0\t10\tCar\nb.wav\t0\t10\tBus\n")
+    pred = _write(tmp_path, "pred.csv", text)
+    result = score_files(pred, gt)  # the official numbers: every clip unlabelled, F1 0 ...
+    assert result.micro.f1 == 0.0 and result.counts == {"tp": 0, "fp": 0, "fn": 2}
+    first = result.warnings()[0]  # ... but said first, naming the file and the line
+    assert first.startswith(f"{pred}: 2 row(s)") and problem in first and "first at line 1" in first
+    with pytest.raises(ScorerError, match=problem) as err:
+        score_files(pred, gt, strict=True)
+    assert str(err.value).startswith(str(pred)) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["", "a.wav\t0\t10\nb.wav\t0\t10\n", "a.wav,0,10,Car\n"])
+def test_groundtruth_without_labels_is_blamed_on_the_groundtruth(tmp_path, text):
+    gt = _write(tmp_path, "gt.csv", text)
+    pred = _write(tmp_path, "pred.csv", "a.wav\t0\t10\tCar\n")
+    with pytest.raises(ScorerError) as err:
+        score_files(pred, gt)
+    message = str(err.value)
+    assert message.startswith(f"{gt}: the ground truth holds no label") and str(pred) not in message

@@ -3,7 +3,10 @@
 Scores any prediction file exactly as the official ``TaskAEvaluate.py`` does (see
 :mod:`avtag.evaluation.scorer` for the rules: clips absent from the ground truth are
 ignored, ground-truth clips without a prediction row are not scored, duplicate rows,
-unknown labels and label-less rows are handled as the scorer handles them).
+unknown labels and label-less rows are handled as the scorer handles them). What the
+scorer tolerates silently is reported on stderr (``avtag: warning:`` for a file
+layout that zeroes the score, ``avtag: note:`` otherwise); the prediction file is
+streamed, so its size does not matter.
 """
 from __future__ import annotations
 
@@ -27,7 +30,10 @@ def register(subparsers) -> None:
             "micro  = instance-based P/R/F1 over all (clip, label) pairs (the DCASE 2017 ranking metric)\n"
             "macro  = the official scorer's: F1 of mean class precision and mean class recall\n"
             "mean class F1 = plain mean of the class-wise F1 values\n"
-            "--json prints {micro, macro, classwise, ...} with fractions in [0, 1]."
+            "--json prints {micro, macro, classwise, ...} with fractions in [0, 1]; clip lists as\n"
+            "{count, first: [the first 10 names]}.\n"
+            "Comma-separated or 3-column rows are read as clips without labels, as the official\n"
+            "scorer does (the score drops to 0): avtag warns, and --strict rejects the file."
         ),
     )
     p.add_argument("predictions", metavar="PREDICTIONS", help="prediction file (official layout)")
@@ -36,7 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--official-text", action="store_true",
                    help="print the official scorer's own text output (same numbers, its layout)")
     p.add_argument("--strict", action="store_true",
-                   help="fail on what the scorer silently tolerates (unknown clips or labels, unscored clips)")
+                   help="fail on what the scorer silently tolerates (comma-separated or 3-column rows, unknown "
+                        "clips or labels, unscored clips)")
     p.set_defaults(func=run)
 
 
@@ -73,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     """Score ``args.predictions`` against ``args.groundtruth``; print tables, JSON or the scorer's text."""
     result = score_files(args.predictions, args.groundtruth, strict=args.strict)
     for line in result.warnings():
-        print(f"avtag: note: {line}", file=sys.stderr)
+        kind = "warning" if line in result.format_warnings else "note"
+        print(f"avtag: {kind}: {line}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif args.official_text:

@@ -16,7 +16,9 @@ the event onset/offset in seconds, with ``0 0`` meaning "sound not found".
 
 Reading (:func:`read_label_file`, both files, same rules)
   * lines are split on ``\\n`` only; every field is stripped of ASCII white space
-    (so ``\\r`` from CRLF files goes away), fields are split on ``\\t``;
+    (so ``\\r`` from CRLF files goes away), fields are split on ``\\t``; a UTF-8
+    byte-order mark at the start of a file is dropped (avtag; the scorer kept it in
+    the first clip name);
   * the clip key is the first field cut at the first ``.wav`` / ``.flac``;
   * a row with exactly 4 fields whose end time (3rd field) is not a number makes
     the whole file invalid (the scorer raises) -> :class:`ScorerFormatError`;
@@ -47,6 +49,14 @@ Scoring (:func:`score_labels`)
   * "Number of Audio Files" printed by the scorer is the prediction file's clip
     counter (:attr:`LabelFile.count`).
 
+Diagnostics (avtag, numbers unchanged): rows that look comma-separated (no tab, a
+comma) or have 2-3 tab-separated fields are label-less rows to the scorer, so such
+a file scores 0; :meth:`ScoreResult.warnings` says so first, and ``strict`` rejects
+it. A ground truth without any label is an error naming the ground truth.
+:func:`score_files` streams the prediction file and keeps only the clips of the
+ground truth (memory follows the ground truth, not a 200 MB prediction file); the
+ignored clips are summarised as a count and the first :data:`SHOWN_CLIPS` names.
+
 Deviations: where no prediction clip is in the ground truth the scorer dies with
 ``ZeroDivisionError``; avtag raises :class:`ScorerError` with a hint instead (and
 gives macro 0 where the scored clips hold no label at all, another division by 0).
@@ -57,118 +67,34 @@ predates the current ``invalid_prediction.csv`` (see ``tests/test_scorer.py``).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
-from avtag import AvtagError
 from avtag.evaluation.metrics import PRF, prf_from_counts
+from avtag.evaluation.scorer_files import (
+    PY2_WHITESPACE,
+    SHOWN_CLIPS,
+    LabelFile,
+    ScorerError,
+    ScorerFormatError,
+    clip_key,
+    iter_lines,
+    read_label_file,
+)
 from avtag.labels import DCASE2017_CLASSES
 
-#: characters Python 2 ``str.strip()`` removes (the scorer ran on Python 2)
-_WS = " \t\n\r\x0b\x0c"
 _SEGMENT_TIMES = re.compile(r"_(-?\d+(?:\.\d+)?)_(-?\d+(?:\.\d+)?)(?:\.wav|\.flac)?$")
 
-
-class ScorerError(AvtagError):
-    """Input that cannot be scored (nothing in common with the ground truth, strict-mode problems)."""
-
-
-class ScorerFormatError(ScorerError):
-    """A label file the official scorer would also reject: ``file:line: problem``."""
-
-
-def clip_key(name: str) -> str:
-    """The scorer's clip key: ``name`` cut at the first ``.wav`` then ``.flac``, stripped."""
-    return name.split(".wav")[0].split(".flac")[0].strip(_WS)
-
-
-def _py2_float(text: str) -> float:
-    """``float()`` as on Python 2: no ``_`` digit separators."""
-    if "_" in text:
-        raise ValueError(text)
-    return float(text)
+__all__ = ["SHOWN_CLIPS", "LabelFile", "ScoreResult", "ScorerError", "ScorerFormatError", "clip_key", "py2_str",
+           "read_label_file", "read_strong_labels", "score_files", "score_labels", "segment_times", "write_events",
+           "write_predictions"]
 
 
 def py2_str(x: float) -> str:
     """``str(x)`` of a float on Python 2 (12 significant digits), the scorer's number format."""
-    text = "%.12g" % x
+    text = f"{x:.12g}"
     return text if any(c in text for c in ".eni") else text + ".0"
-
-
-def _lines(path: Path) -> list[str]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ScorerError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    lines = data.decode("utf-8", errors="surrogateescape").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # a final newline does not start another row
-    return lines
-
-
-@dataclass
-class LabelFile:
-    """A weak-label file as the official scorer reads it.
-
-    Attributes:
-        path: the file.
-        labels: clip key -> labels in file order (duplicates kept, may be empty).
-        names: clip key -> the first clip file name as written.
-        count: the scorer's "Number of Audio Files" counter for this file.
-        rows: rows read; skipped_zero_end: 4-field rows dropped for end time 0;
-        unlabelled_rows: rows kept without a label.
-    """
-
-    path: str
-    labels: dict[str, list[str]] = field(default_factory=dict)
-    names: dict[str, str] = field(default_factory=dict)
-    count: int = 0
-    rows: int = 0
-    skipped_zero_end: int = 0
-    unlabelled_rows: int = 0
-
-
-def read_label_file(path: str | Path) -> LabelFile:
-    """Read a weak-label (ground-truth or prediction) file with the official scorer's rules.
-
-    Args:
-        path: tab-separated file ``<clip>\\t<start>\\t<end>\\t<label>``.
-    Returns:
-        :class:`LabelFile` (see the module docstring for what is tolerated).
-    Raises:
-        ScorerFormatError: a 4-field row whose end time is not a number.
-        ScorerError: the file cannot be read.
-    """
-    path = Path(path)
-    out = LabelFile(path=str(path))
-    for lineno, line in enumerate(_lines(path), start=1):
-        out.rows += 1
-        fields = line.split("\t")
-        key = clip_key(fields[0])
-        if key not in out.labels:
-            out.count += 1
-        if len(fields) == 4:
-            end = fields[2].strip(_WS)
-            try:
-                end_time = _py2_float(end)
-            except ValueError:
-                raise ScorerFormatError(
-                    f"{path}:{lineno}: end time {end!r} is not a number (4-field rows need "
-                    "<clip>\\t<start>\\t<end>\\t<label>; the official scorer rejects this file)"
-                ) from None
-            if end_time == 0.0:
-                out.skipped_zero_end += 1
-                continue
-        label = fields[3].strip(_WS) if len(fields) > 3 else ""
-        if key not in out.labels:
-            out.labels[key] = []
-            out.names[key] = fields[0].strip(_WS)
-        if label:
-            out.labels[key].append(label)
-        else:
-            out.unlabelled_rows += 1
-    return out
 
 
 @dataclass
@@ -182,9 +108,12 @@ class ScoreResult:
         classwise: label -> P/R/F1, official class order first, then other labels.
         counts: ``{"tp", "fp", "fn"}`` of the micro score; classwise_counts: per label.
         num_audio_files: what the scorer prints as "Number of Audio Files".
-        scored_clips: clips in both files; ignored_prediction_clips: prediction clips
-        not in the ground truth; unscored_groundtruth_clips: ground-truth clips without
-        a prediction row; unknown_labels: predicted labels absent from the ground truth.
+        scored_clips: clips in both files.
+        ignored_prediction_count: prediction clips not in the ground truth;
+        ignored_prediction_clips: the first :data:`SHOWN_CLIPS` of their names.
+        unscored_groundtruth_clips: ground-truth clips without a prediction row.
+        unknown_labels: predicted labels absent from the ground truth.
+        format_warnings: layout problems of either file (see :meth:`LabelFile.format_warnings`).
     """
 
     micro: PRF
@@ -198,12 +127,14 @@ class ScoreResult:
     ignored_prediction_clips: list[str] = field(default_factory=list)
     unscored_groundtruth_clips: list[str] = field(default_factory=list)
     unknown_labels: list[str] = field(default_factory=list)
+    ignored_prediction_count: int = 0
+    format_warnings: list[str] = field(default_factory=list)
 
     def warnings(self) -> list[str]:
-        """One line per scorer behaviour that silently changed the numbers."""
-        out = []
-        if self.ignored_prediction_clips:
-            out.append(f"{len(self.ignored_prediction_clips)} prediction clip(s) not in the ground truth were ignored "
+        """One line per scorer behaviour that silently changed the numbers, layout problems first."""
+        out = list(self.format_warnings)
+        if self.ignored_prediction_count:
+            out.append(f"{self.ignored_prediction_count} prediction clip(s) not in the ground truth were ignored "
                        f"(e.g. {self.ignored_prediction_clips[0]!r})")
         if self.unscored_groundtruth_clips:
             out.append(f"{len(self.unscored_groundtruth_clips)} ground-truth clip(s) have no prediction row and were "
@@ -216,7 +147,10 @@ class ScoreResult:
         return out
 
     def to_dict(self) -> dict:
-        """JSON-ready dict: ``micro``, ``macro``, ``classwise`` (label -> P/R/F1) and diagnostics."""
+        """JSON-ready dict: ``micro``, ``macro``, ``classwise`` (label -> P/R/F1) and diagnostics.
+
+        Clip lists are summarised as ``{"count": N, "first": [up to SHOWN_CLIPS names]}``.
+        """
         return {
             "micro": self.micro.to_dict(),
             "macro": self.macro.to_dict(),
@@ -226,9 +160,12 @@ class ScoreResult:
             "classwise_counts": {k: dict(v) for k, v in self.classwise_counts.items()},
             "num_audio_files": self.num_audio_files,
             "scored_clips": self.scored_clips,
-            "ignored_prediction_clips": list(self.ignored_prediction_clips),
-            "unscored_groundtruth_clips": list(self.unscored_groundtruth_clips),
+            "ignored_prediction_clips": {"count": self.ignored_prediction_count,
+                                         "first": self.ignored_prediction_clips[:SHOWN_CLIPS]},
+            "unscored_groundtruth_clips": {"count": len(self.unscored_groundtruth_clips),
+                                           "first": self.unscored_groundtruth_clips[:SHOWN_CLIPS]},
             "unknown_labels": list(self.unknown_labels),
+            "format_warnings": list(self.format_warnings),
             "definitions": {
                 "micro": "instance-based: TP, FP, FN pooled over all (clip, label) pairs (DCASE 2017 Task 4 ranking)",
                 "macro": "official scorer: F1 of the mean class precision and the mean class recall",
@@ -271,11 +208,18 @@ def score_labels(predicted: LabelFile, groundtruth: LabelFile) -> ScoreResult:
     gt, pred = groundtruth.labels, predicted.labels
     tp = fp = fn = 0
     cls: dict[str, list[int]] = {}  # label -> [tp, fp, fn], in order of first appearance
+    if not any(gt.values()):
+        hint = " ".join(groundtruth.format_warnings()).removeprefix(f"{groundtruth.path}: ")
+        raise ScorerError(
+            f"{groundtruth.path}: the ground truth holds no label ({groundtruth.rows} row(s)"
+            + (f"; {hint}" if hint else "; rows need <clip>\\t<start>\\t<end>\\t<label>") + ")"
+        )
     scored = [k for k in pred if k in gt]
     if not scored:
-        example = next(iter(predicted.names.values()), "")
+        example = next(iter(predicted.names.values()), "") or next(iter(predicted.dropped_names), "")
+        clips = len(pred) + predicted.dropped_clips
         raise ScorerError(
-            f"{predicted.path}: none of its {len(pred)} clip(s) is in {groundtruth.path} "
+            f"{predicted.path}: none of its {clips} clip(s) is in {groundtruth.path} "
             f"(e.g. {example!r}; ground-truth names look like {next(iter(groundtruth.names.values()), '')!r}; "
             "downloaded DCASE files carry a leading 'Y' that the ground truth does not)"
         )
@@ -310,6 +254,7 @@ def score_labels(predicted: LabelFile, groundtruth: LabelFile) -> ScoreResult:
     macro = PRF(mp, mr, 2 * mp * mr / (mp + mr) if mp + mr != 0.0 else 0.0)
     order = _class_order(cls)
     gt_vocab = {label for labels in gt.values() for label in labels}
+    ignored = [predicted.names[k] for k in pred if k not in gt and k]  # "" = blank line
     pred_vocab = dict.fromkeys(label for k in scored for label in pred[k])
     return ScoreResult(
         micro=prf_from_counts(tp, fp, fn),
@@ -317,31 +262,42 @@ def score_labels(predicted: LabelFile, groundtruth: LabelFile) -> ScoreResult:
         mean_class_f1=sum(m.f1 for m in classwise.values()) / n if n else 0.0,
         classwise={k: classwise[k] for k in order},
         counts={"tp": tp, "fp": fp, "fn": fn},
-        classwise_counts={k: dict(zip(("tp", "fp", "fn"), cls[k])) for k in order},
+        classwise_counts={k: dict(zip(("tp", "fp", "fn"), cls[k], strict=True)) for k in order},
         num_audio_files=predicted.count,
         scored_clips=len(scored),
-        ignored_prediction_clips=[predicted.names[k] for k in pred if k not in gt and k],  # "" = blank line
+        ignored_prediction_clips=(ignored + predicted.dropped_names)[:SHOWN_CLIPS],
+        ignored_prediction_count=len(ignored) + predicted.dropped_clips,
         unscored_groundtruth_clips=[groundtruth.names[k] for k in gt if k not in pred and k],
         unknown_labels=[x for x in pred_vocab if x not in gt_vocab],
+        format_warnings=predicted.format_warnings() + groundtruth.format_warnings(),
     )
 
 
 def score_files(pred_path: str | Path, gt_path: str | Path, *, strict: bool = False) -> ScoreResult:
     """``TaskAEvaluate.py GROUNDTRUTH PREDICTIONS``: read both files and score them.
 
+    The ground truth is read first; the prediction file is streamed and only its
+    clips that are in the ground truth are kept (others are counted), so memory does
+    not grow with the prediction file.
+
     Args:
         pred_path: prediction file; gt_path: weak ground-truth file.
         strict: raise :class:`ScorerError` for anything the scorer silently tolerates
-            (prediction clips not in the ground truth, ground-truth clips without a
-            prediction row, labels that never occur in the ground truth).
+            (comma-separated or 3-column rows, prediction clips not in the ground truth,
+            ground-truth clips without a prediction row, labels that never occur in the
+            ground truth).
     Returns:
         :class:`ScoreResult` (``.to_dict()`` for JSON).
     Raises:
-        ScorerFormatError / ScorerError: see :func:`read_label_file`, :func:`score_labels`.
+        ScorerFormatError / ScorerError: see :func:`read_label_file`, :func:`score_labels`;
+            the message starts with the file at fault.
     """
-    result = score_labels(read_label_file(pred_path), read_label_file(gt_path))
+    groundtruth = read_label_file(gt_path)
+    result = score_labels(read_label_file(pred_path, keep=groundtruth.labels), groundtruth)
     if strict and result.warnings():
-        raise ScorerError(f"{pred_path}: {result.warnings()[0]} (--strict)")
+        first = result.warnings()[0]
+        named = first.startswith((f"{pred_path}: ", f"{gt_path}: "))
+        raise ScorerError(f"{first if named else f'{pred_path}: {first}'} (--strict)")
     return result
 
 
@@ -389,10 +345,10 @@ def read_strong_labels(path: str | Path) -> tuple[list[tuple[str, float, float, 
     """
     path = Path(path)
     events, clips = [], {}
-    for lineno, line in enumerate(_lines(path), start=1):
-        if not line.strip(_WS):
+    for lineno, line in enumerate(iter_lines(path), start=1):
+        if not line.strip(PY2_WHITESPACE):
             continue
-        fields = [f.strip(_WS) for f in line.split("\t")]
+        fields = [f.strip(PY2_WHITESPACE) for f in line.split("\t")]
         if len(fields) != 4 or not fields[0] or not fields[3]:
             raise ScorerFormatError(f"{path}:{lineno}: expected <clip>\\t<onset>\\t<offset>\\t<label>, got {line!r}")
         try:
