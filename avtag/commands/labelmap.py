@@ -18,7 +18,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("labelmap", help=HELP, description=HELP + " (weights in [0, 1]; * = set by an override).")
     p.add_argument("--labels", metavar="LABELS", default=None,
                    help="sound classes: 'dcase2017' (default), a file with one name per line, or names separated by ';'")
-    p.add_argument("--encoder", metavar="minilm|FILE", default=None, help="text encoder: minilm or a word-vector file")
+    p.add_argument("--encoder", metavar="minilm|FILE", default=None,
+                   help="text encoder: minilm or a word2vec file (.bin binary, .txt/.vec text)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="also load gensim .kv/.model files: they are Python pickles and loading one runs any code "
+                        "it contains, so only for files you made yourself (config: label_map.trust_pickle: true)")
     p.add_argument("--top", type=int, default=5, metavar="N", help="objects shown per class (default 5)")
     p.add_argument("--config", metavar="YAML", help="config with a label_map section")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -43,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     settings = config.label_map
     if args.encoder:
         settings.encoder = args.encoder
+    if args.trust_pickle:
+        settings.trust_pickle = True
     vocabulary = parse_labels(args.labels) or get_vocabulary(config.data.classes)
     lm = build_label_map(vocabulary.names, settings, rebuild=args.rebuild)
     rows = {}

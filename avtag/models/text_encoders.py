@@ -7,7 +7,10 @@
   then L2 normalisation, as the model's sentence-transformers config does.
 * :class:`KeyedVectorsEncoder`: any word2vec / GloVe / fastText vectors loaded
   with gensim ``KeyedVectors``; a phrase is the mean of its word vectors, as in
-  the word-embedding mapping of Li et al. (2017).
+  the word-embedding mapping of Li et al. (2017). Only the word2vec text and
+  binary formats are read by default: gensim's native ``.kv`` / ``.model`` files
+  are Python pickles, and loading one runs whatever code it carries, so they are
+  refused unless the caller trusts them explicitly (``trust_pickle``).
 """
 from __future__ import annotations
 
@@ -168,13 +171,19 @@ class MiniLMEncoder(TextEncoder):
         return _normalise(np.concatenate(out)) if out else np.zeros((0, 384), np.float32)
 
 
+#: gensim's own formats: Python pickles (loading runs code from the file)
+PICKLE_SUFFIXES = (".kv", ".model")
+
+
 class KeyedVectorsEncoder(TextEncoder):
     """Word vectors from a file, loaded with gensim; phrase = mean of its word vectors.
 
     Args:
-        path: ``.kv`` / ``.model`` (gensim ``KeyedVectors.save``), ``.bin``
-            (word2vec binary) or text ``.txt`` / ``.vec`` / ``.gz`` (word2vec
-            format, or GloVe without the header line).
+        path: ``.bin`` (word2vec binary) or text ``.txt`` / ``.vec`` / ``.gz``
+            (word2vec format, or GloVe without the header line); ``.kv`` /
+            ``.model`` (gensim ``KeyedVectors.save``) only with ``trust_pickle``.
+        trust_pickle: allow ``.kv`` / ``.model``: they are Python pickles, and
+            loading one runs any code it contains. Only for files you made yourself.
 
     A phrase's words are looked up as the whole phrase joined by ``_`` (word2vec
     phrases such as ``French_horn``), else word by word, each as written and
@@ -182,13 +191,19 @@ class KeyedVectorsEncoder(TextEncoder):
     a zero vector (similarity 0 with everything).
 
     Raises:
-        TextEncoderError: missing or unreadable file.
+        TextEncoderError: missing or unreadable file, or a pickle-based file without ``trust_pickle``.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, trust_pickle: bool = False) -> None:
         self.path = Path(path).expanduser().resolve()
         if not self.path.is_file():
             raise TextEncoderError(f"{path}: word-vector file not found")
+        if self.path.suffix.lower() in PICKLE_SUFFIXES and not trust_pickle:
+            raise TextEncoderError(
+                f"{path}: refusing to load a gensim {self.path.suffix} file: it is a Python pickle, and loading it runs "
+                "any code it contains; save the vectors in word2vec format (KeyedVectors.save_word2vec_format, .bin "
+                "or .txt), or pass --trust-pickle (config: label_map.trust_pickle: true) if you made this file yourself"
+            )
         st = self.path.stat()
         self.id = f"kv:{self.path}:{st.st_size}:{int(st.st_mtime)}"
         self._kv = None
@@ -245,14 +260,18 @@ def _has_header(path: Path) -> bool:
 
 
 @lru_cache(maxsize=4)
-def get_encoder(spec: str) -> TextEncoder:
+def get_encoder(spec: str, trust_pickle: bool = False) -> TextEncoder:
     """``"minilm"`` -> :class:`MiniLMEncoder`; a file path -> :class:`KeyedVectorsEncoder`.
 
+    Args:
+        spec: ``minilm`` or a word-vector file.
+        trust_pickle: allow gensim ``.kv`` / ``.model`` files (Python pickles: loading runs their code).
+
     Raises:
-        TextEncoderError: neither.
+        TextEncoderError: neither, or a pickle-based file without ``trust_pickle``.
     """
     if str(spec).lower() in ("minilm", "all-minilm-l6-v2"):
         return MiniLMEncoder()
     if Path(str(spec)).expanduser().is_file():
-        return KeyedVectorsEncoder(spec)
-    raise TextEncoderError(f"{spec}: unknown text encoder (give 'minilm' or a word-vector file .kv/.bin/.txt/.vec)")
+        return KeyedVectorsEncoder(spec, trust_pickle=trust_pickle)
+    raise TextEncoderError(f"{spec}: unknown text encoder (give 'minilm' or a word2vec file .bin/.txt/.vec)")
