@@ -200,9 +200,10 @@ class KeyedVectorsEncoder(TextEncoder):
             raise TextEncoderError(f"{path}: word-vector file not found")
         if self.path.suffix.lower() in PICKLE_SUFFIXES and not trust_pickle:
             raise TextEncoderError(
-                f"{path}: refusing to load a gensim {self.path.suffix} file: it is a Python pickle, and loading it runs "
-                "any code it contains; save the vectors in word2vec format (KeyedVectors.save_word2vec_format, .bin "
-                "or .txt), or pass --trust-pickle (config: label_map.trust_pickle: true) if you made this file yourself"
+                f"{path}: refusing to load a gensim {self.path.suffix} file: it is a Python pickle, and loading it "
+                "runs any code it contains; save the vectors in word2vec format (KeyedVectors.save_word2vec_format, "
+                ".bin or .txt), or pass --trust-pickle (config: label_map.trust_pickle: true) if you made this file "
+                "yourself"
             )
         st = self.path.stat()
         self.id = f"kv:{self.path}:{st.st_size}:{int(st.st_mtime)}"
