@@ -198,3 +198,23 @@ def test_long_file_is_tagged_window_by_window(env, checkpoint):
     for _, onset, offset in result.segments:
         assert onset == 0.0 and offset == pytest.approx(result.duration, abs=0.1)
     assert result.scores["Car"].video_score > 0.3  # frames from all three windows were seen
+
+
+@pytest.mark.slow
+def test_fast_path_changes_no_result(env):
+    """Batch norms folded + channels-last (the default) against the plain PyTorch modules of the
+    same model, on every real clip: the same top tags, scores within 1e-3."""
+    from avtag.inference.tagger import Tagger
+
+    clips = sorted(p for p in shared_path("clips").iterdir() if p.suffix in (".mp4", ".webm"))
+    fast, plain = Tagger.from_pretrained("default", device="cpu"), Tagger.from_pretrained("default", device="cpu",
+                                                                                          fast=False)
+    for clip in clips:
+        a = fast.tag_file(clip, top_k=0, threshold=0.0)
+        b = plain.tag_file(clip, top_k=0, threshold=0.0)
+        assert [t.label for t in a.tags[:3]] == [t.label for t in b.tags[:3]], clip.name
+        for name, tag in a.scores.items():
+            other = b.scores[name]
+            assert tag.score == pytest.approx(other.score, abs=1e-3), (clip.name, name)
+            for x, y in ((tag.audio_score, other.audio_score), (tag.video_score, other.video_score)):
+                assert (x is None) == (y is None) and (x is None or x == pytest.approx(y, abs=1e-3))

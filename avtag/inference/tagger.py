@@ -105,7 +105,7 @@ class Tagger:
 
     @classmethod
     def from_config(cls, config: AvtagConfig | None = None, checkpoint=None, labels=None, device: str = "auto",
-                    use_audio: bool = True, use_video: bool = True) -> "Tagger":
+                    use_audio: bool = True, use_video: bool = True, fast: bool = True) -> "Tagger":
         """The general builder.
 
         Args:
@@ -116,6 +116,8 @@ class Tagger:
                 model's classes, else ``data.classes``. See :func:`parse_labels`.
             device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``: both branches and fusion run there.
             use_audio, use_video: switch a branch off (ablations; ``fusion.mode`` does too).
+            fast: fold batch norms and go channels-last for inference (:mod:`avtag.models.fast`;
+                the same results to ~1e-5); False keeps the plain PyTorch modules.
 
         Raises:
             CheckpointError, LabelError, FusionError, DeviceError, TagError: bad settings, checkpoint,
@@ -157,7 +159,10 @@ class Tagger:
         if fusion.method == "logistic" and fusion.coef_ is None and audio is not None and use_video:
             raise FusionError("logistic fusion needs fitted weights: set fusion.weights_file (LateFusion.save output)")
         model = AudioVisualTagger(vocabulary.names, audio, video, label_map, fusion, config.video.aggregate)
-        return cls(model.to(dev).eval(), config, notes)
+        model = model.to(dev).eval()
+        if fast:
+            model.optimize_for_inference()
+        return cls(model, config, notes)
 
     @property
     def classes(self) -> tuple[str, ...]:

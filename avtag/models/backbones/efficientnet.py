@@ -109,9 +109,24 @@ class EfficientNetFrames(Backbone):
             module.eval()
         return self
 
+    def optimize_for_inference(self) -> "EfficientNetFrames":
+        """Fold the network's batch norms into its convolutions and go channels-last, for
+        inference only (:mod:`avtag.models.fast`); same outputs to ~1e-5. In place; returns self."""
+        from avtag.models.fast import channels_last, fold_efficientnet_batch_norms
+
+        self.eval()
+        fold_efficientnet_batch_norms(self.net)
+        channels_last(self.net)
+        self._channels_last = True
+        return self
+
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = image.transpose(2, 3)  # (B, C, F, T): frequency = height, time = width
         x = self.to_rgb(x) if self.to_rgb is not None else x.expand(-1, 3, -1, -1)
+        if getattr(self, "_channels_last", False):
+            from avtag.models.fast import to_channels_last
+
+            x = to_channels_last(x)
         x = self.net.extract_features(x)  # (B, 1280, F', T')
         features = self.head(x.mean(dim=2).transpose(1, 2))  # (B, T', D)
         framewise = torch.sigmoid(self.classifier(self.dropout(features)))
