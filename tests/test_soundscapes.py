@@ -173,7 +173,8 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path, sounds_dir, gener
 
 def test_default_model_config_lists_the_generated_vocabulary(generated):
     config = load_config(REPO / "configs" / "default_model.yaml")
-    assert tuple(config["data"]["classes"]) == generated.vocabulary
+    classes = config.data.classes if hasattr(config, "data") else config["data"]["classes"]  # typed or dict config
+    assert tuple(classes) == generated.vocabulary
 
 
 def test_cli(tmp_path, sounds_dir, capsys):

@@ -19,14 +19,35 @@ def register(subparsers) -> None:
     p.add_argument("out_dir", metavar="OUT_DIR", help="empty folder for metadata/ and audio/")
     p.add_argument("--sounds", default="../shared/sounds", metavar="DIR",
                    help="folder with sounds.csv and the recordings (default ../shared/sounds)")
-    p.add_argument("--n-train", type=int, default=1000, metavar="N", help="training soundscapes (default 1000)")
-    p.add_argument("--n-test", type=int, default=300, metavar="N", help="held-out test soundscapes (default 300)")
+    p.add_argument("--corpus", metavar="DIR", default=None,
+                   help="mix the corpus built by 'avtag corpus build DIR' (plus --sounds when that folder exists): "
+                        "vocabulary v2, train/validation/test split by source group, real ambience beds, random "
+                        "low-pass and codec degradation of every class, per-class cap of source minutes")
+    p.add_argument("--no-sounds", action="store_true", help="with --corpus: leave out the --sounds recordings")
+    p.add_argument("--n-train", type=int, default=None, metavar="N",
+                   help="training soundscapes (default 1000; 6000 with --corpus)")
+    p.add_argument("--n-validation", type=int, default=600, metavar="N",
+                   help="with --corpus: validation soundscapes from their own source groups (default 600)")
+    p.add_argument("--n-test", type=int, default=None, metavar="N",
+                   help="held-out test soundscapes (default 300; 1200 with --corpus)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; the same seed gives the same files")
     p.add_argument("--sample-rate", type=int, default=16000, metavar="HZ", help="sample rate of the wav files")
-    p.add_argument("--min-recordings", type=int, default=3, metavar="K",
-                   help="distinct source recordings a class needs to be its own output (default 3)")
-    p.add_argument("--test-fraction", type=float, default=0.3, metavar="F",
-                   help="share of each class's source recordings held out for test (default 0.3)")
+    p.add_argument("--min-recordings", type=int, default=None, metavar="K",
+                   help="distinct source recordings (groups) a class needs to be its own output (default 3; 8 with "
+                        "--corpus)")
+    p.add_argument("--test-fraction", type=float, default=None, metavar="F",
+                   help="share of each class's source recordings held out for test (default 0.3; 0.2 with --corpus)")
+    p.add_argument("--validation-fraction", type=float, default=0.1, metavar="F",
+                   help="with --corpus: share of source groups for validation, and the data.validation_fraction of "
+                        "the training config the clip names are made for (default 0.1)")
+    p.add_argument("--max-minutes", type=float, default=30.0, metavar="M",
+                   help="with --corpus: source minutes used per class and split, at most (default 30)")
+    p.add_argument("--lowpass-probability", type=float, default=0.5, metavar="P",
+                   help="with --corpus: chance that an event is low-passed at 3-8 kHz (default 0.5)")
+    p.add_argument("--codec-probability", type=float, default=0.3, metavar="P",
+                   help="with --corpus: chance that an event goes through MP3/mu-law (default 0.3)")
+    p.add_argument("--bed-probability", type=float, default=0.5, metavar="P",
+                   help="with --corpus: chance of a real ambience bed under a clip (default 0.5)")
     p.add_argument("--allow-noncommercial", action="store_true",
                    help="also use non-commercial, share-alike and unknown-licence recordings (research models only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -36,13 +57,21 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from avtag.data.soundscapes import SoundscapeConfig, SoundscapeError, generate_soundscapes
 
+    corpus = args.corpus is not None
+    test_fraction = args.test_fraction if args.test_fraction is not None else (0.2 if corpus else 0.3)
     if args.sample_rate < 8000:
         raise SoundscapeError(f"--sample-rate {args.sample_rate}: too low (at least 8000 Hz)")
-    if not 0.0 < args.test_fraction < 1.0:
-        raise SoundscapeError(f"--test-fraction {args.test_fraction}: must lie between 0 and 1")
-    cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=args.min_recordings,
-                           test_fraction=args.test_fraction)  # fmt: skip
-    result = generate_soundscapes(args.out_dir, args.sounds, args.n_train, args.n_test, args.seed, cfg,
+    for flag, value in (("--test-fraction", test_fraction), ("--validation-fraction", args.validation_fraction)):
+        if not 0.0 < value < 1.0:
+            raise SoundscapeError(f"{flag} {value}: must lie between 0 and 1")
+    for flag in ("lowpass_probability", "codec_probability", "bed_probability"):
+        if not 0.0 <= getattr(args, flag) <= 1.0:
+            raise SoundscapeError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must lie between 0 and 1")
+    if corpus:
+        return _run_corpus(args, test_fraction)
+    cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=args.min_recordings or 3,
+                           test_fraction=test_fraction)  # fmt: skip
+    result = generate_soundscapes(args.out_dir, args.sounds, args.n_train or 1000, args.n_test or 300, args.seed, cfg,
                                   args.allow_noncommercial, progress=not args.no_progress)  # fmt: skip
     print(f"wrote {result.clips['train']} training and {result.clips['test']} test soundscapes to {result.root}")
     if result.excluded:
@@ -55,4 +84,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"{c:<{width}}  {rec['train'][c]:>10}/{rec['test'][c]:<4}  {clips['train'][c]:>11}/{clips['test'][c]}")
     print(f"\nmetadata: {result.metadata_dir}  (data.classes for a config: the {len(result.vocabulary)} names above, "
           "in this order)")
+    return 0
+
+
+def _run_corpus(args: argparse.Namespace, test_fraction: float) -> int:
+    from pathlib import Path
+
+    from avtag.data.corpus.mixing import generate_corpus_soundscapes
+    from avtag.data.soundscapes import SoundscapeConfig
+
+    cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=args.min_recordings or 8,
+                           test_fraction=test_fraction, lowpass_probability=args.lowpass_probability,
+                           codec_probability=args.codec_probability, bed_probability=args.bed_probability)  # fmt: skip
+    sounds = None if args.no_sounds or not (Path(args.sounds) / "sounds.csv").is_file() else args.sounds
+    result = generate_corpus_soundscapes(args.out_dir, args.corpus, sounds, args.n_train or 6000, args.n_validation,
+                                         args.n_test or 1200, args.seed, cfg, args.max_minutes,
+                                         args.validation_fraction, 0, args.allow_noncommercial,
+                                         progress=not args.no_progress)  # fmt: skip
+    c = result.clips
+    print(f"wrote {c['train']} training, {c['validation']} validation and {c['test']} test soundscapes to {result.root}"
+          + (f" (with the recordings of {sounds})" if sounds else ""))
+    width = max(len(x) for x in result.vocabulary)
+    print(f"\n{'class':<{width}}  recordings train/val/test  clips train/val/test")
+    rec, clips = result.recordings_per_class, result.clips_per_class
+    for x in result.vocabulary:
+        print(f"{x:<{width}}  {rec['train'][x]:>10}/{rec['validation'][x]}/{rec['test'][x]:<6}  "
+              f"{clips['train'][x]:>9}/{clips['validation'][x]}/{clips['test'][x]}")
+    print(f"\nmetadata: {result.metadata_dir}  (data.classes for a config: the {len(result.vocabulary)} names above, "
+          "in this order; validation clips sit in audio/train and are found by data.validation_fraction "
+          f"{args.validation_fraction}, data.seed 0)")
     return 0

@@ -32,6 +32,12 @@ NumPy generator (the same seed gives byte-identical files):
 Train and test soundscapes come from disjoint source recordings
 (:func:`split_recordings`): every class has at least one test recording.
 
+Corpus mode (``avtag soundscapes OUT --corpus DIR``, :mod:`avtag.data.corpus.mixing`)
+mixes the registry corpus instead, with real ambience beds (looped, labelled
+events under the whole clip), random low-pass and codec degradation of every
+class (``lowpass_probability``, ``codec_probability``; 0 here) and a
+train/validation/test split by source group.
+
 Output (every avtag command reads it as it reads the official release)::
 
     OUT/metadata/training_set.csv, testing_set.csv       ytid,start,end,"labels",  (MID column empty)
@@ -78,11 +84,22 @@ class SoundscapeConfig:
     peak: float = 0.9
     test_fraction: float = 0.3
     min_recordings: int = 3
+    # shortcut guards and real beds (corpus mode, avtag.data.corpus.mixing; 0 = off, the ../shared/sounds default)
+    lowpass_probability: float = 0.0
+    lowpass_hz: tuple[float, float] = (3000.0, 8000.0)
+    codec_probability: float = 0.0
+    codecs: tuple[str, ...] = ("mp3-24", "mp3-32", "mp3-48", "mulaw")
+    bed_probability: float = 0.0
+    bed_db_over_noise: tuple[float, float] = (10.0, 25.0)
 
 
 @dataclass
 class Event:
-    """One placed event; ``labels`` is empty for a distractor. Times in seconds."""
+    """One placed event; ``labels`` is empty for a distractor. Times in seconds.
+
+    ``lowpass_hz`` / ``codec``: degradation applied to the event (:mod:`avtag.data.corpus.degrade`);
+    ``bed``: a looped ambience under the whole clip, levelled ``snr_db`` over the noise floor.
+    """
 
     file: str
     labels: tuple[str, ...]
@@ -92,6 +109,9 @@ class Event:
     snr_db: float
     gain: float = 1.0
     speed: float = 1.0
+    lowpass_hz: float | None = None
+    codec: str | None = None
+    bed: bool = False
 
 
 @dataclass
@@ -210,7 +230,16 @@ def sample_soundscape(rng, name: str, split: str, pools: dict[str, list[str]], d
         a, n, off = _place(rng, cfg, int((len(sources[f]) - 1) / speed))
         scape.events.append(Event(f, () if is_distractor else labels[f], round(a / sr, 3), round((a + n) / sr, 3),
                                   round(int(off * speed) / sr, 6), float(rng.uniform(*cfg.snr_db)), speed=speed))  # fmt: skip
+        draw_degradation(rng, scape.events[-1], cfg)
     return scape
+
+
+def draw_degradation(rng, e: Event, cfg: SoundscapeConfig) -> None:
+    """Set ``e.lowpass_hz`` / ``e.codec`` at random (no draw at all when both probabilities are 0)."""
+    if cfg.lowpass_probability > 0 and rng.random() < cfg.lowpass_probability:
+        e.lowpass_hz = float(round(rng.uniform(*cfg.lowpass_hz)))
+    if cfg.codec_probability > 0 and rng.random() < cfg.codec_probability:
+        e.codec = str(cfg.codecs[int(rng.integers(len(cfg.codecs)))])
 
 
 def coloured_noise(rng, samples: int, beta: float, dbfs: float) -> np.ndarray:
@@ -232,12 +261,20 @@ def render(scape: Soundscape, sources: dict[str, np.ndarray], cfg: SoundscapeCon
     total = int(round(cfg.duration * sr))
     bg = coloured_noise(rng, total, scape.background_beta, scape.background_dbfs)
     bg_rms = 10 ** (scape.background_dbfs / 20)
-    stems = []
-    for e in scape.events:
-        x = event_stem(sources[e.file], e, cfg, gain=1.0)
-        a, b = int(round(e.onset * sr)), int(round(e.offset * sr))
-        e.gain = float(bg_rms * 10 ** (e.snr_db / 20) / (np.sqrt(np.mean(x[a:b] ** 2)) + 1e-12))
-        stems.append(x * e.gain)
+    stems: dict[int, np.ndarray] = {}
+    for i, e in enumerate(scape.events):  # beds first: events are levelled over noise + beds
+        if e.bed:
+            x = event_stem(sources[e.file], e, cfg, gain=1.0)
+            e.gain = float(bg_rms * 10 ** (e.snr_db / 20) / (np.sqrt(np.mean(x**2)) + 1e-12))
+            stems[i] = x * e.gain
+    ref_rms = float(np.sqrt(np.mean((bg + sum(stems.values())) ** 2))) if stems else bg_rms
+    for i, e in enumerate(scape.events):
+        if not e.bed:
+            x = event_stem(sources[e.file], e, cfg, gain=1.0)
+            a, b = int(round(e.onset * sr)), int(round(e.offset * sr))
+            e.gain = float(ref_rms * 10 ** (e.snr_db / 20) / (np.sqrt(np.mean(x[a:b] ** 2)) + 1e-12))
+            stems[i] = x * e.gain
+    stems = [stems[i] for i in range(len(scape.events))]
     mix = bg + (np.sum(stems, axis=0) if stems else 0.0)
     peak = float(np.max(np.abs(mix)))
     if peak > cfg.peak:
@@ -260,7 +297,9 @@ def event_stem(source: np.ndarray, e: Event, cfg: SoundscapeConfig, gain: float 
     sr = cfg.sample_rate
     a, b, off = int(round(e.onset * sr)), int(round(e.offset * sr)), int(round(e.source_offset * sr))
     n = b - a
-    if e.speed == 1.0:
+    if e.bed:  # a looped ambience
+        x = source[(off + np.arange(n)) % len(source)].astype(np.float64)
+    elif e.speed == 1.0:
         x = source[off : off + n].astype(np.float64)
     else:
         import torch
@@ -273,6 +312,10 @@ def event_stem(source: np.ndarray, e: Event, cfg: SoundscapeConfig, gain: float 
         x = torchaudio.functional.resample(piece, orig_freq=k, new_freq=20).numpy()[:n]
     if len(x) != n:
         raise SoundscapeError(f"event {e.file} {e.onset}-{e.offset} s runs past the end of its recording")
+    if e.lowpass_hz or e.codec:
+        from avtag.data.corpus.degrade import degrade
+
+        x = degrade(x, sr, e.lowpass_hz, e.codec)
     fade = min(int(cfg.fade_s * sr), len(x) // 4)
     if fade > 0:
         ramp = (np.arange(fade) + 0.5) / fade

