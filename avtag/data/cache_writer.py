@@ -7,6 +7,7 @@ turns it into one :class:`~avtag.data.cache.CacheError` naming the cache folder.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Callable
@@ -58,10 +59,17 @@ def repair_manifest(path: Path) -> None:
 
 
 def atomic_save(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as ``.npy`` to a temporary file renamed into place; the temporary file never outlives a failure.
+
+    The array is serialised in memory first: numpy's own file writer reports a full
+    disk as a bare ``"N requested and M written"``, a plain write gives ENOSPC.
+    """
+    buffer = io.BytesIO()
+    np.save(buffer, array)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            np.save(f, array)
+            f.write(buffer.getbuffer())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
