@@ -63,6 +63,8 @@ def test_multichannel_file_decodes_in_a_worker_without_faults(files):
     with IsolatedDecoder(1) as dec:
         clip = dec.load_clip(files["eight"])
         assert clip.waveform.size == 2 * SR
+        info = dec.probe(files["eight"])
+        assert (info.channels, info.sample_rate, info.has_video) == (8, 16000, False)
         with pytest.raises(MediaError, match="file not found"):
             dec.load_clip(files["missing"])
         assert dec.load_clip(files["other"], sample_rate=8000).sample_rate == 8000  # per-job arguments

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from avtag import AvtagError
-from avtag.io.common import Clip, MediaError, media_error
+from avtag.io.common import Clip, MediaError, MediaInfo, media_error
 from avtag.io.workers import PROBE_TIMEOUT_S, WorkerProcess
 
 #: seconds allowed per file whatever its length (seeking, opening, slow disks)
@@ -156,9 +156,21 @@ class IsolatedDecoder:
             return clip
         raise MediaError(f"{path}: no result from the decode worker")  # not reached
 
+    def probe(self, path: str | Path) -> MediaInfo:
+        """:func:`~avtag.io.media.probe` (container headers) in a worker process.
+
+        Raises:
+            MediaError: missing, unreadable or stream-less file, or a crashed or hung demuxer.
+        """
+        for _, info, error in self.imap([path], max_pending=1, _kind="probe"):
+            if error is not None:
+                raise MediaError(error)
+            return info
+        raise MediaError(f"{path}: no result from the decode worker")  # not reached
+
     # -------------------------------------------------------------- many files
-    def imap(self, jobs: Iterable[Any], *, ordered: bool = True,
-             max_pending: int | None = None) -> Iterator[tuple[Any, Clip | None, str | None]]:
+    def imap(self, jobs: Iterable[Any], *, ordered: bool = True, max_pending: int | None = None,
+             _kind: str = "clip") -> Iterator[tuple[Any, Clip | None, str | None]]:
         """Decode many files in the workers, with bounded memory.
 
         Args:
@@ -191,7 +203,8 @@ class IsolatedDecoder:
                         exhausted = True
                         break
                     path, kwargs = _job_call(item)
-                    seq = self._dispatch(worker, "clip", path, (), {**self.load_kwargs, **kwargs})
+                    kwargs = {**self.load_kwargs, **kwargs} if _kind == "clip" else {}
+                    seq = self._dispatch(worker, _kind, path, (), kwargs)
                     mine[seq] = item
                     order.append(seq)
                 ready = ([order[0]] if order and order[0] in self._results else []) if ordered else \

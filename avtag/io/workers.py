@@ -88,6 +88,8 @@ def worker_main(conn, parent_pid: int, initializer: Callable[[], None] | None) -
                     t1 = min(float(kwargs["end"]), info.duration) if kwargs.get("end") is not None else info.duration
                     _send(conn, ("probe", seq, max(t1 - t0, 0.0)))
                     _send(conn, ("ok", seq, media.load_clip(path, **kwargs)))
+                elif kind == "probe":
+                    _send(conn, ("ok", seq, media.probe(path)))
                 else:
                     for clip in media.iter_windows(path, *args, **kwargs):
                         _send(conn, ("window", seq, clip))
