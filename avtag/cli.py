@@ -14,7 +14,7 @@ import sys
 from avtag import AvtagError, __version__
 
 #: sub-command modules in help order
-COMMANDS = ("prepare", "train", "tag", "labelmap", "evaluate", "score", "ablate", "soundscapes", "corpus")
+COMMANDS = ("prepare", "train", "tag", "labelmap", "evaluate", "score", "ablate", "soundscapes", "corpus", "explain")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -333,6 +333,34 @@ class Tagger:
                                     min_duration_s=cfg.min_duration_s, duration=clip.duration)
         return [Event(e.label, round(e.onset + clip.start, 3), round(e.offset + clip.start, 3)) for e in found]
 
+    # ------------------------------------------------------------------ explanations
+    def explain(self, source, sample_rate: int | None = None, frames: np.ndarray | None = None,
+                frame_times: np.ndarray | None = None, *, classes: Sequence[str] | None = None,
+                units: Sequence[str] = (), out: str | Path | None = None, method: str = "guided", top_k: int = 3,
+                layer: str | None = None, start: float | None = None, end: float | None = None):
+        """What the model heard (and saw) as each class: auralised WAVs, a figure, ``explanation.json``.
+
+        Args:
+            source: a media file path, or a waveform ``(samples,)`` / ``(channels, samples)`` at
+                ``sample_rate`` Hz (then ``frames`` / ``frame_times`` as :meth:`__call__`).
+            classes: classes to explain (default: the ``top_k`` tags); units: ``LAYER:INDEX`` conv units.
+            out: folder for the files (None: only the returned object).
+            method: ``guided`` (guided backpropagation), ``gradcam`` or ``integrated``; layer: Grad-CAM layer.
+            start, end: span of a file, seconds.
+
+        Returns:
+            :class:`avtag.inference.explain.Explanation` (``to_dict()`` follows its ``SCHEMA``).
+
+        Raises:
+            MediaError, ExplainInputError, ExplainError: see :mod:`avtag.inference.explain`.
+        """
+        from avtag.inference.explain import explain_clip, explain_file
+
+        kwargs = dict(classes=classes, units=units, out=out, method=method, top_k=top_k, layer=layer)
+        if isinstance(source, (str, Path)):
+            return explain_file(self, source, start=start, end=end, **kwargs)
+        return explain_clip(self, source, sample_rate, frames, frame_times, notes=self.notes, **kwargs)
+
 
 def _load_audio(checkpoint, device):
     """The audio model a ``checkpoint`` argument names (see :meth:`Tagger.from_config`)."""
