@@ -64,7 +64,7 @@ def worker_main(conn, parent_pid: int, initializer: Callable[[], None] | None) -
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     from avtag.io import media
-    from avtag.io.backends import quiet_decoders
+    from avtag.io.quiet import quiet_decoders
 
     quiet_decoders()
     if initializer is not None:
