@@ -129,7 +129,7 @@ def test_the_model_hears_the_tone(tagger):
 
 
 @pytest.mark.parametrize("method, band_gain, time_gain", [
-    ("guided", 20.0, 20.0), ("gradcam", 1.2, 1.2),
+    ("guided", 20.0, 20.0), ("gradcam", 1.5, 1.5),
     pytest.param("integrated", 20.0, 20.0, marks=pytest.mark.slow),  # 16 forward/backward passes
 ])
 def test_auralisation_keeps_the_tone_and_the_residual_the_noise(tagger, tmp_path, method, band_gain, time_gain):

@@ -45,12 +45,14 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:60] or "target"
 
 
-def attribution_mask(attribution: np.ndarray, frame_hop: float) -> np.ndarray:
+def attribution_mask(attribution: np.ndarray, frame_hop: float, scale: str = "mass") -> np.ndarray:
     """A mask ``(frames, n_mels)`` in [0, 1] from a signed attribution map of the same shape.
 
     The map is smoothed (Gaussian, sigma = 30 ms in time and 1 mel band: gradients of strided
-    convolutions are checkered, and unsmoothed masks sound as musical noise), its negative part
-    dropped, and it is scaled so that the cells holding the top half of the positive mass reach 1.
+    convolutions are checkered, and unsmoothed masks sound as musical noise) and its negative part
+    dropped. ``scale="mass"`` (gradient maps, dominated by a few extreme cells): scaled so that the
+    cells holding the top half of the positive mass reach 1; ``"max"`` (Grad-CAM, already smooth
+    and broad): divided by its maximum, as Selvaraju et al. display it.
     """
     from scipy.ndimage import gaussian_filter
 
@@ -60,8 +62,8 @@ def attribution_mask(attribution: np.ndarray, frame_hop: float) -> np.ndarray:
     mass = np.cumsum(values)
     if mass.size == 0 or mass[-1] <= 0:
         return np.zeros_like(smooth, dtype=np.float32)
-    scale = values[min(np.searchsorted(mass, 0.5 * mass[-1]), values.size - 1)]
-    return np.clip(smooth / max(scale, 1e-30), 0.0, 1.0).astype(np.float32)
+    top = values[0] if scale == "max" else values[min(np.searchsorted(mass, 0.5 * mass[-1]), values.size - 1)]
+    return np.clip(smooth / max(top, 1e-30), 0.0, 1.0).astype(np.float32)
 
 
 def top_regions(mask: np.ndarray, frame_hop: float, mel_edges: np.ndarray, duration: float, k: int = 5,
@@ -274,7 +276,7 @@ def explain_clip(tagger, waveform: np.ndarray, sample_rate: int, frames: np.ndar
         used_layer = used_layer or group_layer
         for i, attribution in zip(idx, maps):
             te = pairs[i][0]
-            te.mask = attribution_mask(attribution, cfg.frame_hop)
+            te.mask = attribution_mask(attribution, cfg.frame_hop, "max" if group_method == "gradcam" else "mass")
             te.audio, te.residual = apply_mel_mask(wave_in, int(sample_rate), te.mask, cfg.frame_hop, cfg)
             te.regions = top_regions(te.mask, cfg.frame_hop, edges, duration)
             if not te.mask.any():

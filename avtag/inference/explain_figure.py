@@ -165,10 +165,10 @@ def _frames_row(fig, cell, expl, frames: np.ndarray, colours: dict) -> None:
         for name, score in info["scores"].items():
             best = max(info["objects"], key=lambda o: o["contributions"].get(name, 0.0))
             share = best["contributions"].get(name, 0.0)
-            src = f" ← {_short(best['label'], 12)}" if share > 0 else ""
-            lines.append((f"{_short(name, 12)} {score:.2f}{src}", colours.get(name, "black")))
+            src = f" ← {_short(best['label'], 10)}" if share > 0 else ""
+            lines.append((f"{_short(name, 9)} {score:.2f}{src}", colours.get(name, "black")))
         for k, (text, col) in enumerate(lines):
-            ax.text(0.0, -0.06 - 0.13 * k, text, transform=ax.transAxes, fontsize=6.5, va="top", color=_dark(col))
+            ax.text(0.0, -0.06 - 0.13 * k, text, transform=ax.transAxes, fontsize=6.2, va="top", color=_dark(col))
     box = cell.get_position(fig)
     fig.text(box.x0, box.y1 + 0.28 / fig.get_figheight(), "frames the video branch used: top object; per "
              "class the frame's video score ← the object contributing most (probability × label-map weight)",
