@@ -405,8 +405,7 @@ TABLE = [
     Row("tag-encoder-kv", evil_pickle("evil.kv"), "tag --encoder", 2, "refusing to load a gensim .kv file",
         check=no_marker),
     Row("labelmap-word2vec-txt", word_vectors("vectors.txt"), "labelmap word2vec text", 0),
-    Row("labelmap-trusted-kv", word_vectors("mine.kv"), "labelmap trusted .kv", 0, marks=(pytest.mark.xfail(
-        strict=False, reason="needs build_label_map to pass label_map.trust_pickle to get_encoder"),)),
+    Row("labelmap-trusted-kv", word_vectors("mine.kv"), "labelmap trusted .kv", 0),  # the user opted in
     # environment faults: an unusable avtag cache degrades to memory (slow: the label map is rebuilt);
     # a full disk during prepare is one line naming the cache folder, and the next run resumes
     Row("avtag-cache-is-a-file", cache_is_a_file, "tag, AVTAG_CACHE a file", 0, check=cache_warned,
