@@ -217,6 +217,22 @@ def test_a_killed_build_resumes_without_redoing_or_repeating(built, tmp_path):
     assert build_corpus(copy, [PKG], rules, [debs], progress=False, log=lambda s: None).kept == 0
 
 
+def test_a_revised_rule_table_relabels_without_decoding_again(built, tmp_path):
+    _, out, rules, debs = built
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    revised = tmp_path / "revised.yaml"
+    text = RULES.replace('exclude: "designed UI beep"', "labels: [Bell]")
+    revised.write_text(text.replace("labels: [Rain], background: true", 'exclude: "not rain after all"'))
+    again = build_corpus(copy, [PKG], revised, [debs], progress=False, log=lambda s: None)
+    recs = {r["path"].rsplit("/", 1)[-1]: r for r in read_jsonl(copy / "manifest.jsonl")}
+    dropped = {d["path"].rsplit("/", 1)[-1]: d["reason"] for d in read_jsonl(copy / "dropped.jsonl")}
+    assert recs["beep.wav"]["labels"] == ["Bell"] and "rain_loop.ogg" not in recs
+    assert dropped["rain_loop.ogg"] == "excluded (rule 4): not rain after all"
+    assert again.kept == 1 + 8  # the beep, decoded now, and the applause made again
+    assert sum(r["constructed"] for r in read_jsonl(copy / "manifest.jsonl")) == 8
+
+
 def test_constructions_sound_like_crowds():
     rng = np.random.default_rng(0)
     clap = np.zeros(2000, np.float32)

@@ -31,6 +31,11 @@ def register(subparsers) -> None:
                    help="folder with package files to use instead of downloading (repeatable)")
     b.add_argument("--no-construct", action="store_true", help="do not make the constructed applause and babble")
     b.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the constructed sounds (default 0)")
+    b.add_argument("--retry-undecodable", action="store_true",
+                   help="try again the files dropped as undecodable (after a decoder update)")
+    b.add_argument("--relabel", action="store_true",
+                   help="re-apply the rule table and licence kinds to the built files (done by itself when the "
+                        "rule table changed)")
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
     b.set_defaults(func=run_build)
     s = sub.add_parser("sources", help="list the sources of the rule table and the packages left out")
@@ -45,7 +50,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     names = [n.strip() for n in args.sources.split(",") if n.strip()] if args.sources else None
     result = build_corpus(args.out_dir, names, args.rules, args.package_dir, construct=not args.no_construct,
-                          seed=args.seed, progress=not args.no_progress)  # fmt: skip
+                          seed=args.seed, progress=not args.no_progress, retry=args.retry_undecodable,
+                          force_relabel=args.relabel)  # fmt: skip
     s = result.summary
     for w in result.warnings:
         print(f"warning: {w}")

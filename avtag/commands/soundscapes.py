@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; the same seed gives the same files")
     p.add_argument("--sample-rate", type=int, default=16000, metavar="HZ", help="sample rate of the wav files")
     p.add_argument("--min-recordings", type=int, default=None, metavar="K",
-                   help="distinct source recordings (groups) a class needs to be its own output (default 3; 8 with "
+                   help="distinct source recordings (groups) a class needs to be its own output (default 3; 6 with "
                         "--corpus)")
     p.add_argument("--test-fraction", type=float, default=None, metavar="F",
                    help="share of each class's source recordings held out for test (default 0.3; 0.2 with --corpus)")
@@ -93,7 +93,7 @@ def _run_corpus(args: argparse.Namespace, test_fraction: float) -> int:
     from avtag.data.corpus.mixing import generate_corpus_soundscapes
     from avtag.data.soundscapes import SoundscapeConfig
 
-    cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=args.min_recordings or 8,
+    cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=args.min_recordings or 6,
                            test_fraction=test_fraction, lowpass_probability=args.lowpass_probability,
                            codec_probability=args.codec_probability, bed_probability=args.bed_probability)  # fmt: skip
     sounds = None if args.no_sounds or not (Path(args.sounds) / "sounds.csv").is_file() else args.sounds

@@ -170,8 +170,10 @@ def relabel(root: Path, table: RuleTable, log=print) -> None:
         r.update(classes=list(m.rule.labels), labels=list(m.labels), group=m.group, background=m.background,
                  rule=m.rule.index)  # fmt: skip
         if m.licence:
-            r.update(licence=m.licence, licence_source="rule table (reviewed)", licence_kind=licence_kind(m.licence))
-            r.update(share_alike=r["licence_kind"] == "share-alike", training=r["licence_kind"] in TRAINING_KINDS)
+            r.update(licence=m.licence, licence_source="rule table (reviewed)")
+        src = table.sources.get(r["package"])
+        kind = _kind(src, r["licence"]) if src else licence_kind(r["licence"])
+        r.update(licence_kind=kind, share_alike=kind == "share-alike", training=kind in TRAINING_KINDS)
         keep.append(r)
     for d in dropped:
         if d["reason"] == "no rule" or d["reason"].startswith("excluded"):
@@ -187,9 +189,24 @@ def relabel(root: Path, table: RuleTable, log=print) -> None:
     log(f"{root}: relabelled {len(keep)} files with the new rule table; {len(redo)} package(s) to look at again")
 
 
+def retry_undecodable(root: Path, log=print) -> int:
+    """Forget the files dropped as undecodable or unreadable (after a decoder fix), so the next pass retries them;
+    returns how many."""
+    dropped = read_jsonl(root / "dropped.jsonl", True)
+    retry = [d for d in dropped if d["reason"].startswith(("undecodable", "unreadable"))]
+    tmp = root / "dropped.jsonl.part"
+    tmp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dropped if d not in retry))
+    tmp.replace(root / "dropped.jsonl")
+    for package in {d["package"] for d in retry}:
+        (root / "state" / f"{_safe(package)}.json").unlink(missing_ok=True)
+    log(f"{root}: {len(retry)} undecodable file(s) to try again")
+    return len(retry)
+
+
 def build_corpus(out_dir: str | Path, sources: list[str] | None = None, rules_path: str | Path | None = None,
                  package_dirs: list[str | Path] = (), construct: bool = True, seed: int = 0, progress: bool = True,
-                 log: Callable[[str], None] = print) -> BuildResult:  # fmt: skip
+                 log: Callable[[str], None] = print, retry: bool = False,
+                 force_relabel: bool = False) -> BuildResult:  # fmt: skip
     """Build (or continue building) the corpus in ``out_dir`` (see module docstring).
 
     Args:
@@ -201,6 +218,8 @@ def build_corpus(out_dir: str | Path, sources: list[str] | None = None, rules_pa
         seed: seed of the constructed sounds.
         progress: show progress bars.
         log: where one-line progress messages go.
+        retry: first forget the files dropped as undecodable (:func:`retry_undecodable`).
+        force_relabel: re-apply the rule table and licence kinds to what was built even if the table is unchanged.
 
     Raises:
         CorpusError: a bad rule table, a source that cannot be fetched, a folder built with other rules.
@@ -211,8 +230,10 @@ def build_corpus(out_dir: str | Path, sources: list[str] | None = None, rules_pa
     chosen = table.sources_for(sources)
     root = Path(out_dir).expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    if _rules_changed(root, table):
+    if _rules_changed(root, table) or (force_relabel and (root / "manifest.jsonl").is_file()):
         relabel(root, table, log)
+    if retry and (root / "dropped.jsonl").is_file():
+        retry_undecodable(root, log)
     ledger = _Ledger(root)
     warnings: list[str] = []
     try:
@@ -308,7 +329,7 @@ def _process_archive(src: Source, version: str, pf, table: RuleTable, ledger: _L
 
 
 class _Licensing:
-    """Per-file licence: the rule's, else the DEP-5 paragraph matching the path, else metadata, else the table's."""
+    """Per-file licence: the rule's, else the DEP-5 paragraph matching the path, else the table's source entry."""
 
     def __init__(self, src: Source, dep5, meta: str | None):
         self.src, self.dep5, self.meta = src, dep5, meta
@@ -318,14 +339,19 @@ class _Licensing:
             text, where = rule_licence, "rule table (reviewed)"
         elif self.dep5 and (hit := dep5_licence(self.dep5, path)):
             text, where = hit[0], f"copyright: Files: {hit[1]}"
-        elif self.meta and self.src.registry != "deb" and not self.src.licence:
-            text, where = self.meta, "package metadata"
-        else:
+        else:  # the reviewed source entry; package metadata (a wheel's code licence) is noted beside it
             text, where = self.src.licence, "rule table source entry"
-        kind = self.src.kind or licence_kind(text)
-        if self.src.kind is None and licence_kind(self.src.licence) not in TRAINING_KINDS:
-            kind = licence_kind(self.src.licence)  # a source-level restriction binds every file
-        return text, where, kind
+            if self.meta:
+                where += f" (package metadata says {self.meta})"
+        return text, where, _kind(self.src, text)
+
+
+def _kind(src: Source, text: str) -> str:
+    """The licence kind of a file of ``src`` licensed ``text``; a source-level restriction binds every file."""
+    if src.kind:
+        return src.kind
+    own = licence_kind(src.licence)
+    return own if own not in TRAINING_KINDS else licence_kind(text)
 
 
 def _process(src: Source, version: str, path: str, read, fmt: str | None, table: RuleTable, ledger: _Ledger,

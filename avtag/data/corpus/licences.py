@@ -13,7 +13,7 @@ Kinds (:func:`licence_kind`), and whether the default, model-training corpus tak
 
 * ``public-domain`` (CC0, public domain, WTFPL), ``permissive`` (MIT, BSD, ISC,
   Apache, Artistic-1.0, zlib), ``attribution`` (CC-BY): in;
-* ``share-alike`` (CC-BY-SA, GPL, LGPL, GFDL): in, and recorded, because a model
+* ``share-alike`` (CC-BY-SA, GPL, LGPL, GFDL, Free Art License): in, and recorded, because a model
   trained on them should be released share-alike;
 * ``non-commercial`` (any NC), ``sampling-plus`` (CC Sampling+), ``freeware``
   (custom "free to copy, may not sell" game licences), ``unknown``: out.
@@ -38,7 +38,7 @@ def licence_kind(text: str) -> str:
         return "sampling-plus"
     if "FREEWARE" in t or "FOTAQ" in t or "DRASCULA" in t:
         return "freeware"
-    if re.search(r"BY-SA|\bGPL|LGPL|GFDL|\bSA\b", t):
+    if re.search(r"BY-SA|\bGPL|LGPL|GFDL|\bSA\b|FREE-ART|ART LIBRE", t):
         return "share-alike"
     if re.search(r"CC-?BY|CC BY", t):
         return "attribution"

@@ -53,7 +53,7 @@ from avtag.data.soundscapes import (
 
 SPLITS = ("train", "validation", "test")
 CORPUS_DEFAULTS = dict(lowpass_probability=0.5, codec_probability=0.3, bed_probability=0.5, test_fraction=0.2,
-                       min_recordings=8)  # fmt: skip
+                       min_recordings=6)  # fmt: skip
 
 
 def split_groups(vocab: VocabularyV2, validation_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:

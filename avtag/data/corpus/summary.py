@@ -34,7 +34,7 @@ def class_table(records: list[dict], roots=()) -> dict[str, dict]:
 
 def write_summary(root: Path, records: list[dict], dropped: list[dict], table) -> dict:
     """Write ``summary.md`` and ``summary.json`` for the corpus in ``root``; return the summary dict."""
-    from avtag.data.corpus.vocabulary import CorpusItem, choose_vocabulary
+    from avtag.data.corpus.vocabulary import MIN_GROUPS, CorpusItem, choose_vocabulary
 
     classes = class_table(records, table.roots)
     total_min = sum(r["duration_s"] for r in records) / 60.0
@@ -52,7 +52,7 @@ def write_summary(root: Path, records: list[dict], dropped: list[dict], table) -
                         tuple(r.get("component_groups") or ()), r["licence_kind"]) for r in records
              if r["licence_kind"] in TRAINING_KINDS]  # fmt: skip
     try:
-        vocab = choose_vocabulary(items, table, ENOUGH_GROUPS).classes if items else ()
+        vocab = choose_vocabulary(items, table, MIN_GROUPS).classes if items else ()
     except Exception:  # noqa: BLE001 - a tiny corpus covers no class; the summary still gets written
         vocab = ()
     summary = {
@@ -80,8 +80,9 @@ def write_summary(root: Path, records: list[dict], dropped: list[dict], table) -
         mark = "**" if v["groups"] >= ENOUGH_GROUPS else ""
         lines.append(f"| {mark}{c}{mark} | {v['files']} | {v['minutes']:.1f} | {v['groups']} | {v['packages']} | "
                      f"{v['constructed_files'] or ''} |")  # fmt: skip
-    lines += ["", f"Vocabulary v2 (classes with >= {ENOUGH_GROUPS} source groups, redundant parents left out; "
-              f"{len(vocab)} classes): " + ", ".join(vocab), "",
+    lines += ["", f"Vocabulary v2 from this corpus alone (classes with >= {MIN_GROUPS} joined source groups, parents "
+              f"with the same sources as a child left out; {len(vocab)} classes; `avtag soundscapes --corpus` adds "
+              "../shared/sounds): " + ", ".join(vocab), "",
               "| package | version | files | minutes | licence kinds |", "|---|---|---:|---:|---|"]  # fmt: skip
     for k, v in summary["packages"].items():
         lines.append(f"| {k} | {v['version']} | {v['files']} | {v['minutes']:.1f} | {', '.join(v['licence_kinds'])} |")

@@ -6,7 +6,8 @@ the labelled recordings of ``sounds.csv`` (:func:`sounds_items`). A class is
 every AudioSet ancestor of an item's labels (a "Bark" file counts for Dog,
 Domestic animals, pets and Animal). A rarer class is not an output of its own:
 its items keep the nearest covered ancestors, so they are *grouped under their
-parent* as in the first vocabulary. A parent that covers exactly the same
+parent* as in the first vocabulary (categories that name no source, such as
+Onomatopoeia, are never outputs: :data:`NOT_OUTPUTS`). A parent that covers exactly the same
 source groups as one of its covered children adds nothing and is left out
 (Human locomotion = Walk, footsteps). Items left with no covered class are
 distractors (mixed in, not labelled).
@@ -25,6 +26,14 @@ from pathlib import Path
 from avtag.data.corpus import CorpusError
 from avtag.data.corpus.licences import TRAINING_KINDS
 from avtag.data.corpus.rules import RuleTable
+
+#: source groups a class needs by default to be an output of vocabulary v2 (test, validation and >= 4 train groups)
+MIN_GROUPS = 6
+
+#: AudioSet categories that name no kind of source a user would ask for (as in avtag.data.recordings.GROUPS):
+#: never outputs, their items keep their other labels
+NOT_OUTPUTS = frozenset({"Onomatopoeia", "Brief tone", "Other sourceless", "Miscellaneous sources", "Sound effect",
+                         "Source-ambiguous sounds"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -157,7 +166,7 @@ class VocabularyV2:
     folded: dict[str, str] = field(default_factory=dict)
 
 
-def choose_vocabulary(items: list[CorpusItem], table: RuleTable, min_groups: int = 8) -> VocabularyV2:
+def choose_vocabulary(items: list[CorpusItem], table: RuleTable, min_groups: int = MIN_GROUPS) -> VocabularyV2:
     """Pick the covered classes (see module docstring).
 
     Raises:
@@ -168,7 +177,7 @@ def choose_vocabulary(items: list[CorpusItem], table: RuleTable, min_groups: int
     for it in items:
         for c in it.labels:
             members[c].add(groups[it.id])
-    covered = {c for c, g in members.items() if len(g) >= min_groups and c not in table.roots}
+    covered = {c for c, g in members.items() if len(g) >= min_groups and c not in table.roots and c not in NOT_OUTPUTS}
     children: dict[str, set[str]] = defaultdict(set)
     for c in covered:
         for p in table.parents.get(c, ()):
