@@ -156,6 +156,7 @@ class PrepareReport:
 
     @property
     def clips_per_second(self) -> float:
+        """Clips written per second of the run."""
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
 

@@ -77,6 +77,7 @@ def atomic_save(path: Path, array: np.ndarray) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file renamed into place (readers see the old or the new file, whole)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text)
@@ -107,6 +108,7 @@ class ClipWriter:
         self._batch: list[tuple[dict, str, object]] = []
 
     def open(self) -> None:
+        """Create the array folders, compact ``failed.tsv`` and open the manifest and failure log for appending."""
         for kind in ("audio", "logmel", "video"):
             (self.out_dir / kind).mkdir(exist_ok=True)
         atomic_write_text(self.out_dir / "failed.tsv", self._failed_text())  # compacted now

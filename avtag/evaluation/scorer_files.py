@@ -118,6 +118,7 @@ class _Dropped:
         self.shown: dict[str, str] = {}
 
     def add(self, key: str, name: str, registers: bool) -> None:
+        """Record a row of clip ``key`` (``registers``: its end time is not 0, so the scorer registers the clip)."""
         if self._last == (key, True):
             return  # consecutive rows of a registered clip count for nothing
         self._last = (key, registers)

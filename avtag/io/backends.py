@@ -70,6 +70,7 @@ class PyAVBackend:
     name = "pyav"
 
     def accepts_audio(self, info: MediaInfo) -> bool:
+        """Always True: PyAV reads any channel count and length."""
         return True
 
     def probe(self, path) -> MediaInfo:
@@ -103,6 +104,7 @@ class PyAVBackend:
         return info
 
     def audio(self, info: MediaInfo, sample_rate: int, t0: float, t1: float) -> np.ndarray:
+        """Mono float32 ``(samples,)`` at ``sample_rate`` Hz of ``[t0, t1)`` seconds (streamed, channel mean)."""
         need = int(round((t1 - t0) * sample_rate))
         chunks, got = [], 0
         for chunk in self.stream_audio(info.path, sample_rate, start=t0):
@@ -247,10 +249,12 @@ class DecordBackend:
     name = "decord"
 
     def accepts_audio(self, info: MediaInfo) -> bool:
+        """At most 2 channels and :data:`DECORD_AUDIO_MAX_S` seconds."""
         channels = info.channels or 1
         return info.duration <= DECORD_AUDIO_MAX_S and channels <= DECORD_AUDIO_MAX_CHANNELS
 
     def audio(self, info: MediaInfo, sample_rate: int, t0: float, t1: float) -> np.ndarray:
+        """Mono float32 ``(samples,)`` at ``sample_rate`` Hz of ``[t0, t1)`` seconds (whole track decoded)."""
         import decord
 
         quiet_decoders("decord")
@@ -270,6 +274,7 @@ class DecordBackend:
             yield data[i : i + sample_rate]
 
     def frames(self, info: MediaInfo, times: np.ndarray, short_side: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Frames ``(n, H, W, 3)`` uint8 at the indices ``floor(times * fps)`` and their times ``(n,)`` s."""
         import decord
 
         quiet_decoders("decord")

@@ -63,10 +63,12 @@ class Clip:
 
     @property
     def has_audio(self) -> bool:
+        """Whether a waveform was decoded."""
         return self.waveform is not None
 
     @property
     def has_video(self) -> bool:
+        """Whether frames were decoded."""
         return self.frames is not None
 
 

@@ -124,6 +124,8 @@ class WorkerProcess:
         self.job: tuple = ()
 
     def assign(self, seq: int, kind: str, path, args: tuple, kwargs: dict, startup_s: float = PROBE_TIMEOUT_S) -> None:
+        """Send job ``seq`` (``clip``, ``probe`` or ``windows``); until the file is probed it has ``startup_s``
+        seconds (twice that while the process is still starting)."""
         self.seq, self.path, self.begun = seq, str(path), time.monotonic()
         self.job = (kind, path, args, kwargs, startup_s)
         self.limit = startup_s * (1 if self.ready_after is not None else 2)
@@ -160,6 +162,7 @@ class WorkerProcess:
         return f"decoder process exited unexpectedly (exit code {code})"
 
     def stop(self, kill: bool = False) -> None:
+        """Ask an idle worker to exit (killed after 1 s, or at once with ``kill``); close the pipe."""
         if not kill and self.seq is None and self.proc.is_alive():
             try:
                 self.conn.send(None)
