@@ -255,3 +255,39 @@ def test_cli_on_a_real_clip_with_the_default_model(tmp_path, monkeypatch, capsys
     assert len(data["frames"]) >= 5 and all(f["objects"] for f in data["frames"])
     vehicle = [e for e in data["explanations"] if e["target"] == "Vehicle"]
     assert vehicle and any(o["label"] in ("racer", "sports car", "minivan") for o in vehicle[0]["objects"])
+
+
+def test_waveform_gradients_reach_the_same_time_frequency_cells(tone_model):
+    """The path of front ends that are not a log-mel: guided gradients with respect to the waveform,
+    brought to the log-mel plane (Re(conj(STFT(g)) STFT(x)) summed over each mel triangle)."""
+    from avtag.features.inverse import gradient_relevance
+    from avtag.inference.explain import attribution_mask
+    from avtag.models.explain import class_target, guided_backprop
+
+    clip = tone_clip()
+    wave = torch.from_numpy(clip)
+    grads, _ = guided_backprop(tone_model, wave[None], [class_target(tone_model, "Tone")])
+    relevance = gradient_relevance(wave, grads[0], AUDIO)
+    assert relevance.shape == (AUDIO.num_frames(len(clip)), AUDIO.n_mels)
+    mask = attribution_mask(relevance.numpy(), AUDIO.frame_hop)
+    heard, _ = apply_mel_mask(clip, SR, mask, AUDIO.frame_hop, AUDIO)
+    assert band_ratio(heard, SR) > 20 * band_ratio(clip, SR)
+    assert time_ratio(heard, SR) > 20 * time_ratio(clip, SR)
+
+
+@pytest.mark.parametrize("frontend", ["waveform", "wavegram_logmel"])
+def test_learnt_front_ends_are_explained_through_the_waveform(frontend, tmp_path):
+    from avtag.models.audio import BACKBONES, FRONTENDS
+
+    if frontend not in FRONTENDS or "waveform_cnn" not in BACKBONES:
+        pytest.skip(f"front end {frontend!r} / backbone waveform_cnn not in the registry")
+    torch.manual_seed(0)
+    model = AudioModel(["A", "B"], LogMelConfig(), ModelConfig(frontend=frontend, backbone="waveform_cnn")).eval()
+    tagger = Tagger.from_config(AvtagConfig(), checkpoint=model, use_video=False, device="cpu")
+    clip = tone_clip()[: 2 * SR]
+    for method in ("guided", "gradcam"):
+        expl = tagger.explain(clip, SR, out=tmp_path / method, method=method, top_k=1)
+        target = expl.targets[0]
+        assert target.mask.shape == (LogMelConfig().num_frames(len(clip)), LogMelConfig().n_mels)
+        assert len(sf.read(tmp_path / method / target.wav)[0]) == len(clip)
+        jsonschema.validate(expl.to_dict(), SCHEMA)
