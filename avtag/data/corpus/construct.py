@@ -160,6 +160,8 @@ def construct_all(root, table, ledger, seed: int = 0, progress: bool = False, lo
     jobs = []
     for g in sorted(claps):
         jobs += [("applause", g, i) for i in range(APPLAUSE_PER_GROUP)]
+    for rs in (*claps.values(), *speech.values()):  # independent of the order the build kept the files in
+        rs.sort(key=lambda r: (r["package"], r["path"]))
     usable = [g for g, rs in speech.items() if len(rs) >= 10 and sum(r["duration_s"] for r in rs) >= 20]
     usable.sort(key=lambda g: hashlib.sha1(f"{seed}:{g}".encode()).hexdigest())
     pools = [usable[i : i + BABBLE_POOL_SIZE] for i in range(0, len(usable), BABBLE_POOL_SIZE)]
