@@ -32,8 +32,8 @@ class ConfigError(AvtagError):
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.dataset": ("dcase2017", "soundscapes"),
     "video.aggregate": ("mean", "max", "meanmax"),
-    "model.frontend": ("logmel",),
-    "model.backbone": ("crnn", "efficientnet_lite0"),
+    "model.frontend": ("logmel", "waveform", "wavegram_logmel"),
+    "model.backbone": ("crnn", "efficientnet_lite0", "waveform_cnn"),
     "model.pooling": ("max", "mean", "linear_softmax", "exp_softmax", "attention"),
     "model.crnn.conv": ("plain", "glu"),
     "model.efficientnet.input_channels": ("repeat", "conv"),

@@ -191,13 +191,66 @@ class EfficientNetConfig:
 
 
 @dataclass
+class WaveformConfig:
+    """The learnt raw-waveform front end (``model.frontend: waveform`` or ``wavegram_logmel``).
+
+    A 1D CNN on the waveform (after Chen et al. 2019, arXiv 1911.09349; the "Wavegram" of PANNs,
+    Kong et al. 2020): a stem ``Conv1d(1, stem_channels, stem_kernel, stride=stem_stride)``, then one
+    residual block of two ``kernel_size`` convolutions per entry of ``channels``, each followed by
+    max-pooling over time by the matching ``pools`` factor. The last block's channels become the
+    image's bins: ``(batch, 1, frames, channels[-1])``.
+
+    Attributes:
+        stem_channels / stem_kernel / stem_stride: the first (filterbank-like) convolution.
+        channels: output channels of each residual block; ``channels[-1]`` = bins of the image
+            (``wavegram_logmel`` needs ``audio.n_mels``).
+        pools: max-pooling factor over time after each block; ``stem_stride * prod(pools)``
+            samples per frame (``wavegram_logmel`` needs ``audio.hop_length``). Defaults: 160 samples
+            = 10 ms at 16 kHz, the default log-mel hop.
+        kernel_size: kernel of the block convolutions (the second one is dilated by 2).
+    """
+
+    stem_channels: int = 16
+    stem_kernel: int = 11
+    stem_stride: int = 5
+    channels: List[int] = field(default_factory=lambda: [16, 32, 64])
+    pools: List[int] = field(default_factory=lambda: [4, 4, 2])
+    kernel_size: int = 3
+
+
+@dataclass
+class WaveformCNNConfig:
+    """The multi-level 2D CNN for learnt front ends (``model.backbone: waveform_cnn``).
+
+    Residual blocks of two 3x3 convolutions + average pooling (the 2D ResNet of arXiv
+    1911.09349, made small for CPUs); the blocks named in ``levels`` each predict frame-wise
+    probabilities with their own MIL pooling (multi-level prediction, Yu et al. 2018 /
+    arXiv 1911.09349); the clip-wise output is the mean of the levels'.
+
+    Attributes:
+        channels: output channels of each block.
+        freq_pool / time_pool: average-pooling factors of each block along bins / frames.
+        levels: 1-based blocks whose output makes a prediction; the last block must be one of them
+            (the deepest level gives the embedding).
+        head_dim: width of each level's frame-wise hidden layer.
+    """
+
+    channels: List[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    freq_pool: List[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    time_pool: List[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    levels: List[int] = field(default_factory=lambda: [2, 3, 4])
+    head_dim: int = 128
+
+
+@dataclass
 class ModelConfig:
     """The audio branch: front end + backbone + frame-wise classifier + MIL pooling.
 
     Attributes:
         name: a label for the run (free text).
-        frontend: ``logmel`` (the only one so far; learnt raw-waveform front ends plug in here).
-        backbone: ``crnn`` or ``efficientnet_lite0`` (settings in the section of that name).
+        frontend: ``logmel``, ``waveform`` (learnt 1D CNN on the raw waveform, settings in
+            ``model.waveform``) or ``wavegram_logmel`` (the learnt "wavegram" and the log-mel as two channels).
+        backbone: ``crnn``, ``efficientnet_lite0`` or ``waveform_cnn`` (settings in the section of that name).
         pooling: MIL pooling: ``max``, ``mean``, ``linear_softmax``, ``exp_softmax`` or ``attention``.
         dropout: dropout in the backbone and before the frame-wise classifier.
         output_prior: initial frame-wise probability of every class (output bias
@@ -205,7 +258,7 @@ class ModelConfig:
         spec_augment: SpecAugment masking in training (Park et al. 2019).
         freq_mask / time_mask: largest mask width, mel bins / log-mel frames.
         num_freq_masks / num_time_masks: masks of each kind per clip.
-        crnn / efficientnet: backbone settings.
+        crnn / efficientnet / waveform_cnn: backbone settings; waveform: the learnt front end's.
     """
 
     name: str = "crnn"
@@ -221,6 +274,8 @@ class ModelConfig:
     num_time_masks: int = 2
     crnn: CRNNConfig = field(default_factory=CRNNConfig)
     efficientnet: EfficientNetConfig = field(default_factory=EfficientNetConfig)
+    waveform: WaveformConfig = field(default_factory=WaveformConfig)
+    waveform_cnn: WaveformCNNConfig = field(default_factory=WaveformCNNConfig)
 
 
 @dataclass

@@ -11,8 +11,19 @@ Front ends (:data:`FRONTENDS`) and backbones (:data:`BACKBONES`) are chosen by n
 the ``model:`` config section (``model.frontend``, ``model.backbone``, ``model.pooling``);
 a new one is a module plus one registry line.
 
-Backbones: ``crnn`` (Wang 2017 CRNN / Xu et al. 2017 gated CRNN, :mod:`avtag.models.backbones.crnn`)
-and ``efficientnet_lite0`` (ImageNet transfer, :mod:`avtag.models.backbones.efficientnet`).
+Front ends: ``logmel``, ``waveform`` (learnt 1D CNN on the raw waveform, arXiv 1911.09349) and
+``wavegram_logmel`` (PANNs), :mod:`avtag.models.frontends`. Backbones: ``crnn`` (Wang 2017 CRNN /
+Xu et al. 2017 gated CRNN, :mod:`avtag.models.backbones.crnn`), ``efficientnet_lite0`` (ImageNet
+transfer, :mod:`avtag.models.backbones.efficientnet`) and ``waveform_cnn`` (multi-level 2D CNN,
+:mod:`avtag.models.backbones.waveform_cnn`).
+
+Multi-level backbones return a list of levels ``[(framewise, features), ...]`` (deepest first,
+with ``level_strides``): every level gets its own MIL pooling (level 0: ``self.pooling``, so
+single-level state-dict keys are unchanged; the others: ``self.level_pooling``); clip-wise = the
+mean of the levels' clip-wise probabilities; frame-wise = every level repeated to the finest
+level's frames and averaged (the same ensemble that decides the tags localises them; a coarse
+level's frame keeps its own time span); attention likewise, renormalised over frames; the
+embedding is the deepest level's.
 """
 from __future__ import annotations
 
@@ -21,9 +32,16 @@ from typing import Callable
 import torch
 from torch import nn
 
+from avtag import AvtagError
 from avtag.config.schema import LogMelConfig, ModelConfig
 from avtag.models.backbones import Backbone
-from avtag.models.frontends import AudioInputError, LogMelFrontend, SpecAugment
+from avtag.models.frontends import (
+    AudioInputError,
+    LogMelFrontend,
+    SpecAugment,
+    WaveformFrontend,
+    WavegramLogmelFrontend,
+)
 from avtag.models.pooling import build_pooling
 from avtag.models.types import TaggerOutput
 
@@ -40,15 +58,24 @@ def _efficientnet(frontend: nn.Module, num_classes: int, cfg: ModelConfig) -> Ba
     return EfficientNetFrames(frontend.channels, num_classes, cfg.efficientnet, cfg.dropout, cfg.output_prior)
 
 
-#: ``model.frontend`` -> builder ``(audio settings, batch-norm momentum) -> front end``
-FRONTENDS: dict[str, Callable[[LogMelConfig, float | None], nn.Module]] = {
-    "logmel": LogMelFrontend,
+def _waveform_cnn(frontend: nn.Module, num_classes: int, cfg: ModelConfig) -> Backbone:
+    from avtag.models.backbones.waveform_cnn import WaveformCNN
+
+    return WaveformCNN(frontend.channels, frontend.bins, num_classes, cfg.waveform_cnn, cfg.dropout, cfg.output_prior)
+
+
+#: ``model.frontend`` -> builder ``(audio settings, model settings, input batch-norm momentum) -> front end``
+FRONTENDS: dict[str, Callable[[LogMelConfig, ModelConfig, float | None], nn.Module]] = {
+    "logmel": lambda audio, model, momentum: LogMelFrontend(audio, momentum),
+    "waveform": lambda audio, model, momentum: WaveformFrontend(audio, model.waveform),
+    "wavegram_logmel": lambda audio, model, momentum: WavegramLogmelFrontend(audio, model.waveform, momentum),
 }
 
 #: ``model.backbone`` -> builder ``(front end, classes, model settings) -> backbone``
 BACKBONES: dict[str, Callable[[nn.Module, int, ModelConfig], Backbone]] = {
     "crnn": _crnn,
     "efficientnet_lite0": _efficientnet,
+    "waveform_cnn": _waveform_cnn,
 }
 
 #: the front-end batch-norm momentum each backbone was designed with (None: cumulative average)
@@ -79,14 +106,17 @@ class AudioModel(nn.Module):
         self.classes = tuple(classes)
         self.audio_config = audio or LogMelConfig()
         self.model_config = mc = model or ModelConfig()
-        self.frontend = FRONTENDS[mc.frontend](self.audio_config, _NORM_MOMENTUM.get(mc.backbone))
+        self.frontend = FRONTENDS[mc.frontend](self.audio_config, mc, _NORM_MOMENTUM.get(mc.backbone))
         self.spec_augment = (SpecAugment(mc.freq_mask, mc.time_mask, mc.num_freq_masks, mc.num_time_masks)
                              if mc.spec_augment else None)
         self.backbone = BACKBONES[mc.backbone](self.frontend, len(self.classes), mc)
         self.pooling = build_pooling(mc.pooling, self.backbone.feature_dim, len(self.classes))
-        if self.backbone.freezes_input:  # the front end's affine norm cannot learn below a frozen stem
-            self.frontend.norm.weight.requires_grad_(False)
-            self.frontend.norm.bias.requires_grad_(False)
+        # extra levels of a multi-level backbone (none for a single-level one: no new state-dict keys)
+        self.level_pooling = nn.ModuleList(build_pooling(mc.pooling, d, len(self.classes))
+                                           for d in getattr(self.backbone, "level_dims", ())[1:])
+        if self.backbone.freezes_input:  # nothing in the front end can learn below a frozen stem
+            for p in self.frontend.parameters():
+                p.requires_grad_(False)
 
     @property
     def num_classes(self) -> int:
@@ -121,12 +151,40 @@ class AudioModel(nn.Module):
             AudioInputError: fewer frames than the backbone needs.
         """
         if image.shape[2] < self.backbone.min_frames:
+            need = self.backbone.min_frames
             raise AudioInputError(f"audio too short: {image.shape[2]} frames, the model needs at least "
-                                  f"{self.backbone.min_frames} ({self.backbone.min_frames * self.frontend.frame_hop:.2f} s)")
-        framewise, features = self.backbone(image)
+                                  f"{need} ({need * self.frontend.frame_hop:.2f} s)")
+        out = self.backbone(image)
+        if isinstance(out, list):
+            return self._combine_levels(out)
+        framewise, features = out
         clipwise, attention = self.pooling(framewise, features)
         return TaggerOutput(clipwise=clipwise, framewise=framewise, frame_hop=self.frame_hop, attention=attention,
                             embedding=features.mean(dim=1), audio_clipwise=clipwise)
+
+    def _combine_levels(self, levels: list[tuple[torch.Tensor, torch.Tensor]]) -> TaggerOutput:
+        """Pool every level ``(framewise (B, T_l, C), features (B, T_l, D_l))`` with its own MIL pooling and
+        combine them (see the module docstring); frames at the finest level's ``T``."""
+        poolings = [self.pooling, *self.level_pooling]
+        strides = getattr(self.backbone, "level_strides", ())
+        if not (len(levels) == len(poolings) == len(strides)):
+            raise AvtagError(f"backbone returned {len(levels)} levels for {len(poolings)} poolings and "
+                             f"{len(strides)} level strides")
+        finest = min(strides)
+        frames = max(fw.shape[1] for fw, _ in levels)
+        clips, framewise, attention = [], [], []
+        for (fw, features), pooling, stride in zip(levels, poolings, strides):
+            clipwise, weights = pooling(fw, features)
+            clips.append(clipwise)
+            framewise.append(_repeat_frames(fw, stride // finest, frames))
+            attention.append(None if weights is None else _repeat_frames(weights, stride // finest, frames))
+        clipwise = torch.stack(clips).mean(dim=0)
+        weights = None
+        if all(a is not None for a in attention):
+            weights = torch.stack(attention).mean(dim=0)
+            weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return TaggerOutput(clipwise=clipwise, framewise=torch.stack(framewise).mean(dim=0), frame_hop=self.frame_hop,
+                            attention=weights, embedding=levels[0][1].mean(dim=1), audio_clipwise=clipwise)
 
     def forward(self, x: torch.Tensor) -> TaggerOutput:
         return self.forward_image(self.image(x))
@@ -135,7 +193,18 @@ class AudioModel(nn.Module):
     def min_samples(self) -> int:
         """The shortest waveform (samples) the model takes."""
         a = self.audio_config
-        return max(a.n_fft // 2 + 1, (self.backbone.min_frames - 1) * a.hop_length)
+        hop = int(round(self.frontend.frame_hop * a.sample_rate))
+        return max(a.n_fft // 2 + 1, (self.backbone.min_frames - 1) * hop)
+
+
+def _repeat_frames(x: torch.Tensor, factor: int, frames: int) -> torch.Tensor:
+    """``(B, T, C)`` with every frame repeated ``factor`` times, cut or padded (last frame repeated) to
+    ``frames``: a coarse level's output on the finest level's time grid."""
+    if factor > 1:
+        x = x.repeat_interleave(factor, dim=1)
+    if x.shape[1] < frames:
+        x = torch.cat([x, x[:, -1:].expand(-1, frames - x.shape[1], -1)], dim=1)
+    return x[:, :frames]
 
 
 def build_audio_model(model: ModelConfig, audio: LogMelConfig, classes: tuple[str, ...] | list[str]) -> AudioModel:
