@@ -131,6 +131,7 @@ class PackageFile:
     _data: object
 
     def read(self) -> bytes:
+        """The file's bytes (for a streamed tar member: call before moving to the next member)."""
         return self._data() if callable(self._data) else self._data
 
 

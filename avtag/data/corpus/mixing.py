@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 
-from avtag.data.corpus import CorpusError
 from avtag.data.corpus.vocabulary import CorpusItem, VocabularyV2, choose_vocabulary, read_corpus, sounds_items
 from avtag.data.soundscapes import (
     Event,
@@ -268,5 +267,3 @@ def _write_records(out: Path, items, vocab: VocabularyV2, side, rows, cfg, seed,
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
-
-__all__ = ["generate_corpus_soundscapes", "split_groups", "cap_minutes", "load_items", "CorpusError"]
