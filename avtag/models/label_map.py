@@ -307,7 +307,7 @@ def build_label_map(classes: Sequence[str], settings: LabelMapConfig | None = No
     objects = imagenet_categories()
     over_path = default_overrides_path() if s.overrides == "default" else s.overrides
     overrides = load_overrides(over_path, objects)
-    encoder = get_encoder(s.encoder)
+    encoder = get_encoder(s.encoder, trust_pickle=s.trust_pickle)
     record = {
         "version": MAP_VERSION, "encoder": encoder.id, "classes": list(classes), "top_k": int(s.top_k),
         "temperature": float(s.temperature), "min_similarity": float(s.min_similarity),
