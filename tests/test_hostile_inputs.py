@@ -31,7 +31,6 @@ import pytest
 from mediagen import tone, write_media, write_wav
 from synthdata import make_dcase_dataset
 
-XFAIL_TAG_ISOLATION = pytest.mark.xfail(strict=False, reason="needs the tag pipeline on IsolatedDecoder")
 
 
 # ----------------------------------------------------------------------------- input generators
@@ -379,8 +378,7 @@ TABLE = [
     Row("video-without-audio", video_without_audio, "tag folder", 1),
     Row("audio-only", audio_only, "tag folder", 1),
     # a decoder that dies with SIGSEGV must cost one file of a folder run, not the run
-    Row("tag-decoder-crash", eight_channel_wav, "tag folder, crashing decoder", 1, "decoder crashed",
-        marks=(XFAIL_TAG_ISOLATION,)),
+    Row("tag-decoder-crash", eight_channel_wav, "tag folder, crashing decoder", 1, "decoder crashed"),
     # prepare: a crash and a hang are recorded in failed.tsv, not retried, and cleared by --retry-failed
     Row("prepare-crash", eight_channel_wav, "prepare with faults", 0, "decoder crashed (signal 11, SIGSEGV)",
         check=prepare_retry_semantics, marks=(pytest.mark.slow,)),

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         _write(out, tsv_header())
     failed = 0
     show_bar = len(paths) > 1 and not args.no_progress and err.is_terminal
-    with _progress(err, len(paths), show_bar) as advance:
+    with tagger, _progress(err, len(paths), show_bar) as advance:
         for result in tagger.tag_files(paths, top_k=args.top_k, threshold=args.threshold, segments=args.segments):
             if not result.ok:
                 failed += 1

@@ -409,6 +409,10 @@ class TagConfig:
         window_s: window length for long files, seconds.
         segment_threshold: frame-wise probability for an active frame (``--segments``).
         median_filter_s / min_duration_s: event post-processing, seconds.
+        decode_workers: decoding processes (0: one per two CPU cores, at least 1, at most 4).
+        batch_clips: decoded clips whose frames go through the video network in one batch.
+        isolate: decode in worker processes (a crashing or hanging decoder costs one file);
+            false decodes in the tagging process itself (no start-up cost, no protection).
     """
 
     top_k: int = 5
@@ -419,6 +423,9 @@ class TagConfig:
     segment_threshold: float = 0.5
     median_filter_s: float = 0.2
     min_duration_s: float = 0.1
+    decode_workers: int = 0
+    batch_clips: int = 4
+    isolate: bool = True
 
 
 @dataclass

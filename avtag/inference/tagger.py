@@ -25,13 +25,9 @@ import torch
 
 from avtag import AvtagError
 from avtag.config import AvtagConfig, LabelMapConfig
-from avtag.events import Event, framewise_to_events, merge_touching
-from avtag.inference.results import Tag, TagResult
+from avtag.inference.pipeline import FilePipeline, TagError, combine, infer_clip
+from avtag.inference.results import TagResult
 from avtag.labels import Vocabulary, get_vocabulary
-
-
-class TagError(AvtagError):
-    """A file or array that cannot be tagged (the message names the file and why)."""
 
 
 def parse_labels(spec: str | Sequence[str] | Vocabulary | None) -> Vocabulary | None:
@@ -90,6 +86,17 @@ class Tagger:
         self.model = model
         self.config = config or AvtagConfig()
         self.notes = list(notes)
+        self._pipeline = FilePipeline(self)
+
+    def close(self) -> None:
+        """Stop the decode worker processes (they also end with this process)."""
+        self._pipeline.close()
+
+    def __enter__(self) -> "Tagger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -221,8 +228,21 @@ class Tagger:
         duration = len(wave) / rate if wave is not None else float(times[-1] + 1.0 if len(times) else 0.0)
         clip = Clip(path=None, start=0.0, duration=duration, waveform=wave, sample_rate=rate, frames=frames,
                     frame_times=times)
-        return self._tag_clips([clip], None, duration, list(self.notes), wave is not None, frames is not None,
-                               segments, top_k, threshold)
+        return self.tag_clip(clip, segments=segments, top_k=top_k, threshold=threshold)
+
+    def tag_clip(self, clip, *, file: str | None = None, segments: bool = False, top_k: int | None = None,
+                 threshold: float | None = None) -> TagResult:
+        """Tag an already decoded :class:`avtag.io.Clip` (waveform at :attr:`sample_rate`, uint8 frames).
+
+        Raises:
+            TagError: neither branch can use the clip.
+        """
+        logits = None
+        if clip.frames is not None and len(clip.frames) and self.model.video is not None:
+            with torch.inference_mode():
+                logits = self.model.clip_frame_logits([torch.from_numpy(np.ascontiguousarray(clip.frames))])[0]
+        part = infer_clip(self, clip, logits, segments)
+        return combine(self, [part], file, clip.duration, segments, top_k, threshold)
 
     # ------------------------------------------------------------------ files
     def tag_file(self, path: str | Path, *, segments: bool = False, top_k: int | None = None,
@@ -236,104 +256,22 @@ class Tagger:
             threshold: keep tags with fused score >= this (None: ``tag.threshold``).
 
         Raises:
-            MediaError: unreadable file; TagError: no branch can run on it.
+            TagError: the file cannot be tagged (unreadable, a decoder that crashed or hung, no
+                branch can run on it); the message names the file and the problem.
         """
-        from avtag.io.media import iter_windows, load_clip, probe
-
-        info = probe(path)
-        notes = list(self.notes)
-        run_audio, run_video = self.model.has_audio and info.has_audio, self.model.video is not None and info.has_video
-        if self.model.has_audio and not info.has_audio:
-            notes.append("audio branch off: no audio track")
-        if self.model.video is not None and not info.has_video:
-            notes.append("video branch off: no video stream")
-        if not (run_audio or run_video):
-            raise TagError(f"{path}: nothing to tag: " + "; ".join(n for n in notes if "branch off" in n))
-        cfg, video = self.config.tag, self.config.video
-        kwargs = dict(sample_rate=self.sample_rate, audio=run_audio, video=run_video, fps=video.fps,
-                      num_frames=video.num_frames, frame_short_side=video.frame_short_side)
-        if info.duration > cfg.long_file_s:
-            clips = iter_windows(path, cfg.window_s, **kwargs)
-        else:
-            clips = [load_clip(path, **kwargs)]
-        return self._tag_clips(clips, str(path), float(info.duration), notes, run_audio, run_video, segments, top_k,
-                               threshold)
-
-    def tag_files(self, paths: Iterable[str | Path], **kwargs) -> Iterator[TagResult]:
-        """Tag files one by one; a file that fails is a :class:`TagResult` with ``error`` set
-        (one line naming the file and the problem), and the others are still tagged."""
-        for path in paths:
-            try:
-                yield self.tag_file(path, **kwargs)
-            except AvtagError as exc:
-                yield TagResult(file=str(path), error=str(exc))
-
-    # ------------------------------------------------------------------ the work
-    def _tag_clips(self, clips, file: str | None, duration: float, notes: list[str], run_audio: bool,
-                   run_video: bool, segments: bool, top_k: int | None, threshold: float | None) -> TagResult:
-        from avtag.models.frontends import AudioInputError
-
-        model, cfg = self.model, self.config.tag
-        audio_scores, logits, events, too_short = [], [], [], None
-        for clip in clips:
-            with torch.inference_mode():
-                if clip.waveform is not None and run_audio:
-                    try:
-                        out = model(waveform=torch.from_numpy(np.ascontiguousarray(clip.waveform))[None])
-                    except AudioInputError as exc:
-                        too_short = str(exc)  # a short last window, or a clip too short for the network
-                    else:
-                        audio_scores.append(out.audio_clipwise[0])
-                        if segments:
-                            events += self._events(out, clip)
-                if clip.frames is not None and run_video:
-                    logits.append(model.frame_logits(torch.from_numpy(clip.frames)[None])[0])
-            for w in clip.warnings:
-                if w not in ("no audio track", "no video stream") and f"media: {w}" not in notes:
-                    notes.append(f"media: {w}")
-        where = f"{file}: " if file else ""
-        if run_audio and not audio_scores:
-            notes.append(f"audio branch off: {too_short}" if too_short else
-                         "audio branch off: audio track has no decodable samples")
-        if run_video and not logits:
-            notes.append("video branch off: no decodable frames")
-        if not audio_scores and not logits:
-            raise TagError(f"{where}nothing to tag: " + (too_short or "no decodable audio or frames"))
-        with torch.inference_mode():
-            audio = torch.stack(audio_scores).amax(dim=0, keepdim=True) if audio_scores else None
-            video_out = model(frame_logits=torch.cat(logits)[None]) if logits else None
-            video = video_out.video_clipwise if video_out is not None else None
-            fused = model.combine(audio, video)[0].cpu().numpy()
-        a = None if audio is None else audio[0].float().cpu().numpy()
-        v = None if video is None else video[0].float().cpu().numpy()
-        scores = {name: Tag(name, float(fused[c]), _score(a, c), _score(v, c)) for c, name in enumerate(model.classes)}
-        objects = []
-        if video_out is not None:
-            pooled = video_out.object_probs[0].float().cpu().numpy()
-            objects = [(model.objects[i], round(float(pooled[i]), 4)) for i in np.argsort(-pooled)[: cfg.objects]]
-        result = TagResult(file, duration, [], scores, objects, None, notes,
-                           {"audio": audio is not None, "video": video is not None})
-        result.tags = result.top(cfg.top_k if top_k is None else top_k, cfg.threshold if threshold is None else threshold)
-        if segments:
-            reported = {t.label for t in result.tags}
-            result.segments = merge_touching(e for e in events if e.label in reported)
-            if audio is None:
-                notes.append("segments need the audio branch, which did not run")
+        result = next(self._pipeline.run([path], segments, top_k, threshold))
+        if result.error is not None:
+            raise TagError(result.error)
         return result
 
-    def _events(self, out, clip) -> list[Event]:
-        """Events of the known classes in one clip, in seconds from the file start."""
-        cfg = self.config.tag
-        known = [c for c, name in enumerate(self.model.classes) if name not in getattr(self.model, "unknown_to_audio", ())]
-        if not known or out.framewise is None:
-            return []
-        names = [self.model.classes[c] for c in known]
-        found = framewise_to_events(out.framewise[0][:, known], float(out.frame_hop), names,
-                                    threshold=cfg.segment_threshold, median_filter_s=cfg.median_filter_s,
-                                    min_duration_s=cfg.min_duration_s, duration=clip.duration)
-        return [Event(e.label, round(e.onset + clip.start, 3), round(e.offset + clip.start, 3)) for e in found]
+    def tag_files(self, paths: Iterable[str | Path], *, segments: bool = False, top_k: int | None = None,
+                  threshold: float | None = None) -> Iterator[TagResult]:
+        """Tag files (decoded in worker processes, overlapped with inference; see
+        :mod:`avtag.inference.pipeline`), one :class:`TagResult` per path in input order. A file
+        that fails is a result with ``error`` set (one line naming the file and the problem), and
+        the others are still tagged: a decoder that crashes or hangs costs that file only."""
+        yield from self._pipeline.run(paths, segments, top_k, threshold)
 
-    # ------------------------------------------------------------------ explanations
     def explain(self, source, sample_rate: int | None = None, frames: np.ndarray | None = None,
                 frame_times: np.ndarray | None = None, *, classes: Sequence[str] | None = None,
                 units: Sequence[str] = (), out: str | Path | None = None, method: str = "guided", top_k: int = 3,
@@ -374,9 +312,3 @@ def _load_audio(checkpoint, device):
     if text.startswith("pretrained:"):
         return get_weights(text[len("pretrained:"):]).load(device)
     return load_audio_model(checkpoint, device)
-
-
-def _score(scores: np.ndarray | None, c: int) -> float | None:
-    if scores is None or np.isnan(scores[c]):
-        return None
-    return float(scores[c])

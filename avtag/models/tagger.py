@@ -103,18 +103,35 @@ class AudioVisualTagger(nn.Module):
 
     def frame_logits(self, frames: torch.Tensor) -> torch.Tensor:
         """ImageNet logits ``(B, n, 1000)`` of uint8 frames ``(B, n, H, W, 3)`` (preprocessed here)."""
+        if frames.dim() != 5:
+            raise TaggerInputError(f"frames must be (batch, frames, H, W, 3) uint8, got shape {tuple(frames.shape)}")
+        b, n = frames.shape[:2]
+        if b * n == 0:
+            return torch.zeros((b, n, len(self.objects)), device=self.device)
+        return torch.stack(self.clip_frame_logits(list(frames)))
+
+    def clip_frame_logits(self, clips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """ImageNet logits ``(n_i, 1000)`` of each clip's uint8 frames ``(n_i, H_i, W_i, 3)``.
+
+        Frames of several clips (of any size) share the network's batches of ``video.batch_size``
+        frames; each frame is preprocessed (resized, centre-cropped, normalised) on the tagger's
+        device just before its batch, so memory stays at one batch of 224 x 224 images.
+        """
         from avtag.models.video import preprocess_frames
 
         if self.video is None:
             raise TaggerInputError("frames given but the tagger has no frame network (video branch off)")
-        if frames.dim() != 5:
-            raise TaggerInputError(f"frames must be (batch, frames, H, W, 3) uint8, got shape {tuple(frames.shape)}")
-        b, n = frames.shape[:2]
-        flat = frames.reshape(b * n, *frames.shape[2:])
-        size = self.video.batch_size
-        logits = [self.video(preprocess_frames(flat[i:i + size].to(self.device), self.video.crop_fraction))
-                  for i in range(0, b * n, size)]
-        return torch.cat(logits).float().reshape(b, n, -1) if logits else torch.zeros((b, n, len(self.objects)))
+        items = [(c, i) for c, frames in enumerate(clips) for i in range(len(frames))]
+        size, out = self.video.batch_size, []
+        for start in range(0, len(items), size):
+            chunk, images = items[start:start + size], []
+            for c in dict.fromkeys(c for c, _ in chunk):  # the chunk's frames, clip by clip
+                rows = [i for cc, i in chunk if cc == c]
+                frames = clips[c][rows[0]:rows[-1] + 1].to(self.device)
+                images.append(preprocess_frames(frames, self.video.crop_fraction))
+            out.append(self.video(torch.cat(images)).float())
+        logits = torch.cat(out) if out else torch.zeros((0, len(self.objects)), device=self.device)
+        return list(torch.split(logits, [len(frames) for frames in clips]))
 
     def forward(self, waveform: torch.Tensor | None = None, frames: torch.Tensor | None = None,
                 frame_logits: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None) -> TaggerOutput:

@@ -1,0 +1,255 @@
+"""The file-tagging pipeline behind :class:`avtag.inference.tagger.Tagger`: decode, infer, combine.
+
+Files are decoded in worker processes (:class:`avtag.io.IsolatedDecoder`), so a decoder that
+crashes or hangs costs that file only, and decoding overlaps with inference: while the tagger
+runs the networks on one group of clips, the workers decode the next ones (at most
+``2 * decode_workers + batch_clips`` clips are held at once, whatever the number of files).
+The frames of ``tag.batch_clips`` decoded clips go through the video network in shared batches
+(:meth:`AudioVisualTagger.clip_frame_logits`); the audio model runs clip by clip (clips of
+different lengths are not zero-padded into one batch, which would change attention pooling).
+
+A file longer than ``tag.long_file_s`` is read window by window (``tag.window_s``) in a
+dedicated worker: audio scores are the maximum over the windows, the frames of all windows are
+pooled together, and events are cut per window and joined where they touch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from avtag import AvtagError
+from avtag.events import Event, framewise_to_events, merge_touching
+from avtag.inference.results import Tag, TagResult
+
+
+class TagError(AvtagError):
+    """A file or array that cannot be tagged (the message names the file and why)."""
+
+
+@dataclass
+class ClipOutput:
+    """What the networks said about one decoded clip (or one window of a long file)."""
+
+    audio: torch.Tensor | None = None  # (C,) audio clip-wise scores in the tagger's class order (NaN: unknown)
+    logits: torch.Tensor | None = None  # (n, objects) ImageNet logits of the clip's frames
+    events: list[Event] = field(default_factory=list)
+    too_short: str | None = None  # why the audio branch could not run on it
+    warnings: list[str] = field(default_factory=list)
+    had_audio: bool = False
+
+
+def decode_workers(setting: int) -> int:
+    """``tag.decode_workers``: 0 means one worker per two CPU cores (at least 1, at most 4)."""
+    if setting > 0:
+        return int(setting)
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def infer_clip(tagger, clip, logits: torch.Tensor | None, segments: bool) -> ClipOutput:
+    """Run the audio branch on ``clip`` (and take its precomputed frame ``logits``)."""
+    from avtag.models.frontends import AudioInputError
+
+    model = tagger.model
+    out = ClipOutput(logits=logits, warnings=list(clip.warnings), had_audio=clip.waveform is not None)
+    if clip.waveform is not None and model.has_audio:
+        try:
+            with torch.inference_mode():
+                result = model(waveform=torch.from_numpy(np.ascontiguousarray(clip.waveform))[None])
+        except AudioInputError as exc:
+            out.too_short = str(exc)  # a short last window, or a clip too short for the network
+        else:
+            out.audio = result.audio_clipwise[0]
+            if segments:
+                out.events = _events(tagger, result, clip)
+    return out
+
+
+def _events(tagger, out, clip) -> list[Event]:
+    """Events of the classes the audio model knows, in seconds from the file start."""
+    cfg, model = tagger.config.tag, tagger.model
+    unknown = set(getattr(model, "unknown_to_audio", ()))
+    known = [c for c, name in enumerate(model.classes) if name not in unknown]
+    if not known or out.framewise is None:
+        return []
+    names = [model.classes[c] for c in known]
+    found = framewise_to_events(out.framewise[0][:, known], float(out.frame_hop), names,
+                                threshold=cfg.segment_threshold, median_filter_s=cfg.median_filter_s,
+                                min_duration_s=cfg.min_duration_s, duration=clip.duration)
+    return [Event(e.label, round(e.onset + clip.start, 3), round(e.offset + clip.start, 3)) for e in found]
+
+
+def combine(tagger, parts: list[ClipOutput], file: str | None, duration: float, segments: bool,
+            top_k: int | None, threshold: float | None) -> TagResult:
+    """The :class:`TagResult` of one file (or array) from the outputs of its clip or windows.
+
+    Raises:
+        TagError: neither branch produced anything (the message names the file).
+    """
+    model, cfg = tagger.model, tagger.config.tag
+    notes = list(tagger.notes)
+    had_audio = any(p.had_audio for p in parts)
+    had_video = any(p.logits is not None for p in parts)
+    warnings = [w for p in parts for w in p.warnings]
+    if model.has_audio and "no audio track" in warnings and not had_audio:
+        notes.append("audio branch off: no audio track")
+    if model.video is not None and "no video stream" in warnings and not had_video:
+        notes.append("video branch off: no video stream")
+    for w in dict.fromkeys(warnings):
+        if w not in ("no audio track", "no video stream"):
+            notes.append(f"media: {w}")
+    audio_parts = [p.audio for p in parts if p.audio is not None]
+    logits = [p.logits for p in parts if p.logits is not None and len(p.logits)]
+    too_short = next((p.too_short for p in parts if p.too_short), None)
+    where = f"{file}: " if file else ""
+    if model.has_audio and had_audio and not audio_parts:
+        notes.append(f"audio branch off: {too_short}" if too_short else
+                     "audio branch off: audio track has no decodable samples")
+    if not audio_parts and not logits:
+        off = [n for n in notes if "branch off" in n and n not in tagger.notes]
+        raise TagError(f"{where}nothing to tag: " + "; ".join(off or [too_short or "no decodable audio or frames"]))
+    with torch.inference_mode():
+        audio = torch.stack(audio_parts).amax(dim=0, keepdim=True) if audio_parts else None
+        video_out = model(frame_logits=torch.cat(logits)[None]) if logits else None
+        video = video_out.video_clipwise if video_out is not None else None
+        fused = model.combine(audio, video)[0].cpu().numpy()
+    a = None if audio is None else audio[0].float().cpu().numpy()
+    v = None if video is None else video[0].float().cpu().numpy()
+    scores = {name: Tag(name, float(fused[c]), _score(a, c), _score(v, c)) for c, name in enumerate(model.classes)}
+    objects = []
+    if video_out is not None:
+        pooled = video_out.object_probs[0].float().cpu().numpy()
+        objects = [(model.objects[i], round(float(pooled[i]), 4)) for i in np.argsort(-pooled)[: cfg.objects]]
+    result = TagResult(file, duration, [], scores, objects, None, notes,
+                       {"audio": audio is not None, "video": video is not None})
+    result.tags = result.top(cfg.top_k if top_k is None else top_k, cfg.threshold if threshold is None else threshold)
+    if segments:
+        reported = {t.label for t in result.tags}
+        result.segments = merge_touching(e for p in parts for e in p.events if e.label in reported)
+        if audio is None:
+            notes.append("segments need the audio branch, which did not run")
+    return result
+
+
+def _score(scores: np.ndarray | None, c: int) -> float | None:
+    if scores is None or np.isnan(scores[c]):
+        return None
+    return float(scores[c])
+
+
+class FilePipeline:
+    """Tags files with a :class:`Tagger`: isolated decode workers, batched frames, long files in windows.
+
+    Args:
+        tagger: the :class:`~avtag.inference.tagger.Tagger` whose model and ``tag`` / ``video`` settings are used.
+    """
+
+    def __init__(self, tagger) -> None:
+        self.tagger = tagger
+        self._decoder = None
+
+    def load_kwargs(self) -> dict:
+        """:func:`avtag.io.load_clip` arguments: audio always (cheap; it tells a file's duration), frames
+        only when the tagger has a frame network, at its sampling settings."""
+        video = self.tagger.config.video
+        return dict(sample_rate=self.tagger.sample_rate, audio=True, video=self.tagger.model.video is not None,
+                    fps=video.fps, num_frames=video.num_frames, frame_short_side=video.frame_short_side)
+
+    @property
+    def decoder(self):
+        """The :class:`~avtag.io.IsolatedDecoder` (workers started on first use, kept for later calls)."""
+        if self._decoder is None:
+            from avtag.io import IsolatedDecoder
+
+            self._decoder = IsolatedDecoder(decode_workers(self.tagger.config.tag.decode_workers),
+                                            load_kwargs=self.load_kwargs())
+        return self._decoder
+
+    def close(self) -> None:
+        """Stop the decode workers (a later call starts new ones)."""
+        if self._decoder is not None:
+            self._decoder.close()
+            self._decoder = None
+
+    def run(self, paths: Iterable, segments: bool = False, top_k: int | None = None,
+            threshold: float | None = None) -> Iterator[TagResult]:
+        """Yield one :class:`TagResult` per path, in input order; a file that cannot be tagged is a
+        result with ``error`` set (one line naming the file and the problem)."""
+        cfg = self.tagger.config.tag
+        head = cfg.long_file_s + 1e-3  # decode at most this much of a file at once: longer ones go by windows
+        batch: list[tuple[str, object]] = []
+        kwargs = dict(segments=segments, top_k=top_k, threshold=threshold)
+        for path, clip, error in self._decoded(paths, head):
+            if clip is not None and clip.duration < cfg.long_file_s:
+                batch.append((path, clip))
+                if len(batch) < max(1, cfg.batch_clips):
+                    continue
+            yield from self._flush(batch, **kwargs)
+            batch = []
+            if error is not None:
+                yield TagResult(file=path, error=error)
+            elif clip is not None:  # a long file: the head decoded above is dropped, the file streamed
+                yield self._guard(path, lambda: self._long_file(path, **kwargs))
+        yield from self._flush(batch, **kwargs)
+
+    def _decoded(self, paths: Iterable, head: float):
+        """``(path, clip or None, error or None)`` in input order, from the decoder (or in process)."""
+        if not self.tagger.config.tag.isolate:
+            from avtag.io import load_clip
+
+            for path in paths:
+                try:
+                    yield str(path), load_clip(path, end=head, **self.load_kwargs()), None
+                except AvtagError as exc:
+                    yield str(path), None, str(exc)
+            return
+        from avtag.io import DecodeJob
+
+        jobs = (DecodeJob(path, {"end": head}, key=str(path)) for path in paths)
+        batch = max(1, self.tagger.config.tag.batch_clips)
+        for job, clip, error in self.decoder.imap(jobs, ordered=True, max_pending=2 * self.decoder.num_workers + batch):
+            yield job.key, clip, error
+
+    def _flush(self, batch, segments, top_k, threshold) -> Iterator[TagResult]:
+        if not batch:
+            return
+        model = self.tagger.model
+        frames = [torch.from_numpy(clip.frames) if clip.frames is not None and model.video is not None else None
+                  for _, clip in batch]
+        logits: list = [None] * len(batch)
+        with_frames = [i for i, f in enumerate(frames) if f is not None and len(f)]
+        if with_frames:
+            with torch.inference_mode():
+                for i, lg in zip(with_frames, model.clip_frame_logits([frames[i] for i in with_frames])):
+                    logits[i] = lg
+        for (path, clip), lg in zip(batch, logits):
+            yield self._guard(path, lambda: combine(self.tagger, [infer_clip(self.tagger, clip, lg, segments)], path,
+                                                     clip.duration, segments, top_k, threshold))
+
+    def _long_file(self, path: str, segments, top_k, threshold) -> TagResult:
+        cfg, model = self.tagger.config.tag, self.tagger.model
+        if self.tagger.config.tag.isolate:
+            windows = self.decoder.iter_windows(path, cfg.window_s, **self.load_kwargs())
+        else:
+            from avtag.io import iter_windows
+
+            windows = iter_windows(path, cfg.window_s, **self.load_kwargs())
+        parts, end = [], 0.0
+        for clip in windows:
+            logits = None
+            if clip.frames is not None and model.video is not None and len(clip.frames):
+                with torch.inference_mode():
+                    logits = model.clip_frame_logits([torch.from_numpy(clip.frames)])[0]
+            parts.append(infer_clip(self.tagger, clip, logits, segments))
+            end = max(end, clip.start + clip.duration)
+        return combine(self.tagger, parts, path, end, segments, top_k, threshold)
+
+    @staticmethod
+    def _guard(path: str, work) -> TagResult:
+        try:
+            return work()
+        except AvtagError as exc:
+            return TagResult(file=path, error=str(exc))
