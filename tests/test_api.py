@@ -97,3 +97,18 @@ def test_tag_files_returns_failures_as_values(tagger, tmp_path):
     assert results[0].error.startswith(str(bad)) and "\n" not in results[0].error
     assert results[0].to_dict() == {"file": str(bad), "error": results[0].error}
     assert len(results[1].tags) <= 3
+
+
+def test_a_script_without_a_main_guard_works(tmp_path):
+    """Decode workers are spawned without re-running the caller's script (no ``if __name__`` needed)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "tag_it.py"
+    script.write_text("import avtag\n"
+                      "print('script body ran')\n"
+                      f"r = avtag.Tagger.from_pretrained('default', device='cpu').tag_file({str(DEMO)!r}, top_k=1)\n"
+                      "print('tagged', r.tags[0].label)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("script body ran") == 1 and "tagged " in proc.stdout

@@ -7,6 +7,7 @@ the :class:`~avtag.io.common.Clip` or one error line. The parent side
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -105,6 +106,32 @@ def worker_main(conn, parent_pid: int, initializer: Callable[[], None] | None) -
 
 
 # ----------------------------------------------------------------------------- parent side
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start a spawned worker without it re-running the caller's ``__main__`` script.
+
+    ``spawn`` children import the parent's main script (as ``__mp_main__``) before running the
+    target, so a user script calling the Python API without an ``if __name__ == "__main__"`` guard
+    would run again in every decode worker (and fail). The worker needs only :func:`worker_main`,
+    importable by its module name, so the main module's ``__file__`` / ``__spec__`` are hidden from
+    :mod:`multiprocessing` while the process starts, and restored at once.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    try:
+        for key in saved:
+            if key == "__spec__":
+                main.__spec__ = None
+            else:
+                del main.__dict__[key]
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+
+
 class WorkerProcess:
     """One decode process and the job it is running."""
 
@@ -113,7 +140,8 @@ class WorkerProcess:
         self.proc = ctx.Process(target=worker_main, args=(child, os.getpid(), initializer), name="avtag-decode",
                                 daemon=True)
         self.started = time.monotonic()
-        self.proc.start()
+        with _main_module_hidden():
+            self.proc.start()
         child.close()
         self.ready_after: float | None = None
         self.seq: int | None = None
