@@ -1,123 +1,76 @@
 #!/usr/bin/env python
-"""avtag benchmarks: prints one JSON object and a short table.
+"""avtag benchmarks: one table and one JSON, each figure beside its floor or peer from the same run.
 
 Sections (``--only`` picks some):
 
-- ``decode``: avtag's loader (mono 16 kHz audio + 1 frame/s at 224 px) on the real
-  clips in ../shared/clips against the ``ffmpeg`` command line decoding the same
-  media to raw PCM and frames (the physical floor), as a ratio from the same run.
-- ``prepare``: ``avtag prepare`` on a generated DCASE-layout set: clips/s and peak
-  memory (RSS of the process tree).
-- ``train`` / ``tag``: ``scripts/bench_train.py`` and ``scripts/bench_tag.py``, when present.
+* ``tag`` (:mod:`bench_tag`): start-up, warm and cold latency of one clip, batch tagging of
+  ../shared/clips and a 20-minute audio file, peak memory; floors: FFmpeg decoding the same media.
+* ``models`` (:mod:`bench_models`): audio-model inference (s of audio/s) beside PANNs CNN14 and
+  MobileNetV3-Small on the same log-mel; training clips/s from a feature cache with a projection
+  to one DCASE 2017 epoch. CPU, and CUDA when present.
 
-Usage: ``.venv/bin/python scripts/bench.py [--only decode,prepare] [--clips N]``
+The machine's core count and load average are recorded: timings on a shared machine vary with
+what else runs, ratios much less. Needs ``ffmpeg`` and, for the peers, the ``bench`` extra
+(``pip install -e '.[bench]'``: panns-inference, torchlibrosa).
+
+Usage: ``.venv/bin/python scripts/bench.py [--only tag,models] [--json out.json]``
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
-import shutil
-import subprocess
+import os
+import platform
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+COLUMNS = ("section", "what", "avtag", "unit", "peer", "peer_value", "ratio", "target")
 
 
-def bench_decode(repeats: int = 2) -> dict:
-    from avtag.io.media import load_clip
+def machine() -> dict:
+    import torch
 
-    clips = sorted(p for p in (SHARED / "clips").glob("*") if p.suffix in (".mp4", ".webm"))
-    if not clips:
-        return {"skipped": f"no clips in {SHARED / 'clips'}"}
-    media_s = 0.0
-    t_avtag = t_ffmpeg = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        media_s = sum(load_clip(p, fps=1.0, frame_short_side=224).duration for p in clips)
-        t_avtag = min(t_avtag, time.perf_counter() - t0)
-        if shutil.which("ffmpeg"):
-            t0 = time.perf_counter()
-            for p in clips:
-                subprocess.run(["ffmpeg", "-v", "quiet", "-i", str(p), "-ac", "1", "-ar", "16000", "-f", "f32le", "-"],
-                               stdout=subprocess.DEVNULL, check=True)
-                subprocess.run(["ffmpeg", "-v", "quiet", "-i", str(p), "-vf", "fps=1,scale=-2:224", "-f", "rawvideo",
-                                "-pix_fmt", "rgb24", "-"], stdout=subprocess.DEVNULL, check=True)
-            t_ffmpeg = min(t_ffmpeg, time.perf_counter() - t0)
-    out = {"files": len(clips), "media_seconds": round(media_s, 1), "avtag_s": round(t_avtag, 3),
-           "avtag_media_s_per_s": round(media_s / t_avtag, 1)}
-    if t_ffmpeg < float("inf"):
-        out.update(ffmpeg_s=round(t_ffmpeg, 3), ffmpeg_media_s_per_s=round(media_s / t_ffmpeg, 1),
-                   avtag_over_ffmpeg_time=round(t_avtag / t_ffmpeg, 2))
-    else:
-        out["ffmpeg"] = "not installed"
-    return out
+    return {"cpu_count": os.cpu_count(), "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+            "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def bench_prepare(n_clips: int = 40, workers: int = 2) -> dict:
-    from synthdata import make_dcase_dataset
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        ds = make_dcase_dataset(tmp / "data", n_train=n_clips, n_test=0, seed=1)
-        config = ds.config(tmp, cache={"workers": workers, "video": False}, data={"validation_fraction": 0.0})
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "avtag", "prepare", str(config), "--splits", "train",
-                               "--no-progress"], capture_output=True, text=True)
-        seconds = time.perf_counter() - t0
-        if proc.returncode != 0:
-            return {"error": proc.stderr.strip()[-300:]}
-        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        return {"clips": n_clips, "workers": workers, "seconds": round(seconds, 2),
-                "clips_per_s": round(n_clips / seconds, 1), "peak_rss_mb_largest_process": round(peak_kb / 1024, 1),
-                "note": "includes interpreter and worker start-up"}
-
-
-def run_script(name: str, json_to_file: bool = False) -> dict | list:
-    """Run ``scripts/<name>`` and return its JSON (last stdout line, or the file given to ``--json``)."""
-    path = REPO / "scripts" / name
-    if not path.is_file():
-        return {"skipped": f"{name} not present"}
-    with tempfile.TemporaryDirectory() as tmp:
-        out_file = Path(tmp) / "result.json"
-        args = ["--json", str(out_file)] if json_to_file else ["--json"]
-        proc = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True)
-        if proc.returncode != 0:
-            return {"error": proc.stderr.strip()[-300:]}
-        try:
-            if json_to_file:
-                return json.loads(out_file.read_text())
-            return json.loads(proc.stdout.strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError, FileNotFoundError):
-            return {"error": "no JSON in output"}
+def table(rows: list[dict]) -> str:
+    """The rows as a markdown table (missing cells empty)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join("" if row.get(c) is None else str(row.get(c)) for c in COLUMNS) + " |")
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="decode,prepare,train,tag")
-    parser.add_argument("--clips", type=int, default=40, help="clips for the prepare benchmark")
+    parser.add_argument("--only", default="tag,models", help="comma-separated sections: tag, models")
+    parser.add_argument("--json", metavar="FILE", help="also write the JSON to FILE")
     args = parser.parse_args()
-    wanted = args.only.split(",")
-    results = {}
-    if "decode" in wanted:
-        results["decode"] = bench_decode()
-    if "prepare" in wanted:
-        results["prepare"] = bench_prepare(args.clips)
-    if "train" in wanted:
-        results["train"] = run_script("bench_train.py", json_to_file=True)
+    wanted = {s.strip() for s in args.only.split(",")}
+    result = {"machine_before": machine(), "rows": []}
     if "tag" in wanted:
-        results["tag"] = run_script("bench_tag.py")
-    print(json.dumps(results))
-    for section, values in results.items():
-        print(f"\n[{section}]")
-        for row in values if isinstance(values, list) else [values]:
-            for key, value in row.items():
-                print(f"  {key:32s} {value}")
+        import bench_tag
+
+        result["rows"] += bench_tag.rows()
+    if "models" in wanted:
+        import bench_models
+
+        result["rows"] += bench_models.rows()
+    result["machine_after"] = machine()
+    before, after = result["machine_before"], result["machine_after"]
+    print(f"{before['cpu_count']} CPU cores, load average {before['load_average_1_5_15']} before, "
+          f"{after['load_average_1_5_15']} after; GPU: {before['gpu'] or 'none'}\n")
+    print(table(result["rows"]))
+    text = json.dumps(result)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
     return 0
 
 

@@ -1,31 +1,22 @@
 #!/usr/bin/env python
-"""Benchmark of ``avtag tag``: latency, throughput and peak memory, each next to
-FFmpeg's decode time of the same media (the physical floor).
+"""Benchmark rows for ``avtag tag``: each figure beside FFmpeg's decode of the same media, from the same run.
 
-* ``first_run``: ``avtag tag CLIP`` in a new process with an empty avtag cache
-  (MiniLM extracted, label map built) -- what a fresh install pays once;
-* ``cold``: ``avtag tag CLIP`` in a new process, cache warm (median of runs);
-* ``warm``: :meth:`Tagger.tag_file` on the same clip in a process that has
-  already tagged once (median of runs);
-* ``batch``: one warm :class:`Tagger` over every clip in ../shared/clips, in
-  seconds of media per second;
-* ``ffmpeg``: ``ffmpeg -i FILE -f null -`` (every audio sample and frame decoded)
-  and the decode of what avtag needs (1 frame/s scaled + 16 kHz mono audio);
-* peak memory: the resident-set peak of each new process (``wait4`` rusage) and
-  of this process after the batch.
+* ``startup``: ``avtag --help`` in a new process, beside ``python -c pass``;
+* ``warm clip``: :meth:`Tagger.tag_file` on one 10 s clip (22olCB3wQaA.mp4) in a process that
+  has tagged before (median), beside ``ffmpeg -threads 1 -i CLIP -f null -`` (every sample and
+  frame decoded, one thread: the floor the issue's targets use);
+* ``cold clip``: ``avtag tag CLIP`` in a new process (avtag cache warm): start-up = cold - warm;
+* ``batch``: one warm tagger over every clip in ../shared/clips (both branches), beside FFmpeg's
+  full decode of the same files (one thread, and FFmpeg's default threading for reference);
+* ``long audio``: a 20-minute FLAC made of the real recordings in ../shared/sounds, tagged with
+  ``--segments`` in a new process: real-time factor and peak memory;
+* peak RSS of the batch process (``wait4`` rusage of a new ``avtag tag`` process).
 
-The clip is ``22olCB3wQaA.mp4`` (10 s, 480 px, H.264 + AAC). Load average is
-printed too: timings on a shared machine vary with what else runs.
-
-Usage: ``.venv/bin/python scripts/bench_tag.py [--runs 3] [--json]`` (with
-``--json`` only the JSON line is printed; ``scripts/bench.py`` reads it).
+:func:`rows` returns the rows for ``scripts/bench.py``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -39,100 +30,105 @@ SHARED = REPO.parent / "shared"
 CLIP = SHARED / "clips" / "22olCB3wQaA.mp4"
 
 
-def run_process(args: list[str], env: dict) -> tuple[float, float, int]:
+def run_process(args: list[str], env: dict | None = None) -> tuple[float, float, int]:
     """Wall seconds, peak RSS (MB) and exit status of one new process."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024, proc.returncode
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
 
 
-def ffmpeg_times(files: list[Path]) -> dict:
-    """Seconds for FFmpeg to decode ``files`` fully, and to decode what avtag reads."""
-    if not shutil.which("ffmpeg"):
-        return {"ffmpeg": "not installed"}
+def ffmpeg_decode(files: list[Path], threads: int | None = 1) -> float:
+    """Seconds for FFmpeg to decode every audio sample and video frame of ``files``."""
     t0 = time.perf_counter()
     for f in files:
-        subprocess.run(["ffmpeg", "-v", "quiet", "-threads", "1", "-i", str(f), "-f", "null", "-"], check=True)
-    full = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for f in files:
-        cmd = ["ffmpeg", "-v", "quiet", "-i", str(f), "-map", "0:v:0?", "-vf", "fps=1,scale=-2:256", "-f", "rawvideo",
-               "-pix_fmt", "rgb24", "-y", os.devnull, "-map", "0:a:0?", "-ac", "1", "-ar", "16000", "-f", "f32le", "-y",
-               os.devnull]  # fmt: skip
+        cmd = ["ffmpeg", "-v", "quiet", *(["-threads", str(threads)] if threads else []), "-i", str(f), "-f", "null",
+               "-"]
         subprocess.run(cmd, check=True)
-    needed = time.perf_counter() - t0
-    return {"ffmpeg_full_decode_s": round(full, 3), "ffmpeg_needed_decode_s": round(needed, 3)}
+    return time.perf_counter() - t0
 
 
-def bench(runs: int) -> dict:
-    if not CLIP.is_file():
-        return {"skipped": f"{CLIP} not found (the ../shared folder beside the repository)"}
-    from avtag.io.media import probe
+def long_audio(folder: Path, minutes: float = 20.0) -> Path:
+    """A mono 16 kHz FLAC of ``minutes`` made by concatenating the real recordings of ../shared/sounds."""
+    import numpy as np
+    import soundfile as sf
 
-    def duration_of(path: Path) -> float:
-        return probe(path).duration
+    from avtag.io import load_clip
 
-    out: dict = {"clip": CLIP.name, "clip_seconds": round(duration_of(CLIP), 2), "cpu_count": os.cpu_count(),
-                 "load_average_1min": round(os.getloadavg()[0], 2)}  # fmt: skip
-    cmd = [sys.executable, "-m", "avtag", "tag", str(CLIP), "--format", "json", "--no-progress"]
-    with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "AVTAG_CACHE": cache, "HF_HUB_OFFLINE": "1"}
-        first, first_mb, code = run_process(cmd, env)
-        if code != 0:
-            return {**out, "error": f"avtag tag exited with {code}"}
-        cold = [run_process(cmd, env) for _ in range(runs)]
-        os.environ["AVTAG_CACHE"] = cache
-        from avtag.inference.tag import Tagger
+    parts, total = [], 0
+    sounds = sorted(p for p in (SHARED / "sounds").iterdir() if p.suffix in (".wav", ".ogg"))
+    while total < minutes * 60 * 16000:
+        for p in sounds:
+            wave = load_clip(p, sample_rate=16000, video=False).waveform
+            parts.append(wave)
+            total += len(wave)
+    path = folder / "long.flac"
+    sf.write(path, np.concatenate(parts)[: int(minutes * 60 * 16000)], 16000)
+    return path
 
+
+def rows(runs: int = 3) -> list[dict]:
+    if not CLIP.is_file() or not shutil.which("ffmpeg"):
+        return [{"section": "tag", "what": "skipped", "note": f"needs {CLIP} (../shared) and ffmpeg"}]
+    from avtag.inference.tagger import Tagger
+    from avtag.io import probe
+
+    out = []
+    avtag_cmd = [sys.executable, "-m", "avtag"]
+    help_s = statistics.median(run_process([*avtag_cmd, "--help"])[0] for _ in range(5))
+    python_s = statistics.median(run_process([sys.executable, "-c", "pass"])[0] for _ in range(5))
+    out.append({"section": "start-up", "what": "avtag --help", "unit": "s", "avtag": round(help_s, 2),
+                "peer": "python -c pass", "peer_value": round(python_s, 2), "target": "< 0.5 s"})
+
+    tagger = Tagger.from_pretrained("default")
+    tagger.tag_file(CLIP)  # load everything, start the decode workers
+    warm = []
+    for _ in range(runs):
         t0 = time.perf_counter()
-        tagger = Tagger()
         tagger.tag_file(CLIP)
-        load_and_first = time.perf_counter() - t0
-        warm = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            tagger.tag_file(CLIP)
-            warm.append(time.perf_counter() - t0)
-        clips = sorted(p for p in (SHARED / "clips").iterdir() if p.suffix in (".mp4", ".webm"))
-        media_s = sum(duration_of(p) for p in clips)
-        t0 = time.perf_counter()
-        failed = sum(1 for _, result, _ in tagger.tag_files(clips) if result is None)
-        batch = time.perf_counter() - t0
-    ff_clip, ff_batch = ffmpeg_times([CLIP]), ffmpeg_times(clips)
-    out["first_run"] = {"seconds": round(first, 2), "peak_rss_mb": round(first_mb, 1),
-                        "note": "new process, empty cache: MiniLM extraction + label-map build"}  # fmt: skip
-    out["cold"] = {"median_s": round(statistics.median(t for t, _, _ in cold), 2),
-                   "runs_s": [round(t, 2) for t, _, _ in cold], "peak_rss_mb": round(max(m for _, m, _ in cold), 1),
-                   **ff_clip}  # fmt: skip
-    out["warm"] = {"median_s": round(statistics.median(warm), 3), "runs_s": [round(t, 3) for t in warm],
-                   "in_process_load_and_first_s": round(load_and_first, 2), **ff_clip}  # fmt: skip
-    out["batch"] = {"files": len(clips), "failed": failed, "media_seconds": round(media_s, 1),
-                    "seconds": round(batch, 2), "media_s_per_s": round(media_s / batch, 1), **ff_batch,
-                    "peak_rss_mb_this_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    if "ffmpeg_full_decode_s" in ff_batch:
-        out["batch"]["ffmpeg_full_media_s_per_s"] = round(media_s / ff_batch["ffmpeg_full_decode_s"], 1)
-        out["batch"]["avtag_over_ffmpeg_full_time"] = round(batch / ff_batch["ffmpeg_full_decode_s"], 2)
+        warm.append(time.perf_counter() - t0)
+    warm_s = statistics.median(warm)
+    ff_clip = min(ffmpeg_decode([CLIP]) for _ in range(runs))
+    out.append({"section": "latency", "what": f"warm Tagger.tag_file, {probe(CLIP).duration:.0f} s clip", "unit": "s",
+                "avtag": round(warm_s, 2), "peer": "ffmpeg full decode (1 thread)", "peer_value": round(ff_clip, 2),
+                "ratio": round(warm_s / ff_clip, 2), "target": "<= 1.2x"})
+    cold = [run_process([*avtag_cmd, "tag", str(CLIP), "--format", "json"]) for _ in range(runs)]
+    cold_s = statistics.median(t for t, _, _ in cold)
+    out.append({"section": "latency", "what": "cold avtag tag, same clip (new process)", "unit": "s",
+                "avtag": round(cold_s, 2), "peer": "warm + 1.5 s", "peer_value": round(warm_s + 1.5, 2),
+                "ratio": round(cold_s / (warm_s + 1.5), 2), "target": "start-up (cold - warm) <= 1.5 s",
+                "startup_s": round(cold_s - warm_s, 2)})
+
+    clips = sorted(p for p in (SHARED / "clips").iterdir() if p.suffix in (".mp4", ".webm"))
+    media_s = sum(probe(p).duration for p in clips)
+    t0 = time.perf_counter()
+    failed = sum(not r.ok for r in tagger.tag_files(clips))
+    batch_s = time.perf_counter() - t0
+    tagger.close()
+    ff_one, ff_default = ffmpeg_decode(clips), ffmpeg_decode(clips, threads=None)
+    out.append({"section": "throughput", "what": f"batch tag, {len(clips)} clips ({media_s:.0f} s), both branches",
+                "unit": "s", "avtag": round(batch_s, 2), "peer": "ffmpeg full decode (1 thread)",
+                "peer_value": round(ff_one, 2), "ratio": round(batch_s / ff_one, 2), "target": "<= 1.0x",
+                "failed": failed, "media_s_per_s": round(media_s / batch_s, 1),
+                "ffmpeg_default_threads_s": round(ff_default, 2)})
+    _, rss_batch, _ = run_process([*avtag_cmd, "tag", *map(str, clips), "--format", "json"])
+    out.append({"section": "memory", "what": f"peak RSS, avtag tag of {len(clips)} clips (new process)",
+                "unit": "MB", "avtag": round(rss_batch), "target": "<= 800 MB"})
+    with tempfile.TemporaryDirectory() as tmp:
+        flac = long_audio(Path(tmp))
+        t, rss, code = run_process([*avtag_cmd, "tag", str(flac), "--segments", "--format", "json"])
+        ff = ffmpeg_decode([flac])
+    out.append({"section": "throughput", "what": "20-min FLAC, tag --segments (new process)", "unit": "x real time",
+                "avtag": round(1200 / t, 1), "peer": "ffmpeg full decode", "peer_value": round(1200 / ff, 1),
+                "target": ">= 300x", "seconds": round(t, 2), "exit": code})
+    out.append({"section": "memory", "what": "peak RSS, 20-min FLAC with --segments", "unit": "MB",
+                "avtag": round(rss), "target": "<= 800 MB"})
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3, help="repetitions of the cold and warm measurements")
-    parser.add_argument("--json", action="store_true", help="print only the JSON line")
-    args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
-    result = bench(args.runs)
-    if not args.json:
-        print(f"avtag tag on {result.get('clip')} ({result.get('clip_seconds')} s), load average "
-              f"{result.get('load_average_1min')} on {result.get('cpu_count')} CPUs")  # fmt: skip
-        for section in ("first_run", "cold", "warm", "batch"):
-            for key, value in (result.get(section) or {}).items():
-                print(f"  {section:10s} {key:32s} {value}")
-    print(json.dumps(result))
-    return 0 if "error" not in result else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    import json
+
+    sys.path.insert(0, str(REPO))
+    for row in rows():
+        print(json.dumps(row))
