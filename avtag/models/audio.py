@@ -189,6 +189,25 @@ class AudioModel(nn.Module):
     def forward(self, x: torch.Tensor) -> TaggerOutput:
         return self.forward_image(self.image(x))
 
+    # ------------------------------------------------------------------ training from a frozen prefix
+    @property
+    def has_frozen_prefix(self) -> bool:
+        """True when the backbone's lower part is frozen and can be computed once per clip."""
+        return getattr(self.backbone, "frozen_blocks", None) is not None
+
+    def frozen_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen part's output for a waveform ``(B, samples)``: front end (eval: no SpecAugment)
+        then :meth:`Backbone.prefix`. Caching it lets training run only the trainable part."""
+        return self.backbone.prefix(self.frontend(x))
+
+    def forward_from_prefix(self, z: torch.Tensor) -> TaggerOutput:
+        """The trainable part and MIL pooling on :meth:`frozen_prefix` output (same result as
+        :meth:`forward` in eval mode)."""
+        framewise, features = self.backbone.suffix(z)
+        clipwise, attention = self.pooling(framewise, features)
+        return TaggerOutput(clipwise=clipwise, framewise=framewise, frame_hop=self.frame_hop, attention=attention,
+                            embedding=features.mean(dim=1), audio_clipwise=clipwise)
+
     @property
     def min_samples(self) -> int:
         """The shortest waveform (samples) the model takes."""

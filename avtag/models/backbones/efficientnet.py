@@ -120,14 +120,57 @@ class EfficientNetFrames(Backbone):
         self._channels_last = True
         return self
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = image.transpose(2, 3)  # (B, C, F, T): frequency = height, time = width
-        x = self.to_rgb(x) if self.to_rgb is not None else x.expand(-1, 3, -1, -1)
-        if getattr(self, "_channels_last", False):
-            from avtag.models.fast import to_channels_last
+    @property
+    def frozen_blocks(self) -> int | None:
+        """MBConv blocks below the trainable part (None: the whole network trains)."""
+        trainable = int(self.cfg.trainable_blocks)
+        return None if trainable < 0 else NUM_BLOCKS - trainable
 
-            x = to_channels_last(x)
-        x = self.net.extract_features(x)  # (B, 1280, F', T')
+    def prefix(self, image: torch.Tensor) -> torch.Tensor:
+        """The frozen part: image ``(B, C, T, F)`` -> feature map ``(B, C', F', T')`` after the stem and
+        the frozen MBConv blocks (also the head conv when nothing trains). Deterministic in eval mode,
+        so ``avtag train`` can compute it once per clip (``training.cache_frozen``).
+
+        Raises:
+            AvtagError: the whole network trains (nothing is frozen).
+        """
+        from avtag import AvtagError
+
+        if self.frozen_blocks is None:
+            raise AvtagError("model.efficientnet.trainable_blocks is -1: no frozen part to cache")
+        return self._run(image, 0, self.frozen_blocks, head=self.frozen_blocks == NUM_BLOCKS)
+
+    def suffix(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trainable part on :meth:`prefix` output: ``(framewise (B, T', classes), features (B, T', D))``."""
+        start = self.frozen_blocks or 0
+        if start < NUM_BLOCKS:
+            z = self._run(z, start, NUM_BLOCKS, head=True, stem=False)
+        return self._frames(z)
+
+    def _run(self, x: torch.Tensor, first: int, last: int, head: bool, stem: bool = True) -> torch.Tensor:
+        """Stem (on an image), MBConv blocks ``first..last-1``, and the head conv when ``head``
+        (``EfficientNet.extract_features``, split anywhere)."""
+        net = self.net
+        if stem:
+            x = x.transpose(2, 3)  # (B, C, F, T): frequency = height, time = width
+            x = self.to_rgb(x) if self.to_rgb is not None else x.expand(-1, 3, -1, -1)
+            if getattr(self, "_channels_last", False):
+                from avtag.models.fast import to_channels_last
+
+                x = to_channels_last(x)
+            x = net._swish(net._bn0(net._conv_stem(x)))
+        rate = net._global_params.drop_connect_rate
+        for idx in range(first, last):
+            x = net._blocks[idx](x, drop_connect_rate=rate * idx / len(net._blocks) if rate else rate)
+        if head:
+            x = net._swish(net._bn1(net._conv_head(x)))
+        return x
+
+    def _frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head on the 1280-channel map ``(B, 1280, F', T')``: mean over frequency -> frame features -> probabilities."""
         features = self.head(x.mean(dim=2).transpose(1, 2))  # (B, T', D)
         framewise = torch.sigmoid(self.classifier(self.dropout(features)))
         return framewise, features
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._frames(self._run(image, 0, NUM_BLOCKS, head=True))
