@@ -1,4 +1,8 @@
-"""``avtag prepare CONFIG``: build the resumable feature cache of the config's splits."""
+"""``avtag prepare CONFIG [--format clips|shards]``: build the resumable feature cache of the config's splits.
+
+``--format shards`` (or ``cache.format: shards``) also packs each split into litdata shards at
+``cache.shards`` (a folder or an object-store URL) for streamed training: :mod:`avtag.data.shards`.
+"""
 from __future__ import annotations
 
 import sys
@@ -19,6 +23,9 @@ def register(sub) -> None:
                         "failed.tsv (default: cache.workers)")
     p.add_argument("--limit", type=int, default=None, help="cache at most N clips per split")
     p.add_argument("--retry-failed", action="store_true", help="try again clips listed in failed.tsv")
+    p.add_argument("--format", choices=("clips", "shards"), default=None,
+                   help="clips: the per-clip .npy cache; shards: that cache packed into litdata shards at cache.shards "
+                        "(a folder or s3://...) for streamed training (default: cache.format)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -44,9 +51,16 @@ def run(args) -> int:
 
     config = load_config(args.config, args.overrides)
     encoder = _LazyVideoEncoder() if get(config, "cache.video", False) else None
+    shards = (args.format or get(config, "cache.format", "clips")) == "shards"
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
-        r = prepare_split(config, split, workers=args.workers, progress=not args.no_progress,
-                          retry_failed=args.retry_failed, limit=args.limit, frame_encoder=encoder)
+        kwargs = dict(workers=args.workers, progress=not args.no_progress, retry_failed=args.retry_failed,
+                      limit=args.limit, frame_encoder=encoder)
+        if shards:
+            from avtag.data.shards import prepare_shards
+
+            r, packed = prepare_shards(config, split, **kwargs)
+        else:
+            r, packed = prepare_split(config, split, **kwargs), None
         print(f"{split}: {r.listed} clips listed, {r.missing} missing (see {r.missing_report}), "
               f"{r.already_done} already cached, {r.written} written, {len(r.failed)} failed "
               f"({r.clips_per_second:.1f} clips/s)")
@@ -54,4 +68,9 @@ def run(args) -> int:
             print(f"  failed: {name}: {reason}", file=sys.stderr)
         if len(r.failed) > 5:
             print(f"  ... {len(r.failed) - 5} more in the split's failed.tsv", file=sys.stderr)
+        if packed is not None:
+            done = "up to date" if packed.skipped else f"written in {packed.seconds:.0f} s"
+            size = f", {packed.bytes / 1e6:.0f} MB" if packed.bytes else ""
+            print(f"{split}: {packed.clips} clips in {packed.shards or '?'} shard(s) at {packed.location}{size} "
+                  f"({done})")
     return 0

@@ -38,6 +38,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.crnn.conv": ("plain", "glu"),
     "model.efficientnet.input_channels": ("repeat", "conv"),
     "training.sampler": ("shuffle", "balanced"),
+    "cache.format": ("clips", "shards"),
     "training.optimizer": ("adam", "adamw"),
     "training.lr_schedule": ("constant", "cosine"),
     "training.mixing.mode": ("none", "mix", "mixup"),

@@ -60,12 +60,25 @@ class CacheConfig:
         workers: decoding processes.
         logmel: also store the log-mel ``(frames, n_mels)`` float16.
         video: also store the video branch's per-frame ImageNet logits.
+        format: what training reads: ``clips`` (the per-clip ``.npy`` cache, the simple default) or
+            ``shards`` (litdata chunks with an index, streamed; ``avtag prepare --format shards``
+            writes them, see :mod:`avtag.data.shards`).
+        shards: where the shards are: a folder, or an object-store URL litdata streams from
+            (``s3://``, ``gs://``, ``azure://``); null: ``<dir>/shards``. One sub-folder per split.
+        shard_size: bytes of clips per shard (litdata ``chunk_bytes``, e.g. ``64MB``).
+        stream_cache: local folder for shards streamed from a URL (null: litdata's default).
+        stream_cache_size: at most this much of it is used (litdata ``max_cache_size``, e.g. ``20GB``).
     """
 
     dir: str = "cache"
     workers: int = 2
     logmel: bool = True
     video: bool = False
+    format: str = "clips"
+    shards: Optional[str] = None
+    shard_size: str = "64MB"
+    stream_cache: Optional[str] = None
+    stream_cache_size: str = "20GB"
 
 
 @dataclass
@@ -329,6 +342,9 @@ class TrainingConfig:
         lr_schedule: ``constant`` or ``cosine`` (per epoch); warmup_epochs: linear warm-up.
         threshold: decision threshold of the validation micro-F1.
         train_split / val_split: cache splits trained and validated on.
+        checkpoint_every_n_steps: also write ``last.ckpt`` every this many optimiser steps
+            (0: only at the end of each epoch); with ``cache.format: shards`` a run resumed from such
+            a checkpoint continues mid-epoch (the StreamingDataLoader state is in the checkpoint).
         mixing: mix-training or mixup.
     """
 
@@ -345,6 +361,7 @@ class TrainingConfig:
     threshold: float = 0.5
     train_split: str = "train"
     val_split: str = "validation"
+    checkpoint_every_n_steps: int = 0
     mixing: MixConfig = field(default_factory=MixConfig)
 
     def optim(self) -> OptimConfig:
