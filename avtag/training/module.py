@@ -84,8 +84,8 @@ class AudioTaggingModule(L.LightningModule):
         loss = weak_label_bce(out.clipwise, target)
         n = waveform.shape[0]
         self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=False, batch_size=n)
-        self.log("mixing", float(mixing), on_step=False, on_epoch=True, batch_size=n)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=False, batch_size=n, sync_dist=True)
+        self.log("mixing", float(mixing), on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -97,16 +97,20 @@ class AudioTaggingModule(L.LightningModule):
         self.val_f1.update(probs, labels)
         self.val_ap.update(probs, labels)
         self._val_positives = self._val_positives.to(labels.device) + labels.sum(dim=0)
-        self.log("val_loss", loss, on_epoch=True, prog_bar=False, batch_size=waveform.shape[0])
+        self.log("val_loss", loss, on_epoch=True, prog_bar=False, batch_size=waveform.shape[0], sync_dist=True)
 
     def on_validation_epoch_end(self):
-        self.log(MONITOR, self.val_f1.compute(), prog_bar=True)
+        # torchmetrics gathers the states of all ranks in compute(): every rank logs the same values
+        self.log(MONITOR, self.val_f1.compute(), prog_bar=True, sync_dist=True)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="No positive samples")
             ap = self.val_ap.compute()
-        present = self._val_positives > 0
+        positives = self._val_positives
+        if self.trainer.world_size > 1:
+            positives = self.trainer.strategy.reduce(positives.clone(), reduce_op="sum")
+        present = positives > 0
         val_map = ap[present].mean() if present.any() else torch.tensor(0.0, device=ap.device)
-        self.log("val_mAP", val_map, prog_bar=True)
+        self.log("val_mAP", val_map, prog_bar=True, sync_dist=True)
         self.val_f1.reset()
         self.val_ap.reset()
         self._val_positives = torch.zeros_like(self._val_positives)

@@ -15,10 +15,17 @@ Lightning (accelerator, devices, num_nodes, strategy, precision); ``precision: a
 means mixed precision on GPU (``bf16-mixed`` where supported, else ``16-mixed``) and
 float32 on CPU. Mix-training's two stages run in one Trainer (see
 :class:`AudioTaggingModule`), so a resumed run picks the right stage from its epoch counter.
+
+Several processes: ``trainer.devices=N trainer.strategy=ddp`` starts them from one command
+(Lightning re-runs the command line once per extra device; gloo on CPU, NCCL on GPU); ``torchrun``
+or SLURM ``srun`` start them from outside (see the README). Every rank runs this function; only
+rank 0 prints, writes ``config.yaml`` and exports the model. The feature cache is built beforehand
+when the ranks are started from outside (they would race to build it).
 """
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import time
 import warnings
@@ -58,19 +65,71 @@ def choose_precision(config: AvtagConfig) -> str:
     return "32-true"
 
 
+def global_rank() -> int:
+    """This process's rank as the launcher set it (Lightning, torchrun, SLURM); 0 in a single process."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def launched_world_size() -> int:
+    """Processes started from outside (``torchrun``: ``WORLD_SIZE``; SLURM: ``SLURM_NTASKS``), else 1."""
+    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 1
+
+
 def ensure_cache(config: AvtagConfig, progress: bool = True) -> None:
-    """Build the train/validation feature cache when it is empty (``avtag prepare``'s work)."""
+    """Build the train/validation feature cache (and its shards, ``cache.format: shards`` with a local
+    ``cache.shards``) when it is missing: ``avtag prepare``'s work.
+
+    Raises:
+        AvtagError: it is missing in a multi-process launch (``torchrun`` / SLURM: run ``avtag prepare`` first).
+    """
     from avtag.data.cache import FeatureCache, prepare_split
 
     root = resolve_path(config.cache.dir)
-    for split in (config.training.train_split, config.training.val_split):
+    splits = (config.training.train_split, config.training.val_split)
+    if config.cache.format == "shards":
+        _ensure_shards(config, splits, progress)
+        return
+    for split in splits:
         if not FeatureCache(root, split).names():
+            if global_rank() != 0 or launched_world_size() > 1:
+                raise AvtagError(f"feature cache of split {split!r} is empty in {root / split}: run "
+                                 "`avtag prepare CONFIG` before starting several training processes")
             print(f"feature cache of split {split!r} is empty: preparing it in {root / split}")
-            from avtag.models.video import VideoBranch  # data/ builds no networks: the encoder is passed in
-
-            encoder = VideoBranch().frame_logits if config.cache.video else None
-            report = prepare_split(config, split, progress=progress, frame_encoder=encoder)
+            report = prepare_split(config, split, progress=progress, frame_encoder=_frame_encoder(config))
             print(f"{split}: {report.written} clips cached, {len(report.failed)} failed, {report.missing} missing")
+
+
+def _ensure_shards(config: AvtagConfig, splits, progress: bool) -> None:
+    from avtag.data.shards import is_url, shards_root, split_location
+
+    root = shards_root(config)
+    if is_url(root):
+        return  # written beforehand (avtag prepare --format shards with cache.shards=URL); litdata says if not
+    missing = [s for s in splits if not (Path(split_location(root, s)) / "index.json").is_file()]
+    if not missing:
+        return
+    if global_rank() != 0 or launched_world_size() > 1:
+        raise AvtagError(f"no shards of split {missing[0]!r} in {root}: run `avtag prepare CONFIG --format shards` "
+                         "before starting several training processes")
+    from avtag.data.shards import prepare_shards
+
+    for split in missing:
+        print(f"no shards of split {split!r}: preparing them in {split_location(root, split)}")
+        prepare_shards(config, split, progress=progress, frame_encoder=_frame_encoder(config))
+
+
+def _frame_encoder(config: AvtagConfig):
+    """The video branch's frame encoder when the cache stores frame logits (data/ builds no networks)."""
+    if not config.cache.video:
+        return None
+    from avtag.models.video import VideoBranch
+
+    return VideoBranch().frame_logits
 
 
 def _loggers(run_dir: Path):
@@ -112,6 +171,14 @@ def build_trainer(config: AvtagConfig, run_dir: Path, progress: bool = True):
         ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
     ]
+    every = int(config.training.checkpoint_every_n_steps)
+    if every > 0:  # and during the epoch (the same file: --resume takes the newest)
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                                         every_n_train_steps=every, enable_version_counter=False))
+    if config.cache.format == "shards":
+        from avtag.training.datamodule import FreshStreamingEpochs
+
+        callbacks.append(FreshStreamingEpochs())
     if progress:
         callbacks.append(_progress_bar_class()(leave=True))
     t = config.trainer
@@ -175,11 +242,15 @@ def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True
             raise AvtagError(f"cannot resume: {ckpt_path} not found (start without --resume)")
     elif last.is_file():
         raise AvtagError(f"{run_dir} already holds a run; continue it with --resume or choose output_dir=OTHER")
+    rank0 = global_rank() == 0
+    say = print if rank0 else (lambda *a, **k: None)  # one console for all ranks
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    if rank0:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")  # litdata's is exact
     L.seed_everything(config.training.seed, workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
@@ -187,17 +258,20 @@ def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True
     ensure_cache(config, progress)
     data = AudioDataModule.from_config(config)
     data.setup("fit")
-    n_skipped = skipped_report(data.skipped, run_dir / "skipped_clips.tsv")
+    n_skipped = sum(len(items) for items in data.skipped.values())
+    if rank0:
+        skipped_report(data.skipped, run_dir / "skipped_clips.tsv")
     sizes = {s: len(d) for s, d in data.datasets.items()}
     module = build_module(config)
     n_params = sum(p.numel() for p in module.model.parameters())
-    print(f"training on {sizes['train']} clips, validating on {sizes['validation']} clips "
-          f"({len(data.vocabulary)} classes, sampler: {data.sampler}); model: {n_params:,} parameters, "
-          f"frame hop {module.model.frame_hop * 1000:.0f} ms, {module.model.model_config.pooling} pooling")
+    source = f"shards in {data.shards}" if data.shards is not None else f"cache in {data.cache_dir}"
+    say(f"training on {sizes['train']} clips, validating on {sizes['validation']} clips "
+        f"({len(data.vocabulary)} classes, sampler: {data.sampler}, {source}); model: {n_params:,} parameters, "
+        f"frame hop {module.model.frame_hop * 1000:.0f} ms, {module.model.model_config.pooling} pooling")
     if n_skipped:
         examples = [f"{n} ({r})" for items in data.skipped.values() for n, r in list(items.items())[:3]][:3]
-        print(f"skipped {n_skipped} clip(s) that could not be decoded, e.g. {'; '.join(examples)} "
-              f"- full list in {run_dir / 'skipped_clips.tsv'}")
+        say(f"skipped {n_skipped} clip(s) that could not be decoded, e.g. {'; '.join(examples)} "
+            f"- full list in {run_dir / 'skipped_clips.tsv'}")
 
     trainer = build_trainer(config, run_dir, progress)
     try:
@@ -205,8 +279,8 @@ def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True
     except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown + sys.exit(1)
         if not trainer.interrupted:
             raise
-        done = f"the last completed epoch is in {last}" if last.is_file() else "no epoch was completed"
-        print(f"training interrupted; {done}. Continue with: avtag train CONFIG [overrides] --resume", file=sys.stderr)
+        done = f"the last checkpoint is {last}" if last.is_file() else "no checkpoint was written"
+        say(f"training interrupted; {done}. Continue with: avtag train CONFIG [overrides] --resume", file=sys.stderr)
         raise KeyboardInterrupt from None
 
     ckpt_cb = trainer.checkpoint_callback
@@ -214,7 +288,7 @@ def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True
     score = ckpt_cb.best_model_score if ckpt_cb is not None else None
     model_path = None
     source = best if best and best.is_file() else (last if last.is_file() else None)
-    if source is not None:
+    if source is not None and trainer.is_global_zero:
         model_path = export_audio_model(source, run_dir / "audio_model.pt")
     return TrainResult(
         run_dir=run_dir,
