@@ -261,3 +261,37 @@ def test_fast_dev_run_smoke(synth, one_thread):
     assert config.trainer.extra == {"fast_dev_run": True}
     result = train(config, progress=False)
     assert result.global_step == 1 and result.model_path is None  # fast_dev_run writes no checkpoint
+
+
+def test_training_from_a_cached_frozen_prefix(synth, one_thread):
+    """training.cache_frozen: the frozen EfficientNet part runs once per clip; the exported model on
+    waveforms reproduces the validation micro-F1 of the prefix path, and a second run reuses the cache."""
+    from avtag.training.frozen import PrefixCache
+    from avtag.training.train import train
+
+    overrides = ["model.backbone=efficientnet_lite0", "model.efficientnet.trainable_blocks=2",
+                 "model.efficientnet.head_dim=64", "training.cache_frozen=true", "training.batch_size=16",
+                 "training.workers=0", "training.lr=0.003", "training.lr_schedule=constant", "training.warmup_epochs=0",
+                 "training.sampler=shuffle", "training.mixing.mode=mix", "training.mixing.epochs=2",
+                 "training.max_epochs=3"]
+    config = load_config(synth["config"], overrides + [f"output_dir={synth['root'] / 'frozen'}"])
+    result = train(config, progress=False)
+    prefixes = list((Path(config.cache.dir) / "train").glob("prefix-*/*.npy"))
+    train_clips = len(AudioDataModule.from_config(config).cache("train").names())
+    assert len(prefixes) == train_clips and result.best_micro_f1 is not None
+
+    data = AudioDataModule.from_config(config)
+    data.setup()
+    model = load_audio_model(result.model_path)
+    val = data.datasets["validation"]
+    wave = torch.stack([val[i][0] for i in range(len(val))])
+    with torch.no_grad():
+        pred = (model(wave).clipwise >= 0.5).numpy()
+    tp = (pred * val.targets).sum()
+    assert 2 * tp / (pred.sum() + val.targets.sum()) == pytest.approx(result.best_micro_f1, abs=1e-3)
+
+    again = load_config(synth["config"], overrides + ["training.max_epochs=1", f"output_dir={synth['root'] / 'f2'}"])
+    stamps = {p: p.stat().st_mtime_ns for p in prefixes}
+    train(again, progress=False)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # same key: nothing recomputed
+    assert isinstance(PrefixCache(prefixes[0].parent).path("x"), Path)

@@ -346,6 +346,8 @@ class TrainingConfig:
             (0: only at the end of each epoch); with ``cache.format: shards`` a run resumed from such
             a checkpoint continues mid-epoch (the StreamingDataLoader state is in the checkpoint).
         mixing: mix-training or mixup.
+        cache_frozen: compute the frozen part of the backbone once per clip and train only the
+            rest (EfficientNet with ``trainable_blocks >= 0``; :mod:`avtag.training.frozen`).
     """
 
     seed: int = 0
@@ -363,6 +365,7 @@ class TrainingConfig:
     val_split: str = "validation"
     checkpoint_every_n_steps: int = 0
     mixing: MixConfig = field(default_factory=MixConfig)
+    cache_frozen: bool = False
 
     def optim(self) -> OptimConfig:
         """The optimiser settings as one typed value (for the LightningModule)."""

@@ -54,7 +54,8 @@ def mix_batch(
     a = _blend_weights(batch, alpha, generator).to(device=device, dtype=waveform.dtype)
     mixed_rows = (torch.rand(batch, generator=generator) < probability).to(device)
     a = torch.where(mixed_rows, a, torch.ones_like(a))
-    x = a[:, None] * waveform + (1 - a[:, None]) * waveform[perm]
+    shape = (batch,) + (1,) * (waveform.dim() - 1)  # waveforms (B, samples) or any (B, ...) tensor
+    x = a.view(shape) * waveform + (1 - a.view(shape)) * waveform[perm]
     partner = target[perm]
     if mode == "mix":
         y = torch.where(mixed_rows[:, None], torch.clamp(target + partner, max=1.0), target)

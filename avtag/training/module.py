@@ -64,13 +64,16 @@ class AudioTaggingModule(L.LightningModule):
         self.model = build_audio_model(model, audio, classes)
         self.optim, self.mixing, self.threshold = optim, mixing, float(threshold)
         num_classes = len(self.model.classes)
+        #: batches hold frozen-prefix tensors instead of waveforms (``training.cache_frozen``, training/frozen.py)
+        self.from_prefix = False
         self.val_f1 = MultilabelF1Score(num_labels=num_classes, average="micro", threshold=self.threshold)
         self.val_ap = MultilabelAveragePrecision(num_labels=num_classes, average=None)
         self._val_positives = torch.zeros(num_classes)
 
-    def forward(self, waveform: torch.Tensor):
-        """``waveform (B, samples)`` -> :class:`TaggerOutput` (see ``AudioTagger``)."""
-        return self.model(waveform)
+    def forward(self, x: torch.Tensor):
+        """``waveform (B, samples)`` -> :class:`TaggerOutput` (see :class:`AudioModel`); a frozen-prefix
+        tensor when :attr:`from_prefix`."""
+        return self.model.forward_from_prefix(x) if self.from_prefix else self.model(x)
 
     # ---------------------------------------------------------------- steps
     def training_step(self, batch, batch_idx):
@@ -80,7 +83,7 @@ class AudioTaggingModule(L.LightningModule):
             waveform, target = mix_batch(
                 waveform, target, self.mixing.mode, self.mixing.alpha, self.mixing.probability
             )
-        out = self.model(waveform)
+        out = self(waveform)
         loss = weak_label_bce(out.clipwise, target)
         n = waveform.shape[0]
         self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
@@ -90,7 +93,7 @@ class AudioTaggingModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         waveform, target = batch
-        out = self.model(waveform)
+        out = self(waveform)
         loss = weak_label_bce(out.clipwise, target)
         probs = out.clipwise.float().detach()
         labels = target.round().long()

@@ -210,6 +210,34 @@ def build_module(config: AvtagConfig):
                               t.mixing, t.threshold, config=config_to_dict(config))
 
 
+def use_frozen_prefix(module, data, config: AvtagConfig, progress: bool, say=print) -> None:
+    """``training.cache_frozen``: fit the front end's statistics, cache every clip's frozen prefix
+    once (:mod:`avtag.training.frozen`), and train the module on the prefixes.
+
+    Raises:
+        AvtagError: the model has no frozen part, or the data are streamed shards.
+    """
+    from avtag.training.frozen import PrefixCache, PrefixDataset, fit_input_norm, prefix_key
+
+    model = module.model
+    if not model.has_frozen_prefix:
+        raise AvtagError("training.cache_frozen needs a backbone with a frozen part "
+                         "(model.backbone: efficientnet_lite0 with model.efficientnet.trainable_blocks >= 0)")
+    if data.shards is not None:
+        raise AvtagError("training.cache_frozen works on the per-clip cache, not on streamed shards")
+    clips = fit_input_norm(model, data.datasets["train"], data.batch_size, progress)
+    key = prefix_key(model)
+    for split in ("train", "validation"):
+        dataset = data.datasets[split]
+        cache = PrefixCache(data.cache_dir / data.splits[split] / f"prefix-{key}")
+        built = cache.build(model, dataset, data.batch_size, progress, description=f"prefix {split}")
+        say(f"frozen prefix of {split}: {built} clips computed now, {len(dataset) - built} cached ({cache.folder})")
+        data.datasets[split] = PrefixDataset(cache, dataset)
+    module.from_prefix = True
+    say(f"input statistics fitted on {clips} clips; training runs the trainable part only "
+        "(SpecAugment off, mixing blends prefix tensors)")
+
+
 def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True) -> TrainResult:
     """Train the audio branch as the config describes.
 
@@ -263,6 +291,8 @@ def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True
         skipped_report(data.skipped, run_dir / "skipped_clips.tsv")
     sizes = {s: len(d) for s, d in data.datasets.items()}
     module = build_module(config)
+    if config.training.cache_frozen:
+        use_frozen_prefix(module, data, config, progress, say)
     n_params = sum(p.numel() for p in module.model.parameters())
     source = f"shards in {data.shards}" if data.shards is not None else f"cache in {data.cache_dir}"
     say(f"training on {sizes['train']} clips, validating on {sizes['validation']} clips "
