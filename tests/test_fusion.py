@@ -96,3 +96,23 @@ def test_from_config(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(FusionError, match=r"bad\.json"):
         LateFusion.load(tmp_path / "bad.json")
+
+
+def test_boost_only_adds_visual_evidence():
+    """boost: a + (1 - a) * beta * v. A class no object stands for keeps its audio score; an object
+    seen but not heard cannot reach 0.5 alone (beta <= 0.5); seeing a heard class raises it."""
+    f = LateFusion("boost", video_boost=0.5)
+    a = np.array([[0.9, 0.0, 0.4, 0.3]])
+    v = np.array([[0.0, 0.95, 0.8, np.nan]])
+    out = f.fuse(a, v)
+    np.testing.assert_allclose(out[0, :3], [0.9, 0.475, 0.4 + 0.6 * 0.5 * 0.8])
+    assert out[0, 3] == pytest.approx(0.3)  # no video score for the class: audio as is
+    assert np.all(out >= a - 1e-12)  # never below the audio score
+    with pytest.raises(FusionError, match="video_boost"):
+        LateFusion("boost", video_boost=1.5)
+
+
+def test_gated_uses_audio_alone_where_nothing_can_be_seen():
+    f = LateFusion("gated", 0.5, classes=["Speech", "Dog"]).gate(np.array([0.0, 2.5]))
+    np.testing.assert_allclose(f.fuse(np.array([0.8, 0.2]), np.array([0.0, 0.9])), [0.8, 0.55])
+    assert LateFusion.from_dict(f.to_dict()).fuse(np.array([0.8, 0.2]), np.array([0.0, 0.9]))[0] == pytest.approx(0.8)

@@ -274,3 +274,33 @@ def test_cli_reports_bad_media_in_one_line(corpus, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "testing_set.csv" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
+def test_audio_files_take_the_libsndfile_path_and_agree_with_pyav(tmp_path, suffix):
+    """Plain audio files are read by libsndfile + soxr (much faster than a media pipeline): the same
+    samples as PyAV within the two resamplers' differences, streamed or whole."""
+    from avtag.io.backends import FallbackDecoder
+    from avtag.io.soundfile_backend import SoundFileBackend
+
+    rate = 44100
+    t = np.arange(3 * rate) / rate
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 1250 * t)], axis=1)
+    path = write_wav(tmp_path / "s.wav", stereo, rate)
+    if suffix != ".wav":
+        other = tmp_path / f"s{suffix}"
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), *(["-c:a", "libvorbis", "-q:a", "8"] if suffix == ".ogg"
+                        else []), str(other)], check=True)
+        path = other
+    info = probe(path)
+    assert SoundFileBackend().accepts_audio(info)
+    fast = load_clip(path, sample_rate=SR).waveform
+    slow = load_clip(path, sample_rate=SR, backend="pyav").waveform
+    n = min(fast.size, slow.size)
+    assert abs(fast.size - slow.size) <= 2
+    snr = 10 * np.log10(np.sum(slow[:n] ** 2) / np.sum((fast[:n] - slow[:n]) ** 2))
+    assert snr > (25 if suffix == ".ogg" else 40), snr
+    streamed = np.concatenate(list(FallbackDecoder().stream_audio(path, SR)))
+    assert abs(streamed.size - fast.size) <= 2 and np.abs(streamed[: n - 100] - fast[: n - 100]).max() < 1e-3
+    video = write_media(tmp_path / "v.mp4", seconds=1.0, audio=tone(1.0, 48000), sample_rate=48000)
+    assert not SoundFileBackend().accepts_audio(probe(video))  # video containers go to decord / PyAV

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from avtag.commands.common import add_config_args, add_device_arg, load_args_config
+from avtag.config.schema import CHOICES
 
 HELP = "evaluate a trained model on the DCASE 2017 test or evaluation split (report, metrics, figures)"
 MODES = {"audio": "audio", "video": "video", "both": "fused"}
@@ -34,7 +35,7 @@ def register(subparsers) -> None:
     add_config_args(p)  # default config: the one stored in the checkpoint
     p.add_argument("--out", metavar="DIR", help="output folder (default: <output_dir>/evaluation/<split>-<system>)")
     p.add_argument("--only", choices=("audio", "video"), help="evaluate one branch alone")
-    p.add_argument("--fusion", choices=("weighted", "logistic", "max"), help="late-fusion method")
+    p.add_argument("--fusion", choices=CHOICES["fusion.method"], help="late-fusion method")
     p.add_argument("--no-tune", action="store_true", help="do not tune thresholds on the validation split")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per forward pass (default 16)")
@@ -71,7 +72,6 @@ def print_summary(ev, out_dir: Path) -> None:
     from rich.table import Table
 
     from avtag.commands.common import console as make_console
-
     from avtag.evaluation.report import summary_rows
 
     table = Table(title=f"{ev.system} system, {ev.split} split ({len(ev.names)} clips), %", title_justify="left")

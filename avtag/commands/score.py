@@ -14,8 +14,6 @@ import argparse
 import json
 import sys
 
-from avtag.evaluation.scorer import ScoreResult, score_files
-
 HELP = "score a Subtask A (tagging) prediction file as the official DCASE 2017 Task 4 scorer does"
 
 
@@ -47,7 +45,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _print_tables(result: ScoreResult) -> None:
+def _print_tables(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -78,6 +76,8 @@ def _print_tables(result: ScoreResult) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score ``args.predictions`` against ``args.groundtruth``; print tables, JSON or the scorer's text."""
+    from avtag.evaluation.scorer import score_files
+
     result = score_files(args.predictions, args.groundtruth, strict=args.strict)
     for line in result.warnings():
         kind = "warning" if line in result.format_warnings else "note"

@@ -12,8 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from avtag.commands.common import (add_config_args, add_device_arg, console, load_args_config, nonnegative_int,
-                                   probability)
+from avtag.commands.common import (
+    add_config_args,
+    add_device_arg,
+    console,
+    load_args_config,
+    nonnegative_int,
+    probability,
+)
+from avtag.config.schema import CHOICES
 
 HELP = "print the sound tags of video/audio files (audio + video branches, late fusion)"
 
@@ -45,13 +52,17 @@ def register(subparsers) -> None:
                    help="sound classes: 'dcase2017', a file with one name per line, or names separated by ';' "
                         "(the video branch is zero-shot)")
     p.add_argument("--only", choices=("audio", "video"), help="run one branch only (ablation)")
-    p.add_argument("--fusion", choices=("weighted", "logistic", "max"), help="late-fusion method")
+    p.add_argument("--fusion", choices=CHOICES["fusion.method"], help="late-fusion method")
     p.add_argument("--encoder", metavar="minilm|FILE", help="label-map text encoder: minilm or a word-vector file")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow gensim .kv/.model word vectors: they are pickles and can run code; only your own files")
     p.add_argument("--objects", type=nonnegative_int, default=None, metavar="N",
                    help="top ImageNet objects shown per file (default 5)")
     add_device_arg(p)
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="tag on a Ray cluster (auto, HOST:PORT, ray://HOST:10001; no ADDRESS: a local instance) "
+                        "and write JSON lines to --out; files already there are skipped (needs avtag[ray])")
+    p.add_argument("--out", metavar="FILE", help="with --ray: the JSON-lines file results are appended to")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -81,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.paths)
     if not paths:
         raise TagError("no media files found in " + ", ".join(args.paths))
+    if args.ray is not None or args.out:
+        from avtag.commands.tag_ray import run_ray
+
+        return run_ray(args, paths)
     tagger = build_tagger(args)
     err = console(stderr=True, soft_wrap=True)
     out = console(soft_wrap=args.format != "table")

@@ -18,34 +18,12 @@ import difflib
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from avtag import AvtagError
-from avtag.config.schema import AvtagConfig
+from avtag.config.schema import CHOICES, AvtagConfig
 
 
 class ConfigError(AvtagError):
     """A config file that cannot be read, or a key or value the schema does not allow."""
-
-
-#: values a key may take; the registries in ``models/`` and ``training/`` use exactly these names
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("dcase2017", "soundscapes"),
-    "video.aggregate": ("mean", "max", "meanmax"),
-    "model.frontend": ("logmel", "waveform", "wavegram_logmel"),
-    "model.backbone": ("crnn", "efficientnet_lite0", "waveform_cnn"),
-    "model.pooling": ("max", "mean", "linear_softmax", "exp_softmax", "attention"),
-    "model.crnn.conv": ("plain", "glu"),
-    "model.efficientnet.input_channels": ("repeat", "conv"),
-    "training.sampler": ("shuffle", "balanced"),
-    "cache.format": ("clips", "shards"),
-    "training.optimizer": ("adam", "adamw"),
-    "training.lr_schedule": ("constant", "cosine"),
-    "training.mixing.mode": ("none", "mix", "mixup"),
-    "fusion.method": ("weighted", "logistic", "max"),
-    "fusion.mode": ("both", "audio", "video"),
-    "ablation.split": ("test", "eval", "validation"),
-}
 
 
 def deep_merge(base: dict, top: dict) -> dict:
@@ -60,6 +38,8 @@ def deep_merge(base: dict, top: dict) -> dict:
 
 
 def _read_yaml(path: Path) -> dict:
+    import yaml
+
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -104,6 +84,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if not all(parts):
         raise ConfigError(f"override {item!r}: empty key part in {key.strip()!r}")
+    import yaml
+
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:

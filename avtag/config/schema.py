@@ -27,6 +27,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Union
 
+#: values a key may take; the registries in ``models/`` and ``training/`` use exactly these names
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.dataset": ("dcase2017", "soundscapes"),
+    "video.aggregate": ("mean", "max", "meanmax"),
+    "model.frontend": ("logmel", "waveform", "wavegram_logmel"),
+    "model.backbone": ("crnn", "efficientnet_lite0", "waveform_cnn"),
+    "model.pooling": ("max", "mean", "linear_softmax", "exp_softmax", "attention"),
+    "model.crnn.conv": ("plain", "glu"),
+    "model.efficientnet.input_channels": ("repeat", "conv"),
+    "training.sampler": ("shuffle", "balanced"),
+    "cache.format": ("clips", "shards"),
+    "training.optimizer": ("adam", "adamw"),
+    "training.lr_schedule": ("constant", "cosine"),
+    "training.mixing.mode": ("none", "mix", "mixup"),
+    "fusion.method": ("weighted", "logistic", "max", "boost", "gated"),
+    "fusion.mode": ("both", "audio", "video"),
+    "ablation.split": ("test", "eval", "validation"),
+}
+
 
 @dataclass
 class DataConfig:
@@ -403,8 +422,11 @@ class FusionConfig:
     """Late fusion of the audio and video clip-wise scores (Li et al. 2017).
 
     Attributes:
-        method: ``weighted``, ``logistic`` (per class, fitted on validation clips) or ``max``.
+        method: ``weighted``, ``logistic`` (per class, fitted on validation clips), ``max``, ``boost``
+            (``a + (1 - a) * video_boost * v``: video only adds evidence) or ``gated`` (weighted where
+            the label map links a class to objects, audio alone elsewhere); see :mod:`avtag.models.fusion`.
         audio_weight: ``w`` of ``w * audio + (1 - w) * video``: one value or one per class.
+        video_boost: ``beta`` of ``boost``.
         mode: ``both``, ``audio`` or ``video``: the ablation switch.
         weights_file: JSON of a fitted fusion (``LateFusion.save``).
         fit: fit the method on validation clips with video (``logistic`` always is).
@@ -412,6 +434,7 @@ class FusionConfig:
 
     method: str = "weighted"
     audio_weight: Union[float, List[float]] = 0.5
+    video_boost: float = 0.5
     mode: str = "both"
     weights_file: Optional[str] = None
     fit: bool = False

@@ -311,9 +311,20 @@ class FallbackDecoder:
             raise MediaError(f"unknown decoder backend {backend!r} (choose from {', '.join(BACKENDS)})")
         self.backend = backend
         self.decord, self.pyav = DecordBackend(), PyAVBackend()
+        from avtag.io.soundfile_backend import SoundFileBackend
+
+        self.soundfile = SoundFileBackend()
 
     def audio(self, info: MediaInfo, sample_rate: int, t0: float, t1: float) -> np.ndarray:
-        """Mono float32 ``(samples,)`` at ``sample_rate`` Hz of ``[t0, t1)`` seconds; raises :class:`MediaError`."""
+        """Mono float32 ``(samples,)`` at ``sample_rate`` Hz of ``[t0, t1)`` seconds; raises :class:`MediaError`.
+
+        ``auto``: plain audio files through libsndfile (:mod:`avtag.io.soundfile_backend`, much faster),
+        then decord, then PyAV."""
+        if self.backend == "auto" and self.soundfile.accepts_audio(info):
+            try:
+                return self.soundfile.audio(info, sample_rate, t0, t1)
+            except Exception:  # noqa: BLE001 - a file libsndfile misreads goes to the media decoders
+                pass
         try_decord = self.backend != "pyav" and self.decord.accepts_audio(info)
         return self._run(info, "audio", try_decord, lambda b: b.audio(info, sample_rate, t0, t1))
 
@@ -322,7 +333,12 @@ class FallbackDecoder:
         return self._run(info, "video", self.backend != "pyav", lambda b: b.frames(info, times, short_side))
 
     def stream_audio(self, path, sample_rate: int, start: float = 0.0) -> Iterator[np.ndarray]:
-        """Bounded-memory mono chunks: always PyAV (decord holds the whole track)."""
+        """Bounded-memory mono chunks: libsndfile for plain audio files (``auto``), else PyAV (decord
+        holds the whole track)."""
+        if self.backend == "auto":
+            info = self.pyav.probe(path)
+            if self.soundfile.accepts_audio(info):
+                return self.soundfile.stream_audio(path, sample_rate, start)
         return self.pyav.stream_audio(path, sample_rate, start)
 
     def _run(self, info: MediaInfo, what: str, try_decord: bool, call):

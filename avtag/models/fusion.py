@@ -10,6 +10,14 @@ after each has produced clip-level class scores (late fusion). Methods:
   fitted on validation clips (scikit-learn); classes whose validation clips are
   all positive or all negative fall back to the weighted mean.
 * ``max``: element-wise maximum.
+* ``boost``: ``a + (1 - a) * beta * v``: the audio score, raised by the video score towards 1
+  (a noisy-OR in which the video is a partial witness of weight ``beta``, ``fusion.video_boost``).
+  Video can only add evidence: a sound class no object stands for keeps its audio score (no
+  ImageNet object is "speech"), and with ``beta <= 0.5`` an object seen but not heard (a dog
+  on a leash) cannot reach 0.5 on its own.
+* ``gated``: the weighted mean for classes the label map links to objects, and the audio score
+  alone for classes without any visual evidence (per-class weights from the label map's column
+  mass; set by :class:`avtag.models.tagger.AudioVisualTagger`).
 
 ``mode`` is the ablation switch: ``both``, ``audio`` (audio only) or ``video``.
 A branch that did not run is passed as None; a NaN marks a class one branch
@@ -31,7 +39,7 @@ from torch import nn
 
 from avtag import AvtagError
 
-METHODS = ("weighted", "logistic", "max")
+METHODS = ("weighted", "logistic", "max", "boost", "gated")
 MODES = ("both", "audio", "video")
 _EPS = 1e-4
 
@@ -74,7 +82,7 @@ class LateFusion(nn.Module):
     """
 
     def __init__(self, method: str = "weighted", audio_weight: float | Sequence[float] = 0.5, mode: str = "both",
-                 classes: Sequence[str] | None = None) -> None:
+                 classes: Sequence[str] | None = None, video_boost: float = 0.5) -> None:
         super().__init__()
         if method not in METHODS:
             raise FusionError(f"unknown fusion method {method!r} (one of {', '.join(METHODS)})")
@@ -83,7 +91,9 @@ class LateFusion(nn.Module):
         w = np.asarray(audio_weight, dtype=np.float64)
         if np.any((w < 0) | (w > 1)) or np.any(np.isnan(w)):
             raise FusionError(f"audio_weight must lie in [0, 1], got {audio_weight}")
-        self.method, self.mode = method, mode
+        if not 0.0 <= video_boost <= 1.0:
+            raise FusionError(f"video_boost must lie in [0, 1], got {video_boost}")
+        self.method, self.mode, self.video_boost = method, mode, float(video_boost)
         self.classes = tuple(classes) if classes is not None else None
         self.register_buffer("audio_weight", torch.as_tensor(w, dtype=torch.float32))
         self.coef_: np.ndarray | None = None  # (classes, 2): audio logit, video logit
@@ -101,7 +111,14 @@ class LateFusion(nn.Module):
             if classes is not None and fusion.classes is not None and tuple(classes) != fusion.classes:
                 raise FusionError(f"{section.weights_file}: fitted for other classes than the model's vocabulary")
             return fusion
-        return cls(section.method, section.audio_weight, section.mode, classes)
+        return cls(section.method, section.audio_weight, section.mode, classes, section.video_boost)
+
+    def gate(self, visual_mass: np.ndarray, threshold: float = 1e-3) -> "LateFusion":
+        """``gated``: per-class audio weights, ``audio_weight`` where a class has visual evidence (the
+        label map's column mass ``(classes,)`` above ``threshold``), 1 (audio alone) elsewhere."""
+        w = torch.broadcast_to(self.audio_weight, (len(visual_mass),)).clone()
+        self.audio_weight = torch.where(torch.as_tensor(visual_mass) > threshold, w, torch.ones_like(w))
+        return self
 
     # ------------------------------------------------------------------ fit
     def fit(self, audio: np.ndarray, video: np.ndarray, targets: np.ndarray) -> "LateFusion":
@@ -176,11 +193,13 @@ class LateFusion(nn.Module):
     def _combine(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.method == "max":
             return torch.maximum(a, v)
+        if self.method == "boost":
+            return a + (1 - a) * self.video_boost * v
         w = self.audio_weight.to(a)
         if w.dim() == 1 and w.shape[0] != a.shape[-1]:
             raise FusionError(f"audio_weight has {w.shape[0]} values, scores have {a.shape[-1]} classes")
         weighted = w * a + (1 - w) * v
-        if self.method == "weighted":
+        if self.method in ("weighted", "gated"):
             return weighted
         if self.coef_ is None:
             raise FusionError("logistic fusion is not fitted: fit it on validation clips or give fusion.weights_file")
@@ -193,14 +212,16 @@ class LateFusion(nn.Module):
     # ------------------------------------------------------------------ save / load
     def to_dict(self) -> dict:
         """JSON-ready state (method, mode, weights, fitted regressions)."""
-        d = {"method": self.method, "mode": self.mode, "audio_weight": self.audio_weight.tolist(), "classes": self.classes}
+        d = {"method": self.method, "mode": self.mode, "audio_weight": self.audio_weight.tolist(), "classes": self.classes,
+             "video_boost": self.video_boost}
         if self.coef_ is not None:
             d.update(coef=self.coef_.tolist(), intercept=self.intercept_.tolist(), fitted=self.fitted_.tolist())
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "LateFusion":
-        fusion = cls(d.get("method", "weighted"), d.get("audio_weight", 0.5), d.get("mode", "both"), d.get("classes"))
+        fusion = cls(d.get("method", "weighted"), d.get("audio_weight", 0.5), d.get("mode", "both"), d.get("classes"),
+                     d.get("video_boost", 0.5))
         if "coef" in d:
             fusion.coef_ = np.asarray(d["coef"], dtype=np.float64).reshape(-1, 2)
             fusion.intercept_ = np.asarray(d["intercept"], dtype=np.float64)

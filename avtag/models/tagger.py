@@ -62,6 +62,8 @@ class AudioVisualTagger(nn.Module):
                 raise TaggerInputError("the label map was built for other classes than the tagger's")
             self.register_buffer("object_map", torch.as_tensor(label_map.matrix, dtype=torch.float32), persistent=False)
             self.objects = tuple(label_map.objects)
+            if self.fusion.method == "gated":
+                self.fusion.gate(label_map.matrix.sum(axis=0))
         else:
             self.object_map = None
 

@@ -81,8 +81,8 @@ def launched_world_size() -> int:
 
 
 def ensure_cache(config: AvtagConfig, progress: bool = True) -> None:
-    """Build the train/validation feature cache (and its shards, ``cache.format: shards`` with a local
-    ``cache.shards``) when it is missing: ``avtag prepare``'s work.
+    """Build or complete the train/validation feature cache (and its shards, ``cache.format: shards`` with
+    a local ``cache.shards``): ``avtag prepare``'s work, resumed where a killed run stopped.
 
     Raises:
         AvtagError: it is missing in a multi-process launch (``torchrun`` / SLURM: run ``avtag prepare`` first).
@@ -95,13 +95,16 @@ def ensure_cache(config: AvtagConfig, progress: bool = True) -> None:
         _ensure_shards(config, splits, progress)
         return
     for split in splits:
-        if not FeatureCache(root, split).names():
-            if global_rank() != 0 or launched_world_size() > 1:
+        if global_rank() != 0 or launched_world_size() > 1:
+            if not FeatureCache(root, split).names():
                 raise AvtagError(f"feature cache of split {split!r} is empty in {root / split}: run "
                                  "`avtag prepare CONFIG` before starting several training processes")
-            print(f"feature cache of split {split!r} is empty: preparing it in {root / split}")
-            report = prepare_split(config, split, progress=progress, frame_encoder=_frame_encoder(config))
-            print(f"{split}: {report.written} clips cached, {len(report.failed)} failed, {report.missing} missing")
+            continue
+        # resumable: a split cached whole costs a look at its lists; a killed prepare is completed
+        report = prepare_split(config, split, progress=progress, frame_encoder=_frame_encoder(config))
+        if report.written or report.failed:
+            print(f"{split}: {report.written} clips cached now ({report.already_done} before), "
+                  f"{len(report.failed)} failed, {report.missing} missing, in {root / split}")
 
 
 def _ensure_shards(config: AvtagConfig, splits, progress: bool) -> None:
