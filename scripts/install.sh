@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs avtag from scratch into ./.venv: FFmpeg (for benchmarks) via apt-get when
-# missing, then the package with its pinned torch stack and test extras via pip.
+# missing, then the package with its pinned torch stack, the test extras and the scale-out
+# extras (litdata for shards, Ray Data for distributed tagging) via pip.
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +12,5 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,shards,ray]'  # the scale-out extras: their tests run in CI
 echo "install.sh: avtag installed in $(pwd)/.venv"

@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from synthdata import make_dcase_dataset
 
 from avtag import AvtagError
 from avtag.config import ConfigError, load_config
 from avtag.training.datamodule import AudioDataModule, BalancedSampler, balanced_weights
-
-from synthdata import make_dcase_dataset
 
 pytest.importorskip("litdata", reason="the shards extra is not installed: pip install 'avtag[shards]'")
 
@@ -31,7 +30,8 @@ from avtag.data.shards import ShardClipDataset, prepare_shards, read_items, spli
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
-    "model.crnn.channels=[8,16,16]", "model.crnn.freq_pool=[2,2,2]", "model.crnn.rnn_hidden=16", "model.spec_augment=false",
+    "model.crnn.channels=[8,16,16]", "model.crnn.freq_pool=[2,2,2]", "model.crnn.rnn_hidden=16",
+    "model.spec_augment=false",
     "training.workers=0", "training.lr=0.003", "training.lr_schedule=constant", "training.warmup_epochs=0",
     "training.mixing.mode=mix", "training.mixing.probability=0.5", "training.mixing.finetune_lr_scale=1.0",
     "trainer.accelerator=cpu",
