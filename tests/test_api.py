@@ -112,3 +112,15 @@ def test_a_script_without_a_main_guard_works(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("script body ran") == 1 and "tagged " in proc.stdout
+
+
+def test_tag_files_gives_one_result_per_path_in_order(tagger, tmp_path):
+    """More files than a frame batch (tag.batch_clips), a failure and a long file among them."""
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF0000WAVEjunk")
+    paths = [DEMO, DEMO, bad, DEMO, DEMO, DEMO, DEMO]
+    results = list(tagger.tag_files(paths, top_k=1))
+    assert [r.file for r in results] == [str(p) for p in paths]
+    assert [r.ok for r in results] == [True, True, False, True, True, True, True]
+    scores = {round(r.tags[0].score, 5) for r in results if r.ok}
+    assert len(scores) == 1  # the same clip gives the same result wherever it sits in a batch

@@ -185,9 +185,11 @@ class FilePipeline:
         for path, clip, error in self._decoded(paths, head):
             if clip is not None and clip.duration < cfg.long_file_s:
                 batch.append((path, clip))
-                if len(batch) < max(1, cfg.batch_clips):
-                    continue
-            yield from self._flush(batch, **kwargs)
+                if len(batch) >= max(1, cfg.batch_clips):
+                    yield from self._flush(batch, **kwargs)
+                    batch = []
+                continue
+            yield from self._flush(batch, **kwargs)  # results stay in input order
             batch = []
             if error is not None:
                 yield TagResult(file=path, error=error)

@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""The default model on the real clips of ../shared/clips: audio, video and fused, beside each other.
+
+Hand labels (``clips.csv``: AudioSet names of what is clearly audible) are mapped onto the model's
+classes through the AudioSet ontology: a clip labelled "Acoustic guitar" is positive for Guitar,
+Plucked string instrument, Musical instrument and Music when the model has them (ancestors from
+the ``ontology`` section of ``avtag/resources/corpus_rules.yaml``). For every clip the tagger runs once
+(``top_k 0, threshold 0``: all scores); the fusion rules are then applied to the same audio and
+video scores through :meth:`AudioVisualTagger.combine`, so the rows differ only in the rule.
+
+Metrics over (clip, class) pairs at threshold 0.5: micro precision, recall and F1; and the
+label-ranking average precision (scikit-learn; clips without any positive class in the
+vocabulary are left out of it, and counted). Prints a markdown table and a JSON line.
+
+Usage: ``.venv/bin/python scripts/real_clips.py [--model default] [--rules boost:0.5,gated,weighted,max]``
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CLIPS = REPO.parent / "shared" / "clips"
+
+
+def truth(classes: tuple[str, ...], labels: list[str]) -> np.ndarray:
+    """``(classes,)`` bool: the hand labels and their AudioSet ancestors that are model classes."""
+    from avtag.data.corpus.rules import load_rules
+
+    ontology = load_rules()
+    expanded = set(ontology.expand(labels))
+    return np.array([c in expanded for c in classes])
+
+
+def metrics(y: np.ndarray, scores: np.ndarray) -> dict:
+    from sklearn.metrics import label_ranking_average_precision_score
+
+    pred = scores >= 0.5
+    tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    rows = y.any(axis=1)
+    lrap = float(label_ranking_average_precision_score(y[rows], scores[rows])) if rows.any() else float("nan")
+    return {"precision": p, "recall": r, "f1": f1, "lrap": lrap, "tp": tp, "fp": fp, "fn": fn,
+            "clips_in_lrap": int(rows.sum())}
+
+
+def fusion_for(rule: str, classes, tagger):
+    """A :class:`LateFusion` from ``method[:parameter]`` (``boost:0.5``, ``weighted:0.5``, ``gated``, ``max``)."""
+    from avtag.models.fusion import LateFusion
+
+    method, _, value = rule.partition(":")
+    if method == "boost":
+        return LateFusion("boost", classes=classes, video_boost=float(value or 0.5))
+    fusion = LateFusion(method, float(value or 0.5), classes=classes)
+    if method == "gated":
+        fusion.gate(tagger.model.object_map.sum(dim=0).cpu().numpy())
+    return fusion
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default", help="packaged model name (default: default)")
+    parser.add_argument("--rules", default="weighted:0.5,max,gated:0.5,boost:0.3,boost:0.5",
+                        help="fusion rules to compare, method[:parameter], comma-separated")
+    parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
+    args = parser.parse_args()
+    if not (CLIPS / "clips.csv").is_file():
+        print(f"skipped: {CLIPS / 'clips.csv'} not found (the ../shared folder beside the repository)")
+        return 0
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from avtag.inference.tagger import Tagger
+    from avtag.models.tagger import AudioVisualTagger
+
+    rows = list(csv.DictReader(open(CLIPS / "clips.csv")))
+    tagger = Tagger.from_pretrained(args.model, device="cpu")
+    classes = tagger.classes
+    y, audio, video, names = [], [], [], []
+    with tagger:
+        for r in tagger.tag_files([CLIPS / row["filename"] for row in rows], top_k=0, threshold=0.0):
+            row = next(x for x in rows if Path(r.file).name == x["filename"])
+            names.append(row["filename"])
+            y.append(truth(classes, row["labels"].split(";")))
+            audio.append([np.nan if r.scores[c].audio_score is None else r.scores[c].audio_score for c in classes])
+            video.append([np.nan if r.scores[c].video_score is None else r.scores[c].video_score for c in classes])
+    y, a, v = np.array(y), np.array(audio), np.array(video)
+    results = {"model": args.model, "clips": len(names), "classes": len(classes),
+               "positives": int(y.sum()), "systems": {}}
+    results["systems"]["audio only"] = metrics(y, np.nan_to_num(a))
+    results["systems"]["video only"] = metrics(y, np.nan_to_num(v))
+    for rule in args.rules.split(","):
+        fusion = fusion_for(rule.strip(), classes, tagger)
+        with torch.no_grad():
+            fused = AudioVisualTagger(classes, fusion=fusion).combine(torch.as_tensor(a), torch.as_tensor(v)).numpy()
+        results["systems"][f"fused, {rule.strip()}"] = metrics(y, fused)
+    print(f"{args.model} model, {len(names)} real clips of ../shared/clips, {len(classes)} classes, "
+          f"{int(y.sum())} positive (clip, class) pairs (hand labels + AudioSet ancestors)\n")
+    print("| system | micro P @0.5 | micro R @0.5 | micro F1 @0.5 | label-ranking AP |")
+    print("|---|--:|--:|--:|--:|")
+    for name, m in results["systems"].items():
+        print(f"| {name} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['lrap']:.2f} |")
+    print(json.dumps(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
