@@ -237,7 +237,9 @@ class ShardClipDataset(_StreamingDataset or object):
             raise CacheError(f"{location}: no shards here (index.json missing); "
                              "run `avtag prepare CONFIG --format shards`")
         kwargs = {"max_cache_size": max_cache_size} if is_url(location) else {}
-        super().__init__(location, shuffle=shuffle, drop_last=drop_last, seed=seed, cache_dir=cache_dir, **kwargs)
+        # items are large (a 10 s clip is ~450 kB): decode each alone, not in windows of 256 that shuffling thrashes
+        super().__init__(location, shuffle=shuffle, drop_last=drop_last, seed=seed, cache_dir=cache_dir,
+                         batch_decode=0, **kwargs)
         self.location, self.vocabulary = location, vocabulary
         self.clip_samples, self.sample_rate, self.random_crop = int(clip_samples), int(sample_rate), random_crop
 
