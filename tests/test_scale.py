@@ -229,3 +229,20 @@ def test_killed_ddp_run_on_shards_resumes_mid_epoch_and_finishes(synth):
     assert final["epoch"] == 2 and final["global_step"] == 27, out
     assert "done: 3 epochs, 27 steps" in out
     assert (run_dir / "audio_model.pt").is_file()
+
+
+def test_prepare_command_writes_shards(synth, tmp_path):
+    """``avtag prepare --format shards``: the cached split packed where ``cache.shards`` says, then up to date."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "avtag", "prepare", str(synth["config"]), f"cache.shards={tmp_path / 'shards'}",
+           "--splits", "validation", "--format", "shards", "--no-progress"]
+    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert f"validation: 23 clips in 1 shard(s) at {tmp_path / 'shards' / 'validation'}" in first.stdout
+    assert (tmp_path / "shards" / "validation" / "index.json").is_file()
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and "(up to date)" in again.stdout
+    names = sorted(item["name"] for item in read_items(str(tmp_path / "shards" / "validation")))
+    from avtag.data.cache import FeatureCache
+
+    assert names == sorted(FeatureCache(synth["root"] / "cache", "validation").names())
