@@ -58,8 +58,14 @@ from pathlib import Path
 import numpy as np
 
 from avtag import AvtagError
-from avtag.data.recordings import (Recording, SoundVocabulary, build_vocabulary, classify_licence, read_recordings,
-                                   redistributable)  # fmt: skip
+from avtag.data.recordings import (
+    Recording,
+    SoundVocabulary,
+    build_vocabulary,
+    classify_licence,
+    read_recordings,
+    redistributable,
+)
 
 
 class SoundscapeError(AvtagError):
@@ -98,7 +104,9 @@ class Event:
     """One placed event; ``labels`` is empty for a distractor. Times in seconds.
 
     ``lowpass_hz`` / ``codec``: degradation applied to the event (:mod:`avtag.data.corpus.degrade`);
-    ``bed``: a looped ambience under the whole clip, levelled ``snr_db`` over the noise floor.
+    ``bed``: a looped ambience under the whole clip, levelled ``snr_db`` over the noise floor;
+    ``constructed``: the source was synthesised or layered, not recorded (e.g.
+    :mod:`avtag.data.corpus.warning_signals`).
     """
 
     file: str
@@ -112,6 +120,7 @@ class Event:
     lowpass_hz: float | None = None
     codec: str | None = None
     bed: bool = False
+    constructed: bool = False
 
 
 @dataclass
@@ -228,8 +237,9 @@ def sample_soundscape(rng, name: str, split: str, pools: dict[str, list[str]], d
         f = pool[int(rng.integers(len(pool)))]
         speed = float(cfg.speeds[int(rng.integers(len(cfg.speeds)))])
         a, n, off = _place(rng, cfg, int((len(sources[f]) - 1) / speed))
+        snr = float(rng.uniform(*cfg.snr_db))
         scape.events.append(Event(f, () if is_distractor else labels[f], round(a / sr, 3), round((a + n) / sr, 3),
-                                  round(int(off * speed) / sr, 6), float(rng.uniform(*cfg.snr_db)), speed=speed))  # fmt: skip
+                                  round(int(off * speed) / sr, 6), snr, speed=speed))  # fmt: skip
         draw_degradation(rng, scape.events[-1], cfg)
     return scape
 
@@ -251,7 +261,8 @@ def coloured_noise(rng, samples: int, beta: float, dbfs: float) -> np.ndarray:
     return (x / np.sqrt(np.mean(x**2)) * 10 ** (dbfs / 20)).astype(np.float32)
 
 
-def render(scape: Soundscape, sources: dict[str, np.ndarray], cfg: SoundscapeConfig, rng) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def render(scape: Soundscape, sources: dict[str, np.ndarray], cfg: SoundscapeConfig,
+           rng) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Mix a recipe: ``(mixture, background, event stems)``, each ``(samples,)`` float32.
 
     ``mixture == background + sum(stems)`` (after the common peak scaling); each
@@ -308,7 +319,8 @@ def event_stem(source: np.ndarray, e: Event, cfg: SoundscapeConfig, gain: float 
         k = int(round(e.speed * 20))
         if abs(k / 20 - e.speed) > 1e-9:
             raise SoundscapeError(f"speed {e.speed}: must be a multiple of 0.05")
-        piece = torch.from_numpy(np.ascontiguousarray(source[off : off + int(np.ceil(n * e.speed)) + 1], dtype=np.float64))
+        piece = source[off : off + int(np.ceil(n * e.speed)) + 1]
+        piece = torch.from_numpy(np.ascontiguousarray(piece, dtype=np.float64))
         x = torchaudio.functional.resample(piece, orig_freq=k, new_freq=20).numpy()[:n]
     if len(x) != n:
         raise SoundscapeError(f"event {e.file} {e.onset}-{e.offset} s runs past the end of its recording")
@@ -433,8 +445,10 @@ def _summary(out: Path, recordings, sv: SoundVocabulary, side, rows, excluded, c
         "seed": seed, "config": asdict(cfg), "classes": list(sv.vocabulary.names),
         "clips": {s: len(r) for s, r in rows.items()},
         "clips_per_class": {s: {c: per_class[s].get(c, 0) for c in sv.vocabulary.names} for s in rows},
-        "recordings_per_class": {s: {c: rec_per_class[s].get(c, 0) for c in sv.vocabulary.names} for s in rec_per_class},
-        "source_groups_per_class": sv.recordings_per_class, "folded_classes": sv.folded, "excluded_recordings": excluded,
+        "recordings_per_class": {s: {c: rec_per_class[s].get(c, 0) for c in sv.vocabulary.names}
+                                 for s in rec_per_class},
+        "source_groups_per_class": sv.recordings_per_class, "folded_classes": sv.folded,
+        "excluded_recordings": excluded,
         "distractor_recordings": sorted(f for f, lab in sv.labels.items() if not lab),
     }  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -175,7 +175,6 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
         CorpusError / SoundscapeError: no corpus, a class that cannot be split, a non-empty ``out_dir``.
     """
     from avtag.data.corpus.rules import load_rules
-    from avtag.progress import track
 
     cfg = config or replace(SoundscapeConfig(), **CORPUS_DEFAULTS)
     out = Path(out_dir).expanduser()
@@ -192,42 +191,70 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
     used = cap_minutes(items, vocab, side, max_minutes, seed)
     items = [it for it in items if it.id in used]
     sources = load_items(items, cfg.sample_rate)
+    counts = {"train": n_train, "validation": n_validation, "test": n_test}
+    rows = mix_splits(out, items, vocab.labels, vocab.classes, side, sources, counts, cfg, seed, validation_fraction,
+                      split_seed, progress=progress)  # fmt: skip
     media = {"train": out / "audio" / "train", "test": out / "audio" / "test"}
-    rows: dict[str, list[Soundscape]] = {}
-    plan = (("train", "tr", n_train, False), ("validation", "va", n_validation, True), ("test", "te", n_test, None))
+    summary = _write_records(out, items, vocab, side, rows, cfg, seed, max_minutes, validation_fraction, split_seed)
+    return SoundscapeSet(out, out / "metadata", media, vocab.classes, {s: len(r) for s, r in rows.items()},
+                         summary["clips_per_class"], summary["recordings_per_class"], {})  # fmt: skip
+
+
+def mix_splits(out: Path, items: list[CorpusItem], labels: dict[str, tuple[str, ...]], classes: tuple[str, ...],
+               side: dict[str, str], sources: dict[str, np.ndarray], counts: dict[str, int], cfg: SoundscapeConfig,
+               seed: int, validation_fraction: float, split_seed: int, beds: dict[str, list[str]] | None = None,
+               constructed: frozenset[str] = frozenset(),
+               progress: bool = False) -> dict[str, list[Soundscape]]:  # fmt: skip
+    """Mix ``counts[split]`` clips per split into ``out/audio/{train,test}`` and write the metadata and recipes.
+
+    Args:
+        labels: ``{item id: output labels}`` (empty: a distractor); ``classes``: the output classes in order.
+        side: ``{item id: split}``; ``sources``: decoded audio of every item.
+        beds: ``{split: bed item ids}`` (an id may repeat to weigh it); default: the split's background items.
+        constructed: ids of constructed items; their events are marked ``constructed`` in the recipe.
+
+    Returns:
+        ``{split: [Soundscape]}`` in the order written.
+    """
     import soundfile as sf
 
-    for k, (split, prefix, n, want_val) in enumerate(plan):
+    from avtag.progress import track
+
+    media = {"train": out / "audio" / "train", "test": out / "audio" / "test"}
+    rows: dict[str, list[Soundscape]] = {}
+    plan = (("train", "tr", False), ("validation", "va", True), ("test", "te", None))
+    for k, (split, prefix, want_val) in enumerate(plan):
+        n = counts[split]
         folder = media["test" if split == "test" else "train"]
         folder.mkdir(parents=True, exist_ok=True)
         ids = sorted(it.id for it in items if side[it.id] == split)
-        pools = {c: [i for i in ids if c in vocab.labels[i]] for c in vocab.classes}
+        pools = {c: [i for i in ids if c in labels[i]] for c in classes}
         pools = {c: p for c, p in pools.items() if p}
-        distractors = [i for i in ids if not vocab.labels[i]]
-        beds = [it.id for it in items if side[it.id] == split and it.background]
+        distractors = [i for i in ids if not labels[i]]
+        split_beds = [it.id for it in items if side[it.id] == split and it.background] if beds is None else beds[split]
         rng = np.random.default_rng([seed, 100 + k])
         rows[split] = []
         names = _names(prefix, n, want_val, validation_fraction, split_seed, cfg.duration)
         for name in track(names, total=n, description=f"soundscapes {split}", unit="clips", enabled=progress):
-            scape = sample_soundscape(rng, name, split, pools, distractors, sources, vocab.labels, cfg)
-            if beds and rng.random() < cfg.bed_probability:
-                f = beds[int(rng.integers(len(beds)))]
+            scape = sample_soundscape(rng, name, split, pools, distractors, sources, labels, cfg)
+            if split_beds and rng.random() < cfg.bed_probability:
+                f = split_beds[int(rng.integers(len(split_beds)))]
                 start = round(float(rng.uniform(0, len(sources[f]) / cfg.sample_rate)), 3)
-                bed = Event(f, vocab.labels[f], 0.0, cfg.duration, start, float(rng.uniform(*cfg.bed_db_over_noise)),
-                            bed=True)  # fmt: skip
+                level = float(rng.uniform(*cfg.bed_db_over_noise))
+                bed = Event(f, labels[f], 0.0, cfg.duration, start, level, bed=True)
                 draw_degradation(rng, bed, cfg)
                 scape.events.insert(0, bed)
+            for e in scape.events:
+                e.constructed = e.file in constructed
             mix, _, _ = render(scape, sources, cfg, rng)
             sf.write(folder / f"Y{name}.wav", mix, cfg.sample_rate, subtype="PCM_16")
             rows[split].append(scape)
-    write_metadata(out / "metadata", {"train": rows["train"] + rows["validation"], "test": rows["test"]}, vocab.classes)
+    write_metadata(out / "metadata", {"train": rows["train"] + rows["validation"], "test": rows["test"]}, classes)
     with open(out / "soundscapes.jsonl", "w") as f:
         for split in SPLITS:
             for scape in rows[split]:
                 f.write(json.dumps(asdict(scape)) + "\n")
-    summary = _write_records(out, items, vocab, side, rows, cfg, seed, max_minutes, validation_fraction, split_seed)
-    return SoundscapeSet(out, out / "metadata", media, vocab.classes, {s: len(r) for s, r in rows.items()},
-                         summary["clips_per_class"], summary["recordings_per_class"], {})  # fmt: skip
+    return rows
 
 
 def _write_records(out: Path, items, vocab: VocabularyV2, side, rows, cfg, seed, max_minutes, vfrac, vseed) -> dict:
