@@ -51,7 +51,7 @@ except ImportError:  # the optional extra avtag[shards]; every entry point says 
     _StreamingDataset = None
 
 #: schemes litdata streams from (anything else with ``://`` is refused before work starts)
-URL_SCHEMES = ("s3://", "gs://", "azure://", "hf://", "local:")
+URL_SCHEMES = ("s3://", "gs://", "azure://", "hf://")
 
 
 def _require_litdata() -> None:
