@@ -19,17 +19,28 @@ def register(subparsers) -> None:
     p.add_argument("out_dir", metavar="OUT_DIR", help="empty folder for metadata/ and audio/")
     p.add_argument("--sounds", default="../shared/sounds", metavar="DIR",
                    help="folder with sounds.csv and the recordings (default ../shared/sounds)")
-    p.add_argument("--corpus", metavar="DIR", default=None,
-                   help="mix the corpus built by 'avtag corpus build DIR' (plus --sounds when that folder exists): "
+    p.add_argument("--corpus", metavar="DIR", default=None, action="append",
+                   help="mix the corpus built by 'avtag corpus build DIR' (plus --sounds when that folder exists; "
+                        "repeatable with --vocabulary dcase2017, e.g. a second corpus of optional sources): "
                         "vocabulary v2, train/validation/test split by source group, real ambience beds, random "
                         "low-pass and codec degradation of every class, per-class cap of source minutes")
     p.add_argument("--no-sounds", action="store_true", help="with --corpus: leave out the --sounds recordings")
+    p.add_argument("--vocabulary", choices=("v2", "dcase2017"), default="v2",
+                   help="with --corpus: v2 (the AudioSet classes the corpus covers, default) or dcase2017 (the 17 "
+                        "official DCASE 2017 Task 4 classes in the official layout: real recordings where they exist, "
+                        "synthesised reversing beeps, car alarms, ambulance and civil-defence sirens marked "
+                        "constructed, missing classes left without clips; writes coverage.md)")
+    p.add_argument("--devices", type=int, default=16, metavar="N",
+                   help="with --vocabulary dcase2017: synthetic alarm units per constructed class (default 16)")
+    p.add_argument("--renditions", type=int, default=3, metavar="N",
+                   help="with --vocabulary dcase2017: recordings made of each unit (default 3)")
     p.add_argument("--n-train", type=int, default=None, metavar="N",
-                   help="training soundscapes (default 1000; 6000 with --corpus)")
-    p.add_argument("--n-validation", type=int, default=600, metavar="N",
-                   help="with --corpus: validation soundscapes from their own source groups (default 600)")
+                   help="training soundscapes (default 1000; 6000 with --corpus; 1500 with --vocabulary dcase2017)")
+    p.add_argument("--n-validation", type=int, default=None, metavar="N",
+                   help="with --corpus: validation soundscapes from their own source groups (default 600; 200 with "
+                        "--vocabulary dcase2017)")
     p.add_argument("--n-test", type=int, default=None, metavar="N",
-                   help="held-out test soundscapes (default 300; 1200 with --corpus)")
+                   help="held-out test soundscapes (default 300; 1200 with --corpus; 500 with --vocabulary dcase2017)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; the same seed gives the same files")
     p.add_argument("--sample-rate", type=int, default=16000, metavar="HZ", help="sample rate of the wav files")
     p.add_argument("--min-recordings", type=int, default=None, metavar="K",
@@ -67,7 +78,14 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("lowpass_probability", "codec_probability", "bed_probability"):
         if not 0.0 <= getattr(args, flag) <= 1.0:
             raise SoundscapeError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must lie between 0 and 1")
+    if args.vocabulary == "dcase2017":
+        if not corpus:
+            raise SoundscapeError("--vocabulary dcase2017 needs --corpus DIR")
+        return _run_dcase2017(args, test_fraction)
     if corpus:
+        if len(args.corpus) > 1:
+            raise SoundscapeError("several --corpus folders: only with --vocabulary dcase2017")
+        args.corpus = args.corpus[0]
         return _run_corpus(args, test_fraction)
     cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=args.min_recordings or 3,
                            test_fraction=test_fraction)  # fmt: skip
@@ -97,9 +115,9 @@ def _run_corpus(args: argparse.Namespace, test_fraction: float) -> int:
                            test_fraction=test_fraction, lowpass_probability=args.lowpass_probability,
                            codec_probability=args.codec_probability, bed_probability=args.bed_probability)  # fmt: skip
     sounds = None if args.no_sounds or not (Path(args.sounds) / "sounds.csv").is_file() else args.sounds
-    result = generate_corpus_soundscapes(args.out_dir, args.corpus, sounds, args.n_train or 6000, args.n_validation,
-                                         args.n_test or 1200, args.seed, cfg, args.max_minutes,
-                                         args.validation_fraction, 0, args.allow_noncommercial,
+    result = generate_corpus_soundscapes(args.out_dir, args.corpus, sounds, args.n_train or 6000,
+                                         args.n_validation or 600, args.n_test or 1200, args.seed, cfg,
+                                         args.max_minutes, args.validation_fraction, 0, args.allow_noncommercial,
                                          progress=not args.no_progress)  # fmt: skip
     c = result.clips
     print(f"wrote {c['train']} training, {c['validation']} validation and {c['test']} test soundscapes to {result.root}"
@@ -113,4 +131,36 @@ def _run_corpus(args: argparse.Namespace, test_fraction: float) -> int:
     print(f"\nmetadata: {result.metadata_dir}  (data.classes for a config: the {len(result.vocabulary)} names above, "
           "in this order; validation clips sit in audio/train and are found by data.validation_fraction "
           f"{args.validation_fraction}, data.seed 0)")
+    return 0
+
+
+def _run_dcase2017(args: argparse.Namespace, test_fraction: float) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from avtag.data.corpus.dcase2017_real import DEFAULTS, generate_dcase2017_real
+    from avtag.data.soundscapes import SoundscapeConfig
+
+    cfg = replace(SoundscapeConfig(), **{**DEFAULTS, "sample_rate": args.sample_rate, "test_fraction": test_fraction,
+                                         "lowpass_probability": args.lowpass_probability,
+                                         "codec_probability": args.codec_probability})  # fmt: skip
+    sounds = None if args.no_sounds or not (Path(args.sounds) / "sounds.csv").is_file() else args.sounds
+    result = generate_dcase2017_real(args.out_dir, args.corpus, sounds, args.n_train or 1500, args.n_validation or 200,
+                                     args.n_test or 500, args.seed, cfg, args.devices, args.renditions,
+                                     validation_fraction=args.validation_fraction,
+                                     allow_restricted=args.allow_noncommercial,
+                                     progress=not args.no_progress)  # fmt: skip
+    c = result.clips
+    print(f"wrote {c['train']} training, {c['validation']} validation and {c['test']} test clips for the 17 DCASE 2017 "
+          f"classes to {result.root}" + (f" (with the recordings of {sounds})" if sounds else ""))
+    width = max(len(r["class"]) for r in result.coverage)
+    print(f"\n{'class':<{width}}  {'status':<11}  files  groups tr/va/te  clips tr/va/te")
+    for r in result.coverage:
+        g, k = r["groups"], r["clips"]
+        files = r["real_files"] + r["constructed_files"]
+        print(f"{r['class']:<{width}}  {r['status']:<11}  {files:>5}  {len(g['train']):>6}/{len(g['validation'])}/"
+              f"{len(g['test']):<4}  {k['train']:>5}/{k['validation']}/{k['test']}")
+    media = result.media_dirs
+    print(f"\nmetadata: {result.metadata_dir}  (data.metadata_dir; data.media_dirs.train/test: {media['train']}, "
+          f"{media['test']}); coverage table: {result.root / 'coverage.md'}")
     return 0
