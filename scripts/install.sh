@@ -12,5 +12,5 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,shards,ray]'  # the scale-out extras: their tests run in CI
+.venv/bin/python -m pip install -q -e '.[test,fast,shards,ray]'  # ONNX Runtime and the scale-out extras: their tests run in CI
 echo "install.sh: avtag installed in $(pwd)/.venv"

@@ -51,24 +51,40 @@ def decode_workers(setting: int) -> int:
 
 def infer_clip(tagger, clip, logits: torch.Tensor | None, segments: bool) -> ClipOutput:
     """Run the audio branch on ``clip`` (and take its precomputed frame ``logits``)."""
+    return infer_clips(tagger, [clip], [logits], segments)[0]
+
+
+def infer_clips(tagger, clips: list, logits: list, segments: bool) -> list[ClipOutput]:
+    """:func:`infer_clip` for several clips; clips of one length (the windows of a long file) share
+    the audio model's batches, which changes no result."""
     from avtag.models.frontends import AudioInputError
 
     model = tagger.model
-    out = ClipOutput(logits=logits, warnings=list(clip.warnings), had_audio=clip.waveform is not None)
-    if clip.waveform is not None and model.has_audio:
+    outs = [ClipOutput(logits=lg, warnings=list(c.warnings), had_audio=c.waveform is not None)
+            for c, lg in zip(clips, logits)]
+    if not model.has_audio:
+        return outs
+    by_length: dict[int, list[int]] = {}
+    for i, clip in enumerate(clips):
+        if clip.waveform is not None:
+            by_length.setdefault(len(clip.waveform), []).append(i)
+    for group in by_length.values():
+        wave = torch.from_numpy(np.stack([np.ascontiguousarray(clips[i].waveform) for i in group]))
         try:
             with torch.inference_mode():
-                result = model(waveform=torch.from_numpy(np.ascontiguousarray(clip.waveform))[None])
+                result = model(waveform=wave)
         except AudioInputError as exc:
-            out.too_short = str(exc)  # a short last window, or a clip too short for the network
-        else:
-            out.audio = result.audio_clipwise[0]
+            for i in group:
+                outs[i].too_short = str(exc)  # a short last window, or a clip too short for the network
+            continue
+        for row, i in enumerate(group):
+            outs[i].audio = result.audio_clipwise[row]
             if segments:
-                out.events = _events(tagger, result, clip)
-    return out
+                outs[i].events = _events(tagger, result, clips[i], row)
+    return outs
 
 
-def _events(tagger, out, clip) -> list[Event]:
+def _events(tagger, out, clip, row: int = 0) -> list[Event]:
     """Events of the classes the audio model knows, in seconds from the file start."""
     cfg, model = tagger.config.tag, tagger.model
     unknown = set(getattr(model, "unknown_to_audio", ()))
@@ -76,7 +92,7 @@ def _events(tagger, out, clip) -> list[Event]:
     if not known or out.framewise is None:
         return []
     names = [model.classes[c] for c in known]
-    found = framewise_to_events(out.framewise[0][:, known], float(out.frame_hop), names,
+    found = framewise_to_events(out.framewise[row][:, known], float(out.frame_hop), names,
                                 threshold=cfg.segment_threshold, median_filter_s=cfg.median_filter_s,
                                 min_duration_s=cfg.min_duration_s, duration=clip.duration)
     return [Event(e.label, round(e.onset + clip.start, 3), round(e.offset + clip.start, 3)) for e in found]
@@ -194,7 +210,7 @@ class FilePipeline:
             if error is not None:
                 yield TagResult(file=path, error=error)
             elif clip is not None:  # a long file: the head decoded above is dropped, the file streamed
-                yield self._guard(path, lambda: self._long_file(path, **kwargs))
+                yield self._guard(path, self._long_file, path, **kwargs)
         yield from self._flush(batch, **kwargs)
 
     def _decoded(self, paths: Iterable, head: float):
@@ -216,42 +232,59 @@ class FilePipeline:
             yield job.key, clip, error
 
     def _flush(self, batch, segments, top_k, threshold) -> Iterator[TagResult]:
+        """Results of a group of decoded short files, in order (frames and equal-length audio batched)."""
         if not batch:
             return
-        model = self.tagger.model
-        frames = [torch.from_numpy(clip.frames) if clip.frames is not None and model.video is not None else None
-                  for _, clip in batch]
-        logits: list = [None] * len(batch)
-        with_frames = [i for i, f in enumerate(frames) if f is not None and len(f)]
-        if with_frames:
-            with torch.inference_mode():
-                for i, lg in zip(with_frames, model.clip_frame_logits([frames[i] for i in with_frames])):
-                    logits[i] = lg
-        for (path, clip), lg in zip(batch, logits):
-            yield self._guard(path, lambda: combine(self.tagger, [infer_clip(self.tagger, clip, lg, segments)], path,
-                                                     clip.duration, segments, top_k, threshold))
+        try:
+            parts = self._windows([clip for _, clip in batch], segments)
+        except AvtagError:  # one file's failure must not cost the others: redo them one at a time
+            parts = [None] * len(batch)
+        for (path, clip), part in zip(batch, parts):
+            yield self._guard(path, self._combine, clip, part, path, segments, top_k, threshold)
+
+    def _combine(self, clip, part: ClipOutput | None, path: str, segments, top_k, threshold) -> TagResult:
+        """One short file's result from its output (computed now when ``part`` is None)."""
+        parts = [part] if part is not None else self._windows([clip], segments)
+        return combine(self.tagger, parts, path, clip.duration, segments, top_k, threshold)
 
     def _long_file(self, path: str, segments, top_k, threshold) -> TagResult:
-        cfg, model = self.tagger.config.tag, self.tagger.model
-        if self.tagger.config.tag.isolate:
+        cfg = self.tagger.config.tag
+        if cfg.isolate:
             windows = self.decoder.iter_windows(path, cfg.window_s, **self.load_kwargs())
         else:
             from avtag.io import iter_windows
 
             windows = iter_windows(path, cfg.window_s, **self.load_kwargs())
-        parts, end = [], 0.0
+        parts, end, group = [], 0.0, []
+        size = max(1, cfg.batch_clips)
         for clip in windows:
-            logits = None
-            if clip.frames is not None and model.video is not None and len(clip.frames):
-                with torch.inference_mode():
-                    logits = model.clip_frame_logits([torch.from_numpy(clip.frames)])[0]
-            parts.append(infer_clip(self.tagger, clip, logits, segments))
+            group.append(clip)
             end = max(end, clip.start + clip.duration)
+            if len(group) == size:
+                parts += self._windows(group, segments)
+                group = []
+        parts += self._windows(group, segments)
         return combine(self.tagger, parts, path, end, segments, top_k, threshold)
 
+    def _windows(self, clips: list, segments: bool) -> list[ClipOutput]:
+        """The outputs of a group of windows: frames in shared batches, equal-length audio batched."""
+        if not clips:
+            return []
+        model = self.tagger.model
+        frames = [torch.from_numpy(c.frames) if c.frames is not None and model.video is not None and len(c.frames)
+                  else None for c in clips]
+        logits: list = [None] * len(clips)
+        with_frames = [i for i, f in enumerate(frames) if f is not None]
+        if with_frames:
+            with torch.inference_mode():
+                for i, lg in zip(with_frames, model.clip_frame_logits([frames[i] for i in with_frames])):
+                    logits[i] = lg
+        return infer_clips(self.tagger, clips, logits, segments)
+
     @staticmethod
-    def _guard(path: str, work) -> TagResult:
+    def _guard(path: str, work, *args, **kwargs) -> TagResult:
+        """``work(*args, **kwargs)``, or a failed result naming ``path`` when it raises an avtag error."""
         try:
-            return work()
+            return work(*args, **kwargs)
         except AvtagError as exc:
             return TagResult(file=path, error=str(exc))

@@ -23,7 +23,6 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from avtag import AvtagError
 from avtag.config import AvtagConfig, LabelMapConfig
 from avtag.inference.pipeline import FilePipeline, TagError, combine, infer_clip
 from avtag.inference.results import TagResult
@@ -92,7 +91,7 @@ class Tagger:
         """Stop the decode worker processes (they also end with this process)."""
         self._pipeline.close()
 
-    def __enter__(self) -> "Tagger":
+    def __enter__(self) -> Tagger:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -100,19 +99,19 @@ class Tagger:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, name: str = "default", **kwargs) -> "Tagger":
+    def from_pretrained(cls, name: str = "default", **kwargs) -> Tagger:
         """The packaged model ``name`` (see :data:`avtag.models.weights.WEIGHTS`); keyword arguments
         as :meth:`from_config`."""
         return cls.from_config(checkpoint=f"pretrained:{name}", **kwargs)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> "Tagger":
+    def from_checkpoint(cls, path: str | Path, **kwargs) -> Tagger:
         """A trained audio model file (``audio_model.pt`` or a ``.ckpt`` of ``avtag train``)."""
         return cls.from_config(checkpoint=path, **kwargs)
 
     @classmethod
     def from_config(cls, config: AvtagConfig | None = None, checkpoint=None, labels=None, device: str = "auto",
-                    use_audio: bool = True, use_video: bool = True, fast: bool = True) -> "Tagger":
+                    use_audio: bool = True, use_video: bool = True, fast: bool = True) -> Tagger:
         """The general builder.
 
         Args:

@@ -20,6 +20,7 @@ not torchvision's ImageNet mean/std.
 """
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -170,11 +171,20 @@ class VideoBranch(nn.Module):
     def num_objects(self) -> int:
         return len(self.categories)
 
-    def optimize_for_inference(self) -> "VideoBranch":
-        """Fold batch norms into the convolutions and go channels-last (same outputs to ~1e-5,
-        see :mod:`avtag.models.fast`); the branch is frozen anyway. In place; returns self."""
-        from avtag.models.fast import channels_last, fold_efficientnet_batch_norms
+    def optimize_for_inference(self) -> VideoBranch:
+        """The fastest inference path with the same outputs (to ~1e-5, see :mod:`avtag.models.fast`):
+        ONNX Runtime on the CPU when it is installed, else batch norms folded into the convolutions and
+        channels-last. The branch is frozen anyway. In place; returns self."""
+        from avtag.models.fast import (OnnxRuntimeNet, channels_last, fold_efficientnet_batch_norms,
+                                       onnxruntime_available)
 
+        if next(self.net.parameters()).device.type == "cpu" and onnxruntime_available():
+            try:
+                self.net = OnnxRuntimeNet(self.net, "efficientnet-lite0-imagenet")
+                return self
+            except Exception as exc:  # noqa: BLE001 - an export or runtime failure costs speed, not the run
+                warnings.warn(f"ONNX Runtime path unavailable ({type(exc).__name__}: {exc}); using PyTorch",
+                              stacklevel=2)
         fold_efficientnet_batch_norms(self.net)
         channels_last(self.net)
         self._channels_last = True
@@ -203,7 +213,7 @@ class VideoBranch(nn.Module):
         """
         self.eval()
         x = preprocess_frames(frames, self.crop_fraction)
-        device = next(self.parameters()).device
+        device = next(self.parameters(), torch.zeros(0)).device
         out = [self(x[i : i + self.batch_size].to(device)).float().cpu() for i in range(0, len(x), self.batch_size)]
         return torch.cat(out) if out else torch.zeros((0, self.num_objects))
 
