@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import IO, Iterable, NamedTuple, Sequence
+from typing import IO, Container, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from scipy.ndimage import median_filter
 
 from avtag import AvtagError
 from avtag.labels import Vocabulary
+
+
+#: one row of a DCASE strong-label file: ``(clip file name, onset s, offset s, label)``
+EventRow = tuple[str, float, float, str]
+
 
 class Event(NamedTuple):
     """One sound event of a clip: class ``label`` from ``onset`` to ``offset`` seconds."""
@@ -152,7 +157,7 @@ def clip_file_name(name: str) -> str:
     return stem + ".wav"
 
 
-def write_events_tsv(rows: Iterable[tuple[str, float, float, str]], path: str | Path | IO[str]) -> int:
+def write_events_tsv(rows: Iterable[EventRow], path: str | Path | IO[str]) -> int:
     """Write strong labels ``(clip file name, onset, offset, label)`` as DCASE TSV.
 
     Onsets/offsets are written in seconds with three decimals, no header.
@@ -167,17 +172,23 @@ def write_events_tsv(rows: Iterable[tuple[str, float, float, str]], path: str | 
     return len(lines)
 
 
-def events_to_rows(clip: str, events: Iterable[Event]) -> list[tuple[str, float, float, str]]:
+def events_to_rows(clip: str, events: Iterable[Event]) -> list[EventRow]:
     """``(label, onset, offset)`` events of one clip -> TSV rows ``(clip file name, onset, offset, label)``."""
     file_name = clip_file_name(clip)
     return [(file_name, onset, offset, label) for label, onset, offset in events]
 
 
-def read_events_tsv(path: str | Path | IO[str], keep_empty: bool = False) -> list[tuple[str, float, float, str]]:
-    """Read a DCASE strong-label TSV (CRLF or LF) into ``(clip file name, onset, offset, label)`` rows.
+def read_events_tsv(path: str | Path | IO[str], keep_empty: bool = False,
+                    labels: Container[str] | None = None) -> list[EventRow]:
+    """Read a DCASE label TSV (CRLF or LF) into ``(clip file name, onset, offset, label)`` rows.
 
-    Rows with 0/0 times ("sound not found in the clip") are dropped unless
-    ``keep_empty``. Raises :class:`AvtagError` naming the line of a malformed row.
+    The one reader of the official layout for data and predictions (weak-label files have the
+    same four fields, with the excerpt bounds as times). The official scorer's own, more tolerant
+    reading rules live in :mod:`avtag.evaluation.scorer_files`, where scoring needs them.
+
+    Rows with 0/0 times ("sound not found in the clip") are dropped unless ``keep_empty``; with
+    ``labels``, a label outside it is an error. Raises :class:`AvtagError` naming the file and
+    line of a malformed row or unknown label.
     """
     if isinstance(path, (str, Path)):
         if not Path(path).is_file():
@@ -197,7 +208,10 @@ def read_events_tsv(path: str | Path | IO[str], keep_empty: bool = False) -> lis
             onset, offset = float(parts[1]), float(parts[2])
         except ValueError:
             raise AvtagError(f"{where}:{number}: onset/offset are not numbers: {line[:80]!r}") from None
+        label = parts[3].strip()
+        if labels is not None and label not in labels:
+            raise AvtagError(f"{where}:{number}: unknown label {label!r}")
         if onset == 0.0 and offset == 0.0 and not keep_empty:
             continue
-        rows.append((parts[0].strip(), onset, offset, parts[3].strip()))
+        rows.append((parts[0].strip(), onset, offset, label))
     return rows

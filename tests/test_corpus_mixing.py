@@ -17,7 +17,7 @@ from avtag.data.corpus.mixing import generate_corpus_soundscapes
 from avtag.data.corpus.rules import load_rules
 from avtag.data.corpus.vocabulary import choose_vocabulary, read_corpus
 from avtag.data.dcase2017 import in_validation, read_split
-from avtag.data.soundscapes import Event, SoundscapeConfig, event_stem
+from avtag.data.soundscapes import PlacedEvent, SoundscapeConfig, event_stem
 from avtag.labels import Vocabulary
 
 SR = 16000
@@ -126,7 +126,7 @@ def test_mixture_is_exact_with_beds_and_degraded_events(mixed, corpus):
         folder = mixed.media_dirs["test" if rec["split"] == "test" else "train"]
         wav, sr = sf.read(folder / f"Y{rec['name']}.wav", dtype="float64")
         assert sr == SR and len(wav) == 10 * SR
-        events = [Event(**{**e, "labels": tuple(e["labels"])}) for e in rec["events"]]
+        events = [PlacedEvent(**{**e, "labels": tuple(e["labels"])}) for e in rec["events"]]
         stems = [event_stem(sources[e.file], e, cfg) for e in events]
         residual = wav - np.sum(stems, axis=0)
         floor = rec["background_dbfs"] + 20 * np.log10(rec["scale"])

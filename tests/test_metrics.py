@@ -10,7 +10,6 @@ from sklearn.metrics import average_precision_score, precision_recall_fscore_sup
 from avtag.evaluation.metrics import (
     average_precision,
     binarize,
-    frame_activity_to_events,
     micro_f1,
     optimise_thresholds,
     prf_from_counts,
@@ -104,15 +103,6 @@ def test_threshold_optimisation_never_hurts_and_handles_ties():
     fit = optimise_thresholds(y, s, init=0.5)
     assert fit.micro_f1_after >= fit.micro_f1_before
     assert fit.micro_f1_after == pytest.approx(micro_f1(y, binarize(s, fit.thresholds)))
-
-
-def test_frame_activity_to_events():
-    act = np.zeros((10, 2), bool)
-    act[2:5, 0] = True
-    act[7:10, 0] = True
-    act[0:1, 1] = True
-    events = frame_activity_to_events(act, 0.5, ["Car", "Bus"], "a.wav")
-    assert events == [("a.wav", 0.0, 0.5, "Bus"), ("a.wav", 1.0, 2.5, "Car"), ("a.wav", 3.5, 5.0, "Car")]
 
 
 def test_strong_label_metrics_hand_computed():

@@ -15,7 +15,7 @@ from avtag.config import load_config
 from avtag.data.dcase2017 import read_class_list, read_split, resolve_media
 from avtag.data.recordings import (build_vocabulary, classify_licence, group_of, read_recordings, redistributable,
                                    source_groups)  # fmt: skip
-from avtag.data.soundscapes import (Event, Soundscape, SoundscapeConfig, event_stem, generate_soundscapes,
+from avtag.data.soundscapes import (PlacedEvent, Soundscape, SoundscapeConfig, event_stem, generate_soundscapes,
                                     load_sources, render)  # fmt: skip
 from avtag.labels import Vocabulary
 from conftest import shared_path
@@ -76,7 +76,7 @@ def test_onsets_and_offsets_are_exact_in_the_written_audio(generated, sounds_dir
     checked = 0
     for rec in _recipes(generated.root)[:10] + _recipes(generated.root)[-6:]:
         wav, _ = sf.read(generated.media_dirs[rec["split"]] / f"Y{rec['name']}.wav", dtype="float64")
-        stems = [event_stem(sources[e["file"]], Event(**{**e, "labels": tuple(e["labels"])}), cfg) for e in rec["events"]]
+        stems = [event_stem(sources[e["file"]], PlacedEvent(**{**e, "labels": tuple(e["labels"])}), cfg) for e in rec["events"]]
         residual = wav - np.sum(stems, axis=0)
         bg_db = rec["background_dbfs"] + 20 * np.log10(rec["scale"])
         assert 20 * np.log10(np.sqrt(np.mean(residual**2))) == pytest.approx(bg_db, abs=0.25)
@@ -96,7 +96,7 @@ def test_render_mixture_is_background_plus_stems():
     rng = np.random.default_rng(0)
     source = np.sin(np.arange(64000) * 0.05 + 0.3).astype(np.float32)
     scape = Soundscape("x_0.000_10.000", "train", 1.0, -50.0, [
-        Event("a.wav", ("Music",), 1.25, 3.0, 0.5, 20.0), Event("a.wav", (), 9.0, 10.0, 0.0, 10.0)])
+        PlacedEvent("a.wav", ("Music",), 1.25, 3.0, 0.5, 20.0), PlacedEvent("a.wav", (), 9.0, 10.0, 0.0, 10.0)])
     mix, bg, stems = render(scape, {"a.wav": source}, cfg, rng)
     assert np.allclose(mix, bg + stems[0] + stems[1], atol=1e-6)
     assert np.flatnonzero(stems[0])[[0, -1]].tolist() == [20000, 47999]
@@ -171,9 +171,10 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path, sounds_dir, gener
         generate_soundscapes(tmp_path / "other", sounds_dir, n_train=2, n_test=2)
 
 
-def test_default_model_config_lists_the_generated_vocabulary(generated):
-    config = load_config(REPO / "configs" / "default_model.yaml")
-    classes = config.data.classes if hasattr(config, "data") else config["data"]["classes"]  # typed or dict config
+def test_v1_model_config_lists_the_generated_vocabulary(generated):
+    """The v1 default model was trained on these soundscapes (v2 on corpus soundscapes, configs/data/soundscapes_v2.yaml)."""
+    config = load_config(REPO / "configs" / "default_model_v1.yaml")
+    classes = config.data.classes
     assert tuple(classes) == generated.vocabulary
 
 
@@ -197,7 +198,7 @@ def test_speed_perturbation_changes_pitch_and_keeps_the_labelled_span():
     cfg = SoundscapeConfig()
     tone = np.sin(2 * np.pi * 400 * np.arange(48000) / 16000).astype(np.float32)
     for speed, hz in ((1.0, 400), (1.1, 440), (0.9, 360)):
-        e = Event("t.wav", ("Music",), 2.0, 4.0, 0.25, 20.0, gain=1.0, speed=speed)
+        e = PlacedEvent("t.wav", ("Music",), 2.0, 4.0, 0.25, 20.0, gain=1.0, speed=speed)
         stem = event_stem(tone, e, cfg)
         assert np.flatnonzero(stem)[[0, -1]].tolist() == [32000, 63999]
         spectrum = np.abs(np.fft.rfft(stem[32000:64000]))

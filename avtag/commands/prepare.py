@@ -46,12 +46,11 @@ class _LazyVideoEncoder:
 
 def run(args) -> int:
     """Prepare each split; exit 0 even when clips failed (they are listed in the split's failed.tsv)."""
-    from avtag.config import get
     from avtag.data.cache import prepare_split
 
     config = load_config(args.config, args.overrides)
-    encoder = _LazyVideoEncoder() if get(config, "cache.video", False) else None
-    shards = (args.format or get(config, "cache.format", "clips")) == "shards"
+    encoder = _LazyVideoEncoder() if config.cache.video else None
+    shards = (args.format or config.cache.format) == "shards"
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
         kwargs = dict(workers=args.workers, progress=not args.no_progress, retry_failed=args.retry_failed,
                       limit=args.limit, frame_encoder=encoder)

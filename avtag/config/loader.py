@@ -285,23 +285,3 @@ def config_from_dict(tree: dict, source: str = "config") -> AvtagConfig:
 def resolve_path(value: str | Path) -> Path:
     """A path from a config: ``~`` expanded; relative paths are relative to the working directory."""
     return Path(value).expanduser()
-
-
-def get(config: Any, dotted: str, default: Any = None) -> Any:
-    """``config.a.b`` (typed config) or ``config["a"]["b"]`` (mapping) for ``dotted = "a.b"``, else ``default``.
-
-    Transitional accessor for call sites not yet converted to typed attribute access.
-    """
-    node: Any = config
-    for part in dotted.split("."):
-        if isinstance(node, dict):
-            if part not in node:
-                return default
-            node = node[part]
-        elif dataclasses.is_dataclass(node) and hasattr(node, part):
-            node = getattr(node, part)
-        else:
-            return default
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        return dataclasses.asdict(node)
-    return node

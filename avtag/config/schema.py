@@ -126,7 +126,7 @@ class LogMelConfig:
         return num_samples // self.hop_length + 1
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "LogMelConfig":
+    def from_dict(cls, d: dict | None) -> LogMelConfig:
         """From a plain mapping such as a cache's ``meta.json`` (other keys ignored)."""
         return cls(**{k: v for k, v in (d or {}).items() if k in cls.__dataclass_fields__})
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from avtag import AvtagError
-from avtag.config import get, resolve_path
+from avtag.config import AvtagConfig, resolve_path
 from avtag.data.cache_writer import (
     ClipWriter,
     FrameEncoder,
@@ -45,7 +45,7 @@ from avtag.data.cache_writer import (
     remove_stale_temp_files,
     repair_manifest,
 )
-from avtag.data.dcase2017 import ClipRecord, read_split, resolve_media, write_missing_report
+from avtag.data.dcase2017 import ClipRecord, DatasetError, read_split, resolve_media, write_missing_report
 from avtag.labels import get_vocabulary
 
 SPLIT_MEDIA = {"train": "train", "validation": "train", "train_full": "train", "test": "test", "eval": "eval"}
@@ -160,41 +160,38 @@ class PrepareReport:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
 
-def _logmel_config(config):
-    from avtag.features.logmel import LogMelConfig
-
-    section = get(config, "audio", {}) or {}
-    names = {f.name for f in dataclasses.fields(LogMelConfig)}
-    return LogMelConfig(**{k: v for k, v in dict(section).items() if k in names})
-
-
-def cache_settings(config: dict) -> dict:
+def cache_settings(config: AvtagConfig) -> dict:
     """The settings a cache depends on; a cache built with others is refused."""
-    audio = _logmel_config(config)
-    video = get(config, "video", {}) or {}
+    audio, video = config.audio, config.video
     return {
         "version": 1,
         "sample_rate": audio.sample_rate,
         "audio": dataclasses.asdict(audio),
-        "logmel": bool(get(config, "cache.logmel", True)),
-        "video": bool(get(config, "cache.video", False)),
-        "video_sampling": {k: video.get(k) for k in ("fps", "num_frames", "frame_short_side")},
-        "classes": list(get_vocabulary(get(config, "data.classes", "dcase2017")).names),
-        "clip_seconds": float(get(config, "data.clip_seconds", 10.0)),
+        "logmel": bool(config.cache.logmel),
+        "video": bool(config.cache.video),
+        "video_sampling": {k: getattr(video, k) for k in ("fps", "num_frames", "frame_short_side")},
+        "classes": list(get_vocabulary(config.data.classes).names),
+        "clip_seconds": float(config.data.clip_seconds),
     }
 
 
-def split_records(config: dict, split: str) -> list[ClipRecord]:
-    """The clip records of ``split`` as the config's data section defines it."""
+def split_records(config: AvtagConfig, split: str) -> list[ClipRecord]:
+    """The clip records of ``split`` as the config's data section defines it.
+
+    Raises:
+        DatasetError: no ``data.metadata_dir`` in the config, or the official lists are unreadable.
+    """
+    if not config.data.metadata_dir:
+        raise DatasetError("the config has no data.metadata_dir (the folder of the official clip lists)")
     return read_split(
-        resolve_path(get(config, "data.metadata_dir")), split,
-        validation_fraction=float(get(config, "data.validation_fraction", 0.1)),
-        seed=int(get(config, "data.seed", 0)),
-        vocabulary=get_vocabulary(get(config, "data.classes", "dcase2017")),
+        resolve_path(config.data.metadata_dir), split,
+        validation_fraction=float(config.data.validation_fraction),
+        seed=int(config.data.seed),
+        vocabulary=get_vocabulary(config.data.classes),
     )
 
 
-def prepare_split(config: dict, split: str, workers: int | None = None, progress: bool = True,
+def prepare_split(config: AvtagConfig, split: str, workers: int | None = None, progress: bool = True,
                   retry_failed: bool = False, limit: int | None = None,
                   frame_encoder: FrameEncoder | None = None) -> PrepareReport:
     """Build (or resume) the cache of one split.
@@ -224,7 +221,7 @@ def prepare_split(config: dict, split: str, workers: int | None = None, progress
     if settings["video"] and frame_encoder is None:
         raise CacheError("cache.video is true but no frame encoder was given to prepare_split "
                          "(pass frame_encoder=VideoBranch().frame_logits)")
-    out_dir = resolve_path(get(config, "cache.dir", "cache")) / split
+    out_dir = resolve_path(config.cache.dir) / split
     with _disk_errors(out_dir, 0):
         out_dir.mkdir(parents=True, exist_ok=True)
         _check_meta(out_dir, settings)
@@ -232,7 +229,7 @@ def prepare_split(config: dict, split: str, workers: int | None = None, progress
         repair_manifest(out_dir / "manifest.jsonl")
 
     records = split_records(config, split)
-    media_dir = resolve_path(get(config, f"data.media_dirs.{SPLIT_MEDIA.get(split, split)}", "."))
+    media_dir = resolve_path((config.data.media_dirs or {}).get(SPLIT_MEDIA.get(split, split), "."))
     found, missing = resolve_media(records, media_dir)
     report = PrepareReport(split=split, listed=len(records), missing=len(missing))
     with _disk_errors(out_dir, 0):
@@ -247,7 +244,7 @@ def prepare_split(config: dict, split: str, workers: int | None = None, progress
             for r, p in found if r.name not in skip]
     if limit is not None:
         jobs = jobs[: max(0, limit - report.already_done)]
-    workers = max(1, int(get(config, "cache.workers", 2) if workers is None else workers))
+    workers = max(1, int(config.cache.workers if workers is None else workers))
     writer = ClipWriter(out_dir, settings, frame_encoder, failed)
     try:
         with _disk_errors(out_dir, lambda: writer.written):

@@ -137,22 +137,18 @@ def read_label_file(path: str | Path, vocabulary: Vocabulary = DCASE2017) -> dic
     Raises:
         DatasetError: a malformed row or an unknown label (with file and line).
     """
+    from avtag.events import read_events_tsv
+
     path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: official DCASE 2017 file not found")
+    try:
+        rows = read_events_tsv(path, keep_empty=True, labels=vocabulary)
+    except AvtagError as exc:
+        raise DatasetError(str(exc)) from None
     out: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
-    for n, line in enumerate(_read_text(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) < 4:
-            raise DatasetError(f"{path}:{n}: expected 4 tab-separated fields, got {len(fields)}")
-        file_name, t0, t1, label = fields[0].strip(), fields[1], fields[2], fields[3].strip()
-        if label not in vocabulary:
-            raise DatasetError(f"{path}:{n}: unknown label {label!r}")
-        try:
-            times = float(t0), float(t1)
-        except ValueError:
-            raise DatasetError(f"{path}:{n}: times {t0!r}, {t1!r} are not numbers") from None
-        out[_strip_ext(file_name)].append((label, *times))
+    for file_name, t0, t1, label in rows:
+        out[_strip_ext(file_name)].append((label, t0, t1))
     return dict(out)
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avtag.config import get, resolve_path
+from avtag.config import resolve_path
 from avtag.data.cache import CacheError, FeatureCache
 from avtag.data.clips import fit_length
 
@@ -66,13 +66,13 @@ def is_url(location: str) -> bool:
 
 def shards_root(config) -> str:
     """``cache.shards``, or ``<cache.dir>/shards``: a folder path or a URL (as a string)."""
-    value = get(config, "cache.shards", None)
+    value = config.cache.shards
     if value:
         value = str(value)
         if is_url(value) and not value.startswith(URL_SCHEMES):
             raise CacheError(f"cache.shards: {value}: litdata streams from {', '.join(URL_SCHEMES)} URLs or folders")
         return value.rstrip("/") if is_url(value) else str(resolve_path(value))
-    return str(resolve_path(get(config, "cache.dir", "cache")) / "shards")
+    return str(resolve_path(config.cache.dir) / "shards")
 
 
 def split_location(root: str, split: str) -> str:
@@ -147,7 +147,7 @@ def write_shards(config, split: str, workers: int | None = None, progress: bool 
     from litdata import optimize
 
     t0 = time.perf_counter()
-    cache_dir = resolve_path(get(config, "cache.dir", "cache"))
+    cache_dir = resolve_path(config.cache.dir)
     cache = FeatureCache(cache_dir, split)
     names = [n for n in cache.names() if int(cache.entry(n).get("samples", 1)) > 0]
     if not names:
@@ -169,10 +169,10 @@ def write_shards(config, split: str, workers: int | None = None, progress: bool 
         folder.mkdir(parents=True, exist_ok=True)
     item = _ClipItem(str(cache_dir), split, names, bool(cache.meta.get("logmel", True)),
                      bool(cache.meta.get("video", False)))
-    n_workers = max(1, int(get(config, "cache.workers", 2) if workers is None else workers))
+    n_workers = max(1, int(config.cache.workers if workers is None else workers))
     try:
         optimize(fn=item, inputs=list(range(len(names))), output_dir=location,
-                 chunk_bytes=str(get(config, "cache.shard_size", "64MB")), num_workers=min(n_workers, len(names)),
+                 chunk_bytes=str(config.cache.shard_size), num_workers=min(n_workers, len(names)),
                  reorder_files=False, mode=mode, use_checkpoint=mode is None, verbose=progress)
     except OSError as exc:
         raise CacheError(f"{location}: cannot write shards: {exc.strerror or exc}") from None

@@ -100,7 +100,7 @@ class SoundscapeConfig:
 
 
 @dataclass
-class Event:
+class PlacedEvent:
     """One placed event; ``labels`` is empty for a distractor. Times in seconds.
 
     ``lowpass_hz`` / ``codec``: degradation applied to the event (:mod:`avtag.data.corpus.degrade`);
@@ -131,7 +131,7 @@ class Soundscape:
     split: str
     background_beta: float
     background_dbfs: float
-    events: list[Event] = field(default_factory=list)
+    events: list[PlacedEvent] = field(default_factory=list)
     scale: float = 1.0  # peak scaling applied to the whole mixture (background included)
 
     @property
@@ -238,13 +238,13 @@ def sample_soundscape(rng, name: str, split: str, pools: dict[str, list[str]], d
         speed = float(cfg.speeds[int(rng.integers(len(cfg.speeds)))])
         a, n, off = _place(rng, cfg, int((len(sources[f]) - 1) / speed))
         snr = float(rng.uniform(*cfg.snr_db))
-        scape.events.append(Event(f, () if is_distractor else labels[f], round(a / sr, 3), round((a + n) / sr, 3),
+        scape.events.append(PlacedEvent(f, () if is_distractor else labels[f], round(a / sr, 3), round((a + n) / sr, 3),
                                   round(int(off * speed) / sr, 6), snr, speed=speed))  # fmt: skip
         draw_degradation(rng, scape.events[-1], cfg)
     return scape
 
 
-def draw_degradation(rng, e: Event, cfg: SoundscapeConfig) -> None:
+def draw_degradation(rng, e: PlacedEvent, cfg: SoundscapeConfig) -> None:
     """Set ``e.lowpass_hz`` / ``e.codec`` at random (no draw at all when both probabilities are 0)."""
     if cfg.lowpass_probability > 0 and rng.random() < cfg.lowpass_probability:
         e.lowpass_hz = float(round(rng.uniform(*cfg.lowpass_hz)))
@@ -296,7 +296,7 @@ def render(scape: Soundscape, sources: dict[str, np.ndarray], cfg: SoundscapeCon
     return mix.astype(np.float32), bg.astype(np.float32), [s.astype(np.float32) for s in stems]
 
 
-def event_stem(source: np.ndarray, e: Event, cfg: SoundscapeConfig, gain: float | None = None) -> np.ndarray:
+def event_stem(source: np.ndarray, e: PlacedEvent, cfg: SoundscapeConfig, gain: float | None = None) -> np.ndarray:
     """The event alone in the clip: ``(samples,)`` float64, zero outside ``[onset, offset)``.
 
     The recording from ``source_offset`` played at ``speed`` (resampled by

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from avtag import AvtagError
-from avtag.config import AvtagConfig, get, resolve_path
+from avtag.config import AvtagConfig, resolve_path
 from avtag.labels import get_vocabulary
 
 #: evaluated systems -> the ``fusion.mode`` that produces them; ``prior`` is a reference that
@@ -138,7 +138,7 @@ def ensure_split(config: dict, split: str, progress: bool = True):
     from avtag.data.cache import SPLIT_MEDIA, FeatureCache, prepare_split, split_records
     from avtag.data.dcase2017 import index_media_dir
 
-    root = resolve_path(get(config, "cache.dir", "cache"))
+    root = resolve_path(config.cache.dir)
     cache = FeatureCache(root, split)
     try:
         listed = {r.name for r in split_records(config, split)}
@@ -149,7 +149,7 @@ def ensure_split(config: dict, split: str, progress: bool = True):
         return cache
     todo = listed - set(cache.names()) - set(cache.failed()) - set(read_missing(cache.dir))
     if todo:
-        media_dir = resolve_path(get(config, f"data.media_dirs.{SPLIT_MEDIA.get(split, split)}", "."))
+        media_dir = resolve_path((config.data.media_dirs or {}).get(SPLIT_MEDIA.get(split, split), "."))
         if not index_media_dir(media_dir):
             if not cache.names():
                 raise EvaluationError(f"split {split!r} is not prepared ({root / split} holds no cached clips) and "
@@ -158,7 +158,7 @@ def ensure_split(config: dict, split: str, progress: bool = True):
             return cache  # evaluate what is cached; the report lists the rest as not cached
         from avtag.models.video import VideoBranch  # data/ builds no networks: the encoder is passed in
 
-        encoder = VideoBranch().frame_logits if get(config, "cache.video", False) else None
+        encoder = VideoBranch().frame_logits if config.cache.video else None
         prepare_split(config, split, progress=progress, frame_encoder=encoder)
         cache = FeatureCache(root, split)
     return cache
@@ -327,9 +327,9 @@ def build_fusion(config: AvtagConfig, classes, validation: SplitScores | None) -
     ``fusion.weights_file`` is given; other methods only with ``fusion.fit: true``.
     Returns ``(LateFusion with mode "both", notes)``.
     """
-    from avtag.models.fusion import LateFusion
-
     import dataclasses
+
+    from avtag.models.fusion import LateFusion
 
     section = dataclasses.replace(config.fusion, mode="both")
     fusion = LateFusion.from_config(section, classes)

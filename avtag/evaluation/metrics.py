@@ -14,7 +14,7 @@ Strong labels, on events ``(clip, onset_s, offset_s, label)``:
   * :func:`strong_label_metrics`: segment-based (1 s) F1 / error rate and event-based
     F1 / error rate with sed_eval (DCASE 2017 settings), clip by clip like the
     organisers' ``TaskB_evaluation/task4_subtaskB_evaluation.py``;
-  * :func:`frame_activity_to_events`: binary frame-wise output -> events.
+  (events come from :func:`avtag.events.framewise_to_events`).
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-Event = tuple[str, float, float, str]  # (clip, onset s, offset s, label)
+from avtag.events import EventRow
+
 
 
 @dataclass(frozen=True)
@@ -230,24 +231,6 @@ def optimise_thresholds(y_true, scores, init=0.5, max_passes: int = 10) -> Thres
     return ThresholdResult(thr, before, float(f1(tp.sum(), fp.sum(), fn.sum())), passes)
 
 
-def frame_activity_to_events(activity, frame_hop: float, class_names: Sequence[str], clip: str) -> list[Event]:
-    """Binary frame-wise output ``(frames, classes)`` -> events ``(clip, onset_s, offset_s, label)``.
-
-    Frame ``i`` covers ``[i * frame_hop, (i + 1) * frame_hop)``; each run of active frames
-    becomes one event. Threshold (and smooth) frame probabilities before calling this.
-    """
-    act = _as_bool(activity, "activity")
-    if act.shape[1] != len(class_names):
-        raise ValueError(f"activity has {act.shape[1]} classes, {len(class_names)} names given")
-    padded = np.pad(act.astype(np.int8), ((1, 1), (0, 0)))
-    diff = np.diff(padded, axis=0)
-    events = []
-    for k, name in enumerate(class_names):
-        on, off = np.flatnonzero(diff[:, k] == 1), np.flatnonzero(diff[:, k] == -1)
-        events += [(clip, float(a * frame_hop), float(b * frame_hop), name) for a, b in zip(on, off)]
-    return sorted(events, key=lambda e: (e[1], e[3]))
-
-
 @dataclass
 class StrongLabelMetrics:
     """sed_eval results: ``segment`` and ``event`` overall (micro) dicts with ``f1``,
@@ -279,8 +262,8 @@ def _classwise(metric) -> dict[str, dict[str, float]]:
 
 
 def strong_label_metrics(
-    reference: Iterable[Event],
-    estimated: Iterable[Event],
+    reference: Iterable[EventRow],
+    estimated: Iterable[EventRow],
     *,
     clips: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,

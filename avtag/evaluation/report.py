@@ -35,9 +35,17 @@ from pathlib import Path
 import numpy as np
 
 from avtag.config import EvaluateConfig, resolve_path
-from avtag.evaluation.metrics import (AveragePrecision, StrongLabelMetrics, TaggingMetrics, ThresholdResult,
-                                      average_precision, binarize, optimise_thresholds, strong_label_metrics,
-                                      tagging_metrics)
+from avtag.evaluation.metrics import (
+    AveragePrecision,
+    StrongLabelMetrics,
+    TaggingMetrics,
+    ThresholdResult,
+    average_precision,
+    binarize,
+    optimise_thresholds,
+    strong_label_metrics,
+    tagging_metrics,
+)
 
 #: detection post-processing and sed_eval settings (override in the config's ``evaluate:`` section)
 DEFAULT_THRESHOLD = 0.5
@@ -213,7 +221,8 @@ def metrics_dict(ev: SystemEvaluation, coverage=None, extra: dict | None = None)
 # ----------------------------------------------------------------------------- files
 def write_predictions_files(ev: SystemEvaluation, out_dir: Path) -> dict[str, str]:
     """Prediction, score and event files; returns ``{kind: file name}``."""
-    from avtag.evaluation.scorer import write_events, write_predictions
+    from avtag.evaluation.scorer import write_predictions
+    from avtag.events import write_events_tsv
 
     files = {}
     for key, d in ev.decisions.items():
@@ -222,7 +231,7 @@ def write_predictions_files(ev: SystemEvaluation, out_dir: Path) -> dict[str, st
         write_predictions(out_dir / f"predictions{suffix}.tsv", preds)
         files[f"predictions{suffix}"] = f"predictions{suffix}.tsv"
         if d.events is not None:
-            write_events(out_dir / f"events{suffix}.tsv", d.events)
+            write_events_tsv(d.events, out_dir / f"events{suffix}.tsv")
             files[f"events{suffix}"] = f"events{suffix}.tsv"
     rows = ["clip\t" + "\t".join(ev.classes)]
     # repr: shortest text that reads back to the same float64, so thresholds re-apply exactly

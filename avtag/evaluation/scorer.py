@@ -87,7 +87,7 @@ from avtag.labels import DCASE2017_CLASSES
 _SEGMENT_TIMES = re.compile(r"_(-?\d+(?:\.\d+)?)_(-?\d+(?:\.\d+)?)(?:\.wav|\.flac)?$")
 
 __all__ = ["SHOWN_CLIPS", "LabelFile", "ScoreResult", "ScorerError", "ScorerFormatError", "clip_key", "py2_str",
-           "read_label_file", "read_strong_labels", "score_files", "score_labels", "segment_times", "write_events",
+           "read_label_file", "read_strong_labels", "score_files", "score_labels", "segment_times",
            "write_predictions"]
 
 
@@ -362,8 +362,3 @@ def read_strong_labels(path: str | Path) -> tuple[list[tuple[str, float, float, 
         if not (onset == 0.0 and offset == 0.0):
             events.append((fields[0], onset, offset, fields[3]))
     return events, list(clips)
-
-
-def write_events(path: str | Path, events: Iterable[tuple[str, float, float, str]]) -> None:
-    """Write strong events ``(clip, onset, offset, label)`` as ``<clip>\\t<onset>\\t<offset>\\t<label>`` (LF)."""
-    Path(path).write_text("".join(f"{c}\t{on:.3f}\t{off:.3f}\t{lab}\n" for c, on, off, lab in events), encoding="utf-8")

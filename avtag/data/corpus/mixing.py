@@ -39,7 +39,7 @@ import numpy as np
 
 from avtag.data.corpus.vocabulary import CorpusItem, VocabularyV2, choose_vocabulary, read_corpus, sounds_items
 from avtag.data.soundscapes import (
-    Event,
+    PlacedEvent,
     Soundscape,
     SoundscapeConfig,
     SoundscapeError,
@@ -241,7 +241,7 @@ def mix_splits(out: Path, items: list[CorpusItem], labels: dict[str, tuple[str, 
                 f = split_beds[int(rng.integers(len(split_beds)))]
                 start = round(float(rng.uniform(0, len(sources[f]) / cfg.sample_rate)), 3)
                 level = float(rng.uniform(*cfg.bed_db_over_noise))
-                bed = Event(f, labels[f], 0.0, cfg.duration, start, level, bed=True)
+                bed = PlacedEvent(f, labels[f], 0.0, cfg.duration, start, level, bed=True)
                 draw_degradation(rng, bed, cfg)
                 scape.events.insert(0, bed)
             for e in scape.events:
