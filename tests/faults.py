@@ -51,9 +51,12 @@ def hang() -> None:
 
         return method
 
-    for cls in (backends.PyAVBackend, backends.DecordBackend):
+    from avtag.io.soundfile_backend import SoundFileBackend
+
+    for cls in (backends.PyAVBackend, backends.DecordBackend, SoundFileBackend):
         cls.audio = stuck(cls.audio)
-    backends.PyAVBackend.stream_audio = stuck(backends.PyAVBackend.stream_audio)
+    for cls in (backends.PyAVBackend, SoundFileBackend):
+        cls.stream_audio = stuck(cls.stream_audio)
 
 
 def crash_and_hang() -> None:

@@ -59,7 +59,7 @@ def write_media(
 
     path = Path(path)
     width, height = size
-    layouts = {1: "mono", 2: "stereo", 6: "5.1"}
+    layouts = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
     with av.open(str(path), "w") as out:
         vs = as_ = None
         if video:

@@ -171,13 +171,14 @@ def _tsv_names(path):
 
 
 def test_crashing_and_hanging_clips_are_recorded_once_and_retried_on_request(dataset, tmp_path, monkeypatch, guard):
-    from mediagen import tone, write_wav
+    from mediagen import tone, write_media, write_wav
 
     clips = dataset.clips["test"]
     crash, hang = clips[0], clips[1]
-    eight = np.repeat(tone(10.0, 16000)[:, None], 8, axis=1)
     crash["path"].unlink()
-    crash["path"] = write_wav(crash["path"].with_suffix(".wav"), eight, 16000)  # 8 channels: SIGSEGV in the old downmix
+    # 8 channels, audio only, in Matroska (read by PyAV, not libsndfile): SIGSEGV in the old PyAV downmix
+    crash["path"] = write_media(crash["path"].with_suffix(".mkv"), seconds=10.0, audio=tone(10.0, 16000), channels=8,
+                                video=False, audio_codec="pcm_s16le")
     monkeypatch.setenv("AVTAG_TEST_HANG", hang["path"].stem)
     seen: list[str] = []
     _faulty_decoder(monkeypatch, seen)
@@ -198,7 +199,7 @@ def test_crashing_and_hanging_clips_are_recorded_once_and_retried_on_request(dat
     assert again.written == 0 and seen == [] and again.failed.keys() == report.failed.keys()
 
     monkeypatch.setenv("AVTAG_TEST_HANG", "no file has this name")  # the clips are repaired
-    write_wav(crash["path"], tone(10.0, 16000), 16000)
+    write_media(crash["path"], seconds=10.0, audio=tone(10.0, 16000), video=False, audio_codec="pcm_s16le")
     for _ in range(2):  # --retry-failed twice: the entries go and never come back
         retried = prepare_split(config, "test", progress=False, retry_failed=True)
         assert not retried.failed

@@ -281,7 +281,7 @@ def test_bad_input_gives_one_line_errors(run, tmp_path, capsys):
     assert code == 2 and "not prepared" in err and "no media files" in err and err.strip().count("\n") == 0
     code = main(["evaluate", "--checkpoint", str(run["model"]), "--set", "evaluate.frame_treshold=0.3"])
     err = capsys.readouterr().err
-    assert code == 2 and "unknown setting(s) frame_treshold" in err
+    assert code == 2 and "unknown config key 'evaluate.frame_treshold'" in err and "frame_threshold" in err
     code = main(["ablate", str(run["config"]), f"output_dir={tmp_path / 'nothing'}", "--no-train", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "no trained audio model" in err

@@ -72,6 +72,13 @@ def eight_channel_wav(folder: Path) -> Path:
     return folder / "a8.wav"
 
 
+def eight_channel_mkv(folder: Path) -> Path:
+    """8-channel PCM in Matroska: a container only the media decoders (PyAV) read, so a PyAV fault reaches it."""
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "1", "-ac", "8", "-c:a", "pcm_s16le",
+           str(folder / "a8.mkv"))
+    return folder / "a8.mkv"
+
+
 def sixteen_channel_192k_wav(folder: Path) -> Path:
     """FLAC stops at 8 channels (the format's limit), so 16 channels at 192 kHz come as WAV."""
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=192000", "-t", "1", "-ac", "16",
@@ -378,9 +385,9 @@ TABLE = [
     Row("video-without-audio", video_without_audio, "tag folder", 1),
     Row("audio-only", audio_only, "tag folder", 1),
     # a decoder that dies with SIGSEGV must cost one file of a folder run, not the run
-    Row("tag-decoder-crash", eight_channel_wav, "tag folder, crashing decoder", 1, "decoder crashed"),
+    Row("tag-decoder-crash", eight_channel_mkv, "tag folder, crashing decoder", 1, "decoder crashed"),
     # prepare: a crash and a hang are recorded in failed.tsv, not retried, and cleared by --retry-failed
-    Row("prepare-crash", eight_channel_wav, "prepare with faults", 0, "decoder crashed (signal 11, SIGSEGV)",
+    Row("prepare-crash", eight_channel_mkv, "prepare with faults", 0, "decoder crashed (signal 11, SIGSEGV)",
         check=prepare_retry_semantics, marks=(pytest.mark.slow,)),
     Row("prepare-hang", good_wav, "prepare with faults", 0, "decoding timed out after", marks=(pytest.mark.slow,)),
     # prediction / ground-truth files
