@@ -101,7 +101,7 @@ class LateFusion(nn.Module):
         self.fitted_: np.ndarray | None = None  # (classes,) bool: has its own regression
 
     @classmethod
-    def from_config(cls, section, classes: Sequence[str] | None = None) -> "LateFusion":
+    def from_config(cls, section, classes: Sequence[str] | None = None) -> LateFusion:
         """From a ``fusion:`` config section (:class:`avtag.config.FusionConfig`; ``weights_file`` wins)."""
         if section is None:
             return cls(classes=classes)
@@ -113,7 +113,7 @@ class LateFusion(nn.Module):
             return fusion
         return cls(section.method, section.audio_weight, section.mode, classes, section.video_boost)
 
-    def gate(self, visual_mass: np.ndarray, threshold: float = 1e-3) -> "LateFusion":
+    def gate(self, visual_mass: np.ndarray, threshold: float = 1e-3) -> LateFusion:
         """``gated``: per-class audio weights, ``audio_weight`` where a class has visual evidence (the
         label map's column mass ``(classes,)`` above ``threshold``), 1 (audio alone) elsewhere."""
         w = torch.broadcast_to(self.audio_weight, (len(visual_mass),)).clone()
@@ -121,7 +121,7 @@ class LateFusion(nn.Module):
         return self
 
     # ------------------------------------------------------------------ fit
-    def fit(self, audio: np.ndarray, video: np.ndarray, targets: np.ndarray) -> "LateFusion":
+    def fit(self, audio: np.ndarray, video: np.ndarray, targets: np.ndarray) -> LateFusion:
         """Fit on validation clips: ``audio``, ``video``, ``targets`` all ``(clips, classes)``.
 
         ``logistic``: one L2-regularised logistic regression per class on
@@ -219,7 +219,7 @@ class LateFusion(nn.Module):
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LateFusion":
+    def from_dict(cls, d: dict) -> LateFusion:
         fusion = cls(d.get("method", "weighted"), d.get("audio_weight", 0.5), d.get("mode", "both"), d.get("classes"),
                      d.get("video_boost", 0.5))
         if "coef" in d:
@@ -236,7 +236,7 @@ class LateFusion(nn.Module):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "LateFusion":
+    def load(cls, path: str | Path) -> LateFusion:
         """Read a fusion written by :meth:`save`. Raises FusionError if unreadable."""
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))

@@ -204,7 +204,7 @@ class LabelMap:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "LabelMap":
+    def load(cls, path: str | Path) -> LabelMap:
         """Read a map written by :meth:`save`. Raises LabelMapError if unreadable."""
         try:
             with np.load(path, allow_pickle=False) as z:

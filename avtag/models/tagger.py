@@ -67,7 +67,7 @@ class AudioVisualTagger(nn.Module):
         else:
             self.object_map = None
 
-    def optimize_for_inference(self) -> "AudioVisualTagger":
+    def optimize_for_inference(self) -> AudioVisualTagger:
         """Eval mode, and the speed-ups of :mod:`avtag.models.fast` (batch norms folded into the
         convolutions, channels-last) in every sub-network that offers them. Results stay the same
         (to ~1e-5); the model can no longer be trained. In place; returns self."""

@@ -109,7 +109,7 @@ class EfficientNetFrames(Backbone):
             module.eval()
         return self
 
-    def optimize_for_inference(self) -> "EfficientNetFrames":
+    def optimize_for_inference(self) -> EfficientNetFrames:
         """Fold the network's batch norms into its convolutions and go channels-last, for
         inference only (:mod:`avtag.models.fast`); same outputs to ~1e-5. In place; returns self."""
         from avtag.models.fast import channels_last, fold_efficientnet_batch_norms
