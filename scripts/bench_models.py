@@ -102,13 +102,13 @@ def training_rows(device: str) -> list[dict]:
     import tempfile
 
     sys.path.insert(0, str(REPO / "tests"))
-    from synthdata import make_dcase_dataset
+    from helpers.synthdata import make_dcase_dataset
 
     from avtag.config import load_config
     from avtag.data.cache import prepare_split
     from avtag.training.datamodule import AudioDataModule
-    from avtag.training.train import build_module
     from avtag.training.module import weak_label_bce
+    from avtag.training.train import build_module
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@
 """Scale rehearsal: the whole training path at N clips, timed and measured, for docs/scaling.md.
 
 For each N (default 2,000 and 5,000 clips of 10 s, DCASE 2017 Task 4 layout, generated here with the
-test suite's class-specific sounds, tests/synthdata.py: nothing is read from ../shared):
+test suite's class-specific sounds, tests/helpers/synthdata.py: nothing is read from ../shared):
 
 1. generate   the media (16-bit WAV) and the official metadata files
 2. prepare    ``avtag prepare --format shards``: decode in isolated workers into the per-clip cache,
@@ -106,7 +106,7 @@ def du(path: Path) -> int:
 GENERATE = """
 import sys
 sys.path.insert(0, {tests!r})
-from synthdata import make_dcase_dataset
+from helpers.synthdata import make_dcase_dataset
 from avtag.labels import DCASE2017
 make_dcase_dataset({root!r}, n_train={n}, n_test=0, classes=DCASE2017.names, seconds=10.0, seed={seed}, max_labels=3)
 """

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from synthdata import make_dcase_dataset
+from helpers.synthdata import make_dcase_dataset
 
 from avtag.config import load_config
 from avtag.data.cache import CacheError, FeatureCache, cache_settings, prepare_split
@@ -146,7 +146,7 @@ def guard():
 
 def _faulty_decoder(monkeypatch, jobs_seen: list):
     """Decode workers with a real native crash (8-channel audio) and a hang; records the files decoded."""
-    import faults
+    from helpers import faults
 
     import avtag.io
     from avtag.io import isolation
@@ -171,7 +171,7 @@ def _tsv_names(path):
 
 
 def test_crashing_and_hanging_clips_are_recorded_once_and_retried_on_request(dataset, tmp_path, monkeypatch, guard):
-    from mediagen import tone, write_media, write_wav
+    from helpers.mediagen import tone, write_media
 
     clips = dataset.clips["test"]
     crash, hang = clips[0], clips[1]

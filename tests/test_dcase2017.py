@@ -5,8 +5,15 @@ import csv
 
 import pytest
 
-from avtag.data.dcase2017 import (DatasetError, class_counts, read_class_list, read_label_file, read_split,
-                                  resolve_media, write_missing_report)
+from avtag.data.dcase2017 import (
+    DatasetError,
+    class_counts,
+    read_class_list,
+    read_label_file,
+    read_split,
+    resolve_media,
+    write_missing_report,
+)
 from avtag.labels import DCASE2017
 
 

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import shared_path
 
 from avtag.config import load_config
 from avtag.evaluation.metrics import binarize, micro_f1
 from avtag.labels import get_vocabulary
 from avtag.models.weights import WEIGHTS, CheckpointError, get_weights, load_audio_model
-from conftest import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS_ENTRY = get_weights("default")

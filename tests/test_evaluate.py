@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.synthdata import make_dcase_dataset
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
 from avtag.cli import main
 from avtag.config import load_config
 from avtag.labels import DCASE2017
-
-from synthdata import make_dcase_dataset
 
 CLASSES = list(DCASE2017.names)
 # a small, fast CRNN and a short schedule (as tests/test_training.py); the rest is the shipped config

@@ -4,13 +4,11 @@ import io
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 
 from avtag import AvtagError
-from avtag.events import (clip_file_name, events_to_rows, framewise_to_events, read_events_tsv,
-                                      write_events_tsv)
+from avtag.events import clip_file_name, events_to_rows, framewise_to_events, read_events_tsv, write_events_tsv
 from avtag.labels import DCASE2017, Vocabulary
-
-from conftest import shared_path
 
 VOC = Vocabulary(("Car", "Train horn", "Screaming"))
 HOP = 0.04

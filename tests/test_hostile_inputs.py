@@ -25,12 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import faults
 import numpy as np
 import pytest
-from mediagen import tone, write_media, write_wav
-from synthdata import make_dcase_dataset
-
+from helpers import faults
+from helpers.mediagen import tone, write_media, write_wav
+from helpers.synthdata import make_dcase_dataset
 
 
 # ----------------------------------------------------------------------------- input generators

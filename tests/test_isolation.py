@@ -12,10 +12,10 @@ import sys
 import textwrap
 import time
 
-import faults
 import numpy as np
 import pytest
-from mediagen import tone, write_media, write_wav
+from helpers import faults
+from helpers.mediagen import tone, write_media, write_wav
 
 from avtag.io import DecodeJob, IsolatedDecoder, MediaError, iter_windows, load_clip
 
@@ -27,7 +27,9 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("iso")
     a = tone(3.0, 48000, 440)
     good = write_media(d / "good.mp4", seconds=3, audio=a, sample_rate=48000)
-    eight = write_wav(d / "eight.wav", np.repeat(tone(2.0, 16000)[:, None], 8, axis=1), 16000)
+    # 8 channels in Matroska, read by PyAV (WAV goes through libsndfile, which the crash fault leaves alone)
+    eight = write_media(d / "eight.mkv", seconds=2, audio=tone(2.0, 16000), channels=8, video=False,
+                        audio_codec="pcm_s16le")
     hang = write_wav(d / "hang.wav", tone(2.0, 16000), 16000)
     other = write_wav(d / "other.wav", tone(2.0, 22050, 1000), 22050)
     return {"good": good, "eight": eight, "hang": hang, "other": other, "missing": d / "missing.wav"}
@@ -111,7 +113,7 @@ def test_windows_of_a_long_file_in_a_worker(files, tmp_path):
         local = list(iter_windows(long, 5.0, sample_rate=8000, video=False))
         assert [w.start for w in windows] == [w.start for w in local] == [0.0, 5.0, 10.0, 15.0, 20.0, 25.0]
         assert all(np.array_equal(a.waveform, b.waveform) for a, b in zip(windows, local, strict=True))
-        with pytest.raises(MediaError, match=r"eight\.wav: decoder crashed \(signal 11, SIGSEGV\) at window 1"):
+        with pytest.raises(MediaError, match=r"eight\.mkv: decoder crashed \(signal 11, SIGSEGV\) at window 1"):
             list(dec.iter_windows(files["eight"], 1.0, video=False))
         for _ in dec.iter_windows(long, 5.0, sample_rate=8000, video=False):
             break  # stopping early stops that worker; the next stream gets a fresh one
@@ -131,7 +133,7 @@ def test_a_killed_parent_leaves_no_worker_behind(files, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(faults.TESTS)!r})
-        import faults
+        from helpers import faults
         from avtag.io import IsolatedDecoder
         if __name__ == "__main__":
             dec = IsolatedDecoder(2, initializer=faults.hang).__enter__()

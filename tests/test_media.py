@@ -10,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 from conftest import SHARED
-from mediagen import tone, write_media, write_wav
+from helpers.mediagen import tone, write_media, write_wav
 
 from avtag.io import MediaError, iter_windows, load_clip, probe, sample_times
 

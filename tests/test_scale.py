@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from synthdata import make_dcase_dataset
+from helpers.synthdata import make_dcase_dataset
 
 from avtag import AvtagError
 from avtag.config import ConfigError, load_config

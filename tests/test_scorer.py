@@ -14,7 +14,6 @@ import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
 from avtag import AvtagError
-from avtag.labels import DCASE2017_CLASSES
 from avtag.evaluation.metrics import tagging_metrics
 from avtag.evaluation.scorer import (
     ScorerError,
@@ -26,6 +25,7 @@ from avtag.evaluation.scorer import (
     score_labels,
     write_predictions,
 )
+from avtag.labels import DCASE2017_CLASSES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CASES = SHARED / "dcase2017" / "scorer_cases"

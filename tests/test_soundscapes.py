@@ -9,16 +9,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import shared_path
 
 from avtag import AvtagError
 from avtag.config import load_config
 from avtag.data.dcase2017 import read_class_list, read_split, resolve_media
-from avtag.data.recordings import (build_vocabulary, classify_licence, group_of, read_recordings, redistributable,
-                                   source_groups)  # fmt: skip
-from avtag.data.soundscapes import (PlacedEvent, Soundscape, SoundscapeConfig, event_stem, generate_soundscapes,
-                                    load_sources, render)  # fmt: skip
+from avtag.data.recordings import (
+    build_vocabulary,
+    classify_licence,
+    group_of,
+    read_recordings,
+    redistributable,
+    source_groups,  # fmt: skip
+)
+from avtag.data.soundscapes import (
+    PlacedEvent,
+    Soundscape,
+    SoundscapeConfig,
+    event_stem,
+    generate_soundscapes,
+    load_sources,  # fmt: skip
+    render,
+)
 from avtag.labels import Vocabulary
-from conftest import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
 

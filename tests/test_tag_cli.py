@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import shared_path
-from mediagen import write_media
+from helpers.mediagen import write_media
 
 from avtag.labels import DCASE2017
 

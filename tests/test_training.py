@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers.synthdata import make_dcase_dataset
 
 from avtag import AvtagError
 from avtag.config import ConfigError, MixConfig, load_config
@@ -22,8 +23,6 @@ from avtag.models.weights import CheckpointError, load_audio_model, save_audio_m
 from avtag.training.datamodule import AudioDataModule, balanced_weights
 from avtag.training.mixing import mix_batch
 from avtag.training.module import epoch_lr_factor, weak_label_bce
-
-from synthdata import make_dcase_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 # a small, fast CRNN and a short schedule; everything else is the shipped config

@@ -239,7 +239,7 @@ def test_learns_tone_bursts_from_raw_samples():
 @pytest.mark.slow
 def test_avtag_train_and_tag_with_the_waveform_model(tmp_path):
     """``avtag train`` with configs/model/waveform_cnn.yaml (made tiny), then ``avtag tag --checkpoint``."""
-    from synthdata import make_dcase_dataset
+    from helpers.synthdata import make_dcase_dataset
 
     data = make_dcase_dataset(tmp_path / "data", n_train=24, n_test=4, seconds=4.0)
     config = data.config(tmp_path, include=[str(REPO / "configs" / "dcase2017.yaml"),

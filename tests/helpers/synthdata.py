@@ -18,12 +18,9 @@ import yaml
 
 from avtag.labels import DCASE2017
 
-try:
-    from mediagen import write_media, write_wav
-except ImportError:  # imported as tests.synthdata
-    from tests.mediagen import write_media, write_wav
+from .mediagen import write_media, write_wav
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CLASSES = ("Car", "Train horn", "Screaming", "Bicycle")
 AUDIOSET_IDS = {
     "Train horn": "/m/0284vy3", "Air horn, truck horn": "/m/05x_td", "Car alarm": "/m/02mfyn",
@@ -140,7 +137,7 @@ def make_dcase_dataset(
     media_dirs = {s: root / "audio" / s for s in ("train", "test", "eval")}
     for d in media_dirs.values():
         d.mkdir(parents=True, exist_ok=True)
-    src = Path(__file__).resolve().parents[2] / "shared" / "dcase2017" / "sound_event_list_17_classes.txt"
+    src = REPO.parent / "shared" / "dcase2017" / "sound_event_list_17_classes.txt"
     lines = ["Class_ID\tConfidenceofAnnotation(by Google)\tClass_Label"]
     lines += [f"{AUDIOSET_IDS[c]}\t8\t{c}" for c in DCASE2017.names]
     (meta / "sound_event_list_17_classes.txt").write_text(src.read_text() if src.is_file() else "\n".join(lines) + "\n")

@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/: the folder that holds the helpers package
 
 
 def legacy_downmix() -> None:
@@ -86,7 +86,7 @@ def sitecustomize_env(folder: Path, faults: str, env: dict | None = None) -> dic
         "import os, sys\n"
         "if os.environ.get('AVTAG_TEST_FAULTS'):\n"
         f"    sys.path.insert(0, {str(TESTS)!r})\n"
-        "    import faults\n"
+        "    from helpers import faults\n"
         "    faults.install_from_env()\n"
     )
     env = dict(os.environ if env is None else env)
