@@ -246,7 +246,8 @@ def config_to_dict(cfg: AvtagConfig) -> dict:
 
 #: keys of the flat ``model:`` section of avtag 0.1 checkpoints, by the backbone section they moved to
 _LEGACY_MODEL = {
-    "crnn": ("conv", "channels", "kernel_size", "convs_per_block", "freq_pool", "time_pool", "rnn_hidden", "rnn_layers"),
+    "crnn": ("conv", "channels", "kernel_size", "convs_per_block", "freq_pool", "time_pool", "rnn_hidden",
+             "rnn_layers"),
     "efficientnet": ("pretrained", "trainable_blocks", "input_channels", "head_dim"),
 }
 _LEGACY_TRAINER = {"accelerator": "accelerator", "devices": "devices", "precision": "precision",
