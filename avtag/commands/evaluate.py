@@ -72,7 +72,7 @@ def print_summary(ev, out_dir: Path) -> None:
     from rich.table import Table
 
     from avtag.commands.common import console as make_console
-    from avtag.evaluation.report import summary_rows
+    from avtag.evaluation.report_markdown import summary_rows
 
     table = Table(title=f"{ev.system} system, {ev.split} split ({len(ev.names)} clips), %", title_justify="left")
     for col in ("thresholds", "micro P", "micro R", "micro F1", "macro F1", "class F1", "mAP", "seg F1", "seg ER",

@@ -122,7 +122,7 @@ def ablation_rows(result: AblationResult) -> list[dict]:
 
 def ablation_markdown(result: AblationResult, figure: str | None) -> str:
     """``ablation.md``: the side-by-side table, how thresholds were chosen, coverage, notes."""
-    from avtag.evaluation.report import SUMMARY_HEADER, _coverage_section, _table, summary_rows
+    from avtag.evaluation.report_markdown import SUMMARY_HEADER, coverage_section, markdown_table, summary_rows
 
     out = [f"# avtag ablation: audio vs video vs fused on the {result.split} split", ""]
     if result.checkpoint:
@@ -136,7 +136,7 @@ def ablation_markdown(result: AblationResult, figure: str | None) -> str:
     rows = []
     for system, ev in result.systems.items():
         rows += summary_rows(ev, SYSTEM_TITLES[system])
-    out += _table(["system", *SUMMARY_HEADER], rows)
+    out += markdown_table(["system", *SUMMARY_HEADER], rows)
     out += ["", "micro = instance-based P/R/F1 (DCASE 2017 Task 4 ranking); macro = the official scorer's F1 of mean "
                 "class precision and recall; mAP is threshold-free, so it is the same for both threshold rows. "
                 "Tuned thresholds: per class and per system, maximising micro-F1 on the validation split "
@@ -145,7 +145,7 @@ def ablation_markdown(result: AblationResult, figure: str | None) -> str:
                 "constant predictor (the same classes for every clip), the floor a system has to beat."]
     if figure:
         out += ["", f"![Per-class F1 of each system]({figure})"]
-    out += ["", "## Data coverage", "", *_coverage_section(result.coverage.to_dict() if result.coverage else None)]
+    out += ["", "## Data coverage", "", *coverage_section(result.coverage.to_dict() if result.coverage else None)]
     if result.notes:
         out += ["", "## Notes", "", *[f"- {n}" for n in result.notes]]
     out += ["", "Per-system reports, prediction and score files: " +
@@ -156,7 +156,7 @@ def ablation_markdown(result: AblationResult, figure: str | None) -> str:
 def write_ablation(result: AblationResult, out_dir: str | Path, figures: bool = True,
                    groundtruth: Path | None = None) -> dict:
     """Write ablation.md / ablation.json / the figure and one report folder per system."""
-    from avtag.evaluation.report import _finite, write_evaluation
+    from avtag.evaluation.report import finite, write_evaluation
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,6 +184,6 @@ def write_ablation(result: AblationResult, out_dir: str | Path, figures: bool = 
             "fusion": None if result.fusion is None else result.fusion.to_dict(),
             "coverage": result.coverage.to_dict() if result.coverage else None, "notes": result.notes,
             "files": {"figure": figure, **{s: f"{s}/metrics.json" for s in result.systems}}}
-    (out_dir / "ablation.json").write_text(json.dumps(_finite(data), indent=1, allow_nan=False))
+    (out_dir / "ablation.json").write_text(json.dumps(finite(data), indent=1, allow_nan=False))
     (out_dir / "ablation.md").write_text(ablation_markdown(result, figure))
     return data

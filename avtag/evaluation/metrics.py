@@ -27,7 +27,6 @@ import numpy as np
 from avtag.events import EventRow
 
 
-
 @dataclass(frozen=True)
 class PRF:
     """Precision, recall and F1 as fractions in [0, 1]."""
