@@ -49,9 +49,7 @@ Output (every avtag command reads it as it reads the official release)::
 """
 from __future__ import annotations
 
-import csv
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -62,10 +60,10 @@ from avtag.data.recordings import (
     Recording,
     SoundVocabulary,
     build_vocabulary,
-    classify_licence,
     read_recordings,
     redistributable,
 )
+from avtag.data.soundscape_files import write_metadata, write_summary
 
 
 class SoundscapeError(AvtagError):
@@ -139,19 +137,9 @@ class Soundscape:
         return tuple(dict.fromkeys(lab for e in self.events for lab in e.labels))
 
 
-def trim_silence(x: np.ndarray, sample_rate: int, top_db: float = 50.0) -> np.ndarray:
-    """Cut leading/trailing 10 ms frames whose RMS is more than ``top_db`` below the loudest frame."""
-    hop = max(1, sample_rate // 100)
-    n = len(x) // hop
-    if n == 0:
-        return x
-    rms = np.sqrt(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-20)
-    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > -top_db)
-    return x[loud[0] * hop : min(len(x), (loud[-1] + 1) * hop)]
-
-
 def load_sources(recordings: list[Recording], sample_rate: int, top_db: float = 50.0) -> dict[str, np.ndarray]:
     """Decode every recording to mono float32 at ``sample_rate`` and trim its silent ends."""
+    from avtag.data.corpus.convert import trim_silence
     from avtag.io.media import load_clip
 
     out = {}
@@ -159,7 +147,7 @@ def load_sources(recordings: list[Recording], sample_rate: int, top_db: float = 
         clip = load_clip(r.path, sample_rate=sample_rate, video=False)
         if clip.waveform is None or not np.any(clip.waveform):
             raise SoundscapeError(f"{r.path}: no audio to mix")
-        out[r.filename] = trim_silence(clip.waveform.astype(np.float32), sample_rate, top_db)
+        out[r.filename] = trim_silence(clip.waveform.astype(np.float32), top_db, frame=max(1, sample_rate // 100))
     return out
 
 
@@ -394,62 +382,6 @@ def generate_soundscapes(out_dir: str | Path, sounds_dir: str | Path, n_train: i
     with open(out / "soundscapes.jsonl", "w") as f:
         for scape in rows["train"] + rows["test"]:
             f.write(json.dumps(asdict(scape)) + "\n")
-    summary = _summary(out, recordings, sv, side, rows, excluded, cfg, seed)
+    summary = write_summary(out, recordings, sv, side, rows, excluded, cfg, seed)
     return SoundscapeSet(out, out / "metadata", media, sv.vocabulary.names, {s: len(r) for s, r in rows.items()},
                          summary["clips_per_class"], summary["recordings_per_class"], excluded)  # fmt: skip
-
-
-def write_metadata(meta: Path, rows: dict[str, list[Soundscape]], classes: tuple[str, ...]) -> None:
-    """Write the official-layout CSVs and class list for ``rows`` (``{"train"|"test": [Soundscape]}``)."""
-    gt = meta / "groundtruth_release"
-    gt.mkdir(parents=True, exist_ok=True)
-    lines = ["Class_ID\tConfidenceofAnnotation(by Google)\tClass_Label"] + [f"\t\t{c}" for c in classes]
-    (meta / "sound_event_list_17_classes.txt").write_text("\n".join(lines) + "\n")
-    for split, listing, tag in (("train", "training_set.csv", "training"), ("test", "testing_set.csv", "testing")):
-        with open(meta / listing, "w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            for s in rows[split]:
-                ytid, start, end = s.name.rsplit("_", 2)
-                writer.writerow([ytid, start, end, ",".join(_ordered(s.labels, classes)), ""])
-        weak, strong = [], []
-        for s in rows[split]:
-            _, start, end = s.name.rsplit("_", 2)
-            weak += [f"{s.name}.wav\t{start}\t{end}\t{lab}\n" for lab in _ordered(s.labels, classes)]
-            strong += [f"{s.name}.wav\t{e.onset:.3f}\t{e.offset:.3f}\t{lab}\n"
-                       for e in sorted(s.events, key=lambda e: e.onset) for lab in e.labels]  # fmt: skip
-        (gt / f"groundtruth_weak_label_{tag}_set.csv").write_text("".join(weak))
-        (gt / f"groundtruth_strong_label_{tag}_set.csv").write_text("".join(strong))
-
-
-def _ordered(labels, classes: tuple[str, ...]) -> list[str]:
-    return sorted(labels, key=classes.index)
-
-
-def _summary(out: Path, recordings, sv: SoundVocabulary, side, rows, excluded, cfg, seed) -> dict:
-    """Write recordings.csv, ATTRIBUTION.md and summary.json; return the summary."""
-    with open(out / "recordings.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["filename", "audioset_label", "labels", "source_group", "split", "licence"])
-        for r in recordings:
-            w.writerow([r.filename, r.audioset_label, ";".join(sv.labels[r.filename]) or "(distractor)",
-                        sv.groups[r.filename], side[r.filename], r.licence])  # fmt: skip
-    credits = [f"- `{r.filename}` ({r.audioset_label}): {r.licence}. Source: {r.source}" for r in recordings]
-    (out / "ATTRIBUTION.md").write_text(
-        "# Recordings mixed into these soundscapes\n\nLicences (kinds): "
-        + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(classify_licence(r.licence)[0] for r in recordings).items()))
-        + "\n\n" + "\n".join(credits) + "\n")  # fmt: skip
-    per_class = {s: Counter(lab for sc in rows[s] for lab in sc.labels) for s in rows}
-    rec_per_class = {s: Counter(lab for r in recordings if side[r.filename] == s for lab in sv.labels[r.filename])
-                     for s in ("train", "test")}  # fmt: skip
-    summary = {
-        "seed": seed, "config": asdict(cfg), "classes": list(sv.vocabulary.names),
-        "clips": {s: len(r) for s, r in rows.items()},
-        "clips_per_class": {s: {c: per_class[s].get(c, 0) for c in sv.vocabulary.names} for s in rows},
-        "recordings_per_class": {s: {c: rec_per_class[s].get(c, 0) for c in sv.vocabulary.names}
-                                 for s in rec_per_class},
-        "source_groups_per_class": sv.recordings_per_class, "folded_classes": sv.folded,
-        "excluded_recordings": excluded,
-        "distractor_recordings": sorted(f for f, lab in sv.labels.items() if not lab),
-    }  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
