@@ -67,6 +67,10 @@ def fusion_for(rule: str, classes, tagger):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="packaged model name (default: default)")
+    parser.add_argument("--checkpoint", help="a trained audio model file instead of a packaged model")
+    parser.add_argument("--common-with", metavar="MODEL",
+                        help="score only the classes this model shares with packaged model MODEL (a fair comparison)")
+    parser.add_argument("--fps", type=float, help="video frames sampled per second (default: the config's, 1)")
     parser.add_argument("--rules", default="weighted:0.5,max,gated:0.5,boost:0.3,boost:0.5",
                         help="fusion rules to compare, method[:parameter], comma-separated")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
@@ -81,7 +85,17 @@ def main() -> int:
     from avtag.models.tagger import AudioVisualTagger
 
     rows = list(csv.DictReader(open(CLIPS / "clips.csv")))
-    tagger = Tagger.from_pretrained(args.model, device="cpu")
+    import dataclasses
+    import time
+
+    from avtag.config import AvtagConfig
+
+    config = AvtagConfig()
+    if args.fps:
+        config = dataclasses.replace(config, video=dataclasses.replace(config.video, fps=args.fps))
+    checkpoint = args.checkpoint or f"pretrained:{args.model}"
+    tagger = Tagger.from_config(config, checkpoint=checkpoint, device="cpu")
+    t0 = time.perf_counter()
     classes = tagger.classes
     y, audio, video, names = [], [], [], []
     with tagger:
@@ -91,9 +105,17 @@ def main() -> int:
             y.append(truth(classes, row["labels"].split(";")))
             audio.append([np.nan if r.scores[c].audio_score is None else r.scores[c].audio_score for c in classes])
             video.append([np.nan if r.scores[c].video_score is None else r.scores[c].video_score for c in classes])
+    seconds = time.perf_counter() - t0
     y, a, v = np.array(y), np.array(audio), np.array(video)
-    results = {"model": args.model, "clips": len(names), "classes": len(classes),
-               "positives": int(y.sum()), "systems": {}}
+    if args.common_with:
+        from avtag.models.weights import get_weights
+
+        keep = [i for i, c in enumerate(classes) if c in get_weights(args.common_with).classes]
+        classes, y, a, v = tuple(classes[i] for i in keep), y[:, keep], a[:, keep], v[:, keep]
+        if tagger.model.object_map is not None:
+            tagger.model.object_map = tagger.model.object_map[:, keep]
+    results = {"model": args.checkpoint or args.model, "clips": len(names), "classes": len(classes),
+               "fps": config.video.fps, "tag_seconds": round(seconds, 2), "positives": int(y.sum()), "systems": {}}
     results["systems"]["audio only"] = metrics(y, np.nan_to_num(a))
     results["systems"]["video only"] = metrics(y, np.nan_to_num(v))
     for rule in args.rules.split(","):
@@ -101,8 +123,9 @@ def main() -> int:
         with torch.no_grad():
             fused = AudioVisualTagger(classes, fusion=fusion).combine(torch.as_tensor(a), torch.as_tensor(v)).numpy()
         results["systems"][f"fused, {rule.strip()}"] = metrics(y, fused)
-    print(f"{args.model} model, {len(names)} real clips of ../shared/clips, {len(classes)} classes, "
-          f"{int(y.sum())} positive (clip, class) pairs (hand labels + AudioSet ancestors)\n")
+    print(f"{results['model']} model, {len(names)} real clips of ../shared/clips, {len(classes)} classes, "
+          f"{int(y.sum())} positive (clip, class) pairs (hand labels + AudioSet ancestors); video at "
+          f"{config.video.fps:g} frames/s, {seconds:.1f} s to tag them all\n")
     print("| system | micro P @0.5 | micro R @0.5 | micro F1 @0.5 | label-ranking AP |")
     print("|---|--:|--:|--:|--:|")
     for name, m in results["systems"].items():

