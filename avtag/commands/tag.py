@@ -67,10 +67,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def build_tagger(args):
-    """The :class:`~avtag.inference.tagger.Tagger` a command line describes."""
-    from avtag.inference.tagger import Tagger
-
+def tag_config(args):
+    """The config a ``tag`` command line describes: ``--config``/``--set`` plus the tag options."""
     extra = [f"fusion.mode={args.only}"] if args.only else []
     extra += [f"fusion.method={args.fusion}"] if args.fusion else []
     extra += [f"tag.objects={args.objects}"] if args.objects is not None else []
@@ -78,8 +76,15 @@ def build_tagger(args):
     config = load_args_config(args, extra)
     if args.encoder:
         config.label_map.encoder = args.encoder
+    return config
+
+
+def build_tagger(args):
+    """The :class:`~avtag.inference.tagger.Tagger` a command line describes."""
+    from avtag.inference.tagger import Tagger
+
     checkpoint = args.checkpoint or f"pretrained:{args.model}"
-    return Tagger.from_config(config, checkpoint=checkpoint, labels=args.labels, device=args.device)
+    return Tagger.from_config(tag_config(args), checkpoint=checkpoint, labels=args.labels, device=args.device)
 
 
 def run(args: argparse.Namespace) -> int:

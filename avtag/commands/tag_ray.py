@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-from avtag.commands.common import load_args_config
 from avtag.inference.distributed import RayTagError
 
 
@@ -22,13 +21,9 @@ def run_ray(args, paths) -> int:
         raise RayTagError("--ray needs --out FILE: the JSON-lines file the results are appended to")
     if args.format == "tsv":
         raise RayTagError("--ray writes JSON lines (the lines of --format json); --format tsv is not available")
-    extra = [f"fusion.mode={args.only}"] if args.only else []  # as build_tagger in avtag.commands.tag
-    extra += [f"fusion.method={args.fusion}"] if args.fusion else []
-    extra += [f"tag.objects={args.objects}"] if args.objects is not None else []
-    extra += ["label_map.trust_pickle=true"] if args.trust_pickle else []
-    config = load_args_config(args, extra)
-    if args.encoder:
-        config.label_map.encoder = args.encoder
+    from avtag.commands.tag import tag_config
+
+    config = tag_config(args)
     report = tag_with_ray(paths, args.out, address=args.ray, config=config,
                           checkpoint=args.checkpoint or f"pretrained:{args.model}", labels=args.labels,
                           segments=args.segments, top_k=args.top_k, threshold=args.threshold,

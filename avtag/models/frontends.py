@@ -244,11 +244,13 @@ class WavegramLogmelFrontend(nn.Module):
 
     @property
     def frame_hop(self) -> float:
-        return self.audio.frame_hop
+        """Seconds between frames (the log-mel's, which the wavegram shares)."""
+        return self.logmel.frame_hop
 
     @property
     def bins(self) -> int:
-        return self.audio.n_mels
+        """Size of the frequency axis (mel bins; the wavegram has as many)."""
+        return self.logmel.bins
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = as_waveform(x, "wavegram_logmel")
