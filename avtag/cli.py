@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure: one line unless asked for the traceback
         if os.environ.get("AVTAG_DEBUG"):
             raise
-        print(f"avtag: internal error: {type(exc).__name__}: {exc} (set AVTAG_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"avtag: internal error: {type(exc).__name__}: {exc} (set AVTAG_DEBUG=1 for the traceback)",
+              file=sys.stderr)
         return 1
     try:
         sys.stdout.flush()

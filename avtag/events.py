@@ -27,7 +27,6 @@ from scipy.ndimage import median_filter
 from avtag import AvtagError
 from avtag.labels import Vocabulary
 
-
 #: one row of a DCASE strong-label file: ``(clip file name, onset s, offset s, label)``
 EventRow = tuple[str, float, float, str]
 

@@ -128,7 +128,7 @@ def training_rows(device: str) -> list[dict]:
             opt = torch.optim.Adam([p for p in module.model.parameters() if p.requires_grad], lr=1e-3)
             loader = data.train_dataloader()
 
-            def epoch():
+            def epoch(loader=loader, module=module, opt=opt):
                 for wave, target in loader:
                     loss = weak_label_bce(module.model(wave.to(device)).clipwise, target.to(device))
                     opt.zero_grad()

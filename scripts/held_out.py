@@ -30,7 +30,8 @@ def scores_of(model, cache, names: list[str], samples: int, batch: int = 32) -> 
     out = []
     with torch.inference_mode():
         for i in range(0, len(names), batch):
-            wave = np.stack([fit_length(np.asarray(cache.waveform(n), np.float32), samples) for n in names[i:i + batch]])
+            wave = np.stack([fit_length(np.asarray(cache.waveform(n), np.float32), samples)
+                             for n in names[i:i + batch]])
             out.append(model(torch.from_numpy(wave)).clipwise.float().numpy())
     return np.concatenate(out)
 

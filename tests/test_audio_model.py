@@ -97,7 +97,8 @@ def test_config_validation():
     assert cfg.model.crnn.channels == [4, 8]
 
 
-CRNN_CONFIGS = [p for p in sorted((REPO / "configs" / "model").glob("*.yaml")) if load_config(p).model.backbone == "crnn"]
+CRNN_CONFIGS = [p for p in sorted((REPO / "configs" / "model").glob("*.yaml"))
+                if load_config(p).model.backbone == "crnn"]
 
 
 def test_registry_matches_the_schema_choices():

@@ -111,7 +111,8 @@ def test_learned_projection_starts_as_repeat():
 
 
 def test_config_errors_are_one_line():
-    for bad in ("model.backbone=resnet", "model.efficientnet.input_channels=rgb", "model.efficientnet.trainable_blocks=17"):
+    for bad in ("model.backbone=resnet", "model.efficientnet.input_channels=rgb",
+                "model.efficientnet.trainable_blocks=17"):
         with pytest.raises(ConfigError, match="model.") as err:
             load_config(None, [bad])
         assert "\n" not in str(err.value)

@@ -94,7 +94,7 @@ def make_deb(tmp: Path) -> Path:
     (snd / "claps").mkdir(parents=True)
     (root / "DEBIAN").mkdir()
     (root / "DEBIAN/control").write_text(f"Package: {PKG}\nVersion: 1.0-1\nArchitecture: all\nMaintainer: t <t@e>\n"
-                                         "Description: test sounds\n")  # fmt: skip
+                                         "Description: test sounds\n")
     doc = root / f"usr/share/doc/{PKG}"
     doc.mkdir(parents=True)
     (doc / "copyright").write_text(COPYRIGHT)
@@ -125,7 +125,7 @@ def make_deb(tmp: Path) -> Path:
     debs.mkdir()
     out = debs / f"{PKG}_1.0-1_all.deb"
     subprocess.run(["dpkg-deb", "-Zgzip", "--root-owner-group", "--build", str(root), str(out)], check=True,
-                   capture_output=True)  # fmt: skip
+                   capture_output=True)
     return debs
 
 
@@ -151,7 +151,7 @@ def test_build_keeps_labels_converts_and_records_provenance(built):
                          "voices.rcc/speaker/joe/line0.ogg", "voices.rcc/speaker/joe/line1.ogg",
                          "voices.rcc/speaker/joe/line2.ogg",
                          "voices.rcc/speaker/ann/line0.ogg", "voices.rcc/speaker/ann/line1.ogg",
-                         "voices.rcc/speaker/ann/line2.ogg", "base.wz/audio/bell.wav"}  # fmt: skip
+                         "voices.rcc/speaker/ann/line2.ogg", "base.wz/audio/bell.wav"}
     bark = base["sounds/dog_bark1.wav"]
     assert bark["labels"] == ["Bark", "Dog", "Domestic animals, pets", "Animal"] and bark["classes"] == ["Bark"]
     assert bark["group"] == base["sounds/dog_bark2.ogg"]["group"] == f"{PKG}:sounds/dog_bark"
@@ -248,7 +248,7 @@ def test_constructions_sound_like_crowds():
 def test_cli_build_and_one_line_errors(built, tmp_path, capsys):
     _, _, rules, debs = built
     assert main(["corpus", "build", str(tmp_path / "c"), "--rules", str(rules), "--package-dir", str(debs),
-                 "--sources", PKG, "--no-construct", "--no-progress"]) == 0  # fmt: skip
+                 "--sources", PKG, "--no-construct", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "13 files" in out and "Bark" in out and "manifest:" in out
     assert main(["corpus", "build", str(tmp_path / "d"), "--rules", str(rules), "--sources", "hedgewars-data"]) == 2

@@ -98,11 +98,11 @@ def test_rcc_round_trip_with_compressed_and_plain_files(version):
     wav = b"RIFF" + b"\x01\x02" * 999
     blob = make_rcc({"gcompris/src/activities/instruments/resource/violin.ogg": (ogg, True),
                      "gcompris/src/activities/instruments/resource/piano.ogg": (ogg[::-1], False),
-                     "gcompris/src/core/resource/sounds/win.wav": (wav, True)}, version)  # fmt: skip
+                     "gcompris/src/core/resource/sounds/win.wav": (wav, True)}, version)
     got = {m.path: m.data for m in read_rcc(blob, "x.rcc")}
     assert got == {"gcompris/src/activities/instruments/resource/violin.ogg": ogg,
                    "gcompris/src/activities/instruments/resource/piano.ogg": ogg[::-1],
-                   "gcompris/src/core/resource/sounds/win.wav": wav}  # fmt: skip
+                   "gcompris/src/core/resource/sounds/win.wav": wav}
 
 
 def test_rcc_corrupt_member_is_reported_and_bad_magic_raises():
@@ -177,7 +177,7 @@ def test_c4group_nested_groups_and_damaged_child():
     blob = make_ocg([("Animals.ocg", animals, True), ("authors.txt", b"CC-BY-3.0", False)])
     got = {m.path: m.data for m in read_c4group(blob, "Sound.ocg")}
     assert got == {"Animals.ocg/Bat.ocg/Chirp.wav": b"RIFF-chirp", "Animals.ocg/Bat.ocg/Noise1.wav": b"RIFF-noise",
-                   "Animals.ocg/MosquitoBuzz.ogg": b"OggS-mosquito", "authors.txt": b"CC-BY-3.0"}  # fmt: skip
+                   "Animals.ocg/MosquitoBuzz.ogg": b"OggS-mosquito", "authors.txt": b"CC-BY-3.0"}
     assert mem_scramble(mem_scramble(b"any bytes at all!")) == b"any bytes at all!"
     broken = make_ocg([("Fire.ocg", b"\0" * 300, True), ("Fire.ogg", b"OggS-fire", False)])
     members = {m.path: m for m in read_c4group(broken, "Sound.ocg")}

@@ -46,7 +46,7 @@ def make_corpus(root: Path) -> Path:
                      "share_alike": False, "training": True, "background": background, "constructed": constructed,
                      "construction": None, "components": [], "component_groups": list(components),
                      "duration_s": len(audio) / SR, "rms_dbfs": -20.0, "peak_dbfs": -3.0, "source_rate": SR,
-                     "channels": 1, "codec": "flac", "rule": 1})  # fmt: skip
+                     "channels": 1, "codec": "flac", "rule": 1})
 
     for g in range(5):
         for k in range(2):
@@ -71,10 +71,10 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory, corpus):
     cfg = replace(SoundscapeConfig(), min_recordings=4, test_fraction=0.2, lowpass_probability=0.5,
-                  codec_probability=0.5, bed_probability=0.6)  # fmt: skip
+                  codec_probability=0.5, bed_probability=0.6)
     out = tmp_path_factory.mktemp("mixed") / "set"
     return generate_corpus_soundscapes(out, corpus, None, n_train=10, n_validation=4, n_test=6, seed=1, config=cfg,
-                                       max_minutes=30)  # fmt: skip
+                                       max_minutes=30)
 
 
 def _recipes(root: Path) -> list[dict]:
@@ -120,7 +120,7 @@ def test_mixture_is_exact_with_beds_and_degraded_events(mixed, corpus):
     summary = json.loads((mixed.root / "summary.json").read_text())
     cfg = SoundscapeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in summary["config"].items()})
     sources = {r["id"]: sf.read(corpus / r["file"], dtype="float32")[0]
-               for r in map(json.loads, (corpus / "manifest.jsonl").read_text().splitlines())}  # fmt: skip
+               for r in map(json.loads, (corpus / "manifest.jsonl").read_text().splitlines())}
     beds = degraded = 0
     for rec in _recipes(mixed.root):
         folder = mixed.media_dirs["test" if rec["split"] == "test" else "train"]
@@ -176,7 +176,7 @@ def test_soundscapes_cli_with_corpus(tmp_path, corpus, capsys):
     soundscapes.register(parser.add_subparsers())
     args = parser.parse_args(["soundscapes", str(tmp_path / "s"), "--corpus", str(corpus), "--no-sounds",
                               "--n-train", "3", "--n-validation", "2", "--n-test", "2", "--min-recordings", "4",
-                              "--no-progress"])  # fmt: skip
+                              "--no-progress"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "wrote 3 training, 2 validation and 2 test soundscapes" in out and "Bark" in out

@@ -63,7 +63,7 @@ def test_every_rule_is_checked_and_every_class_is_in_the_ontology(table):
     ("openclonk-data", "Sound.ocg/Liquids.ocg/StereoRain.ogg", ("Rain", "Water"), None),
     ("gcompris-qt-data", "gcompris/src/activities/memory-sound/resource/LRApplauses_1_LA_cut.ogg",
      ("Applause", "Human group actions"), None),
-])  # fmt: skip
+])
 def test_real_paths_get_their_labels_and_groups(table, package, path, labels, group):
     m = table.match(package, path)
     assert m is not None and m.exclude is None
@@ -129,11 +129,11 @@ def test_licence_kinds_and_dep5_paragraphs():
     assert [licence_kind(s) for s in ("CC0-1.0", "Artistic-1.0", "CC-BY-3.0", "GPL-2+", "CC-BY-SA-3.0",
                                       "CC-sampling-plus-1.0", "CC BY-NC 3.0", "FOTAQ freeware licence", "SIL-1.1")] == [
         "public-domain", "permissive", "attribution", "share-alike", "share-alike", "sampling-plus",
-        "non-commercial", "freeware", "unknown"]  # fmt: skip
+        "non-commercial", "freeware", "unknown"]
     text = ("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
             "Files: *\nCopyright: x\nLicense: GPL-2+\n This program is free software.\n\n"
             "Files: data/globalmods/apoc/*\n data/extra/*.wav\nLicense: CC-BY-SA-3\n\n"
-            "Files: debian/*\nLicense: MIT\n")  # fmt: skip
+            "Files: debian/*\nLicense: MIT\n")
     paras = parse_dep5(text)
     assert [p.licence for p in paras] == ["GPL-2+", "CC-BY-SA-3"]
     apoc = "usr/share/games/scorched3d/data/globalmods/apoc/data/wav/misc/dog.wav"

@@ -43,7 +43,7 @@ def make_corpus(root: Path) -> Path:
                      "share_alike": False, "training": True, "background": background, "constructed": False,
                      "construction": None, "components": [], "component_groups": [], "duration_s": len(audio) / SR,
                      "rms_dbfs": -20.0, "peak_dbfs": -3.0, "source_rate": SR, "channels": 1, "codec": "flac",
-                     "rule": 1})  # fmt: skip
+                     "rule": 1})
 
     for g in range(3):
         add(f"car{g}", ["Car"] if g else ["Vehicle horn, car horn, honking"], f"car{g}", _tone(rng, 90 + 20 * g, 3.0))
@@ -72,7 +72,7 @@ def built(tmp_path_factory):
     corpus = make_corpus(tmp_path_factory.mktemp("corpus"))
     out = tmp_path_factory.mktemp("dcase") / "set"
     return generate_dcase2017_real(out, corpus, None, n_train=24, n_validation=6, n_test=10, seed=0, devices=4,
-                                   renditions=1)  # fmt: skip
+                                   renditions=1)
 
 
 def test_layout_is_read_by_the_dcase2017_reader(built):
@@ -164,7 +164,7 @@ def test_reversing_beeps_keep_their_pitch_and_cadence_outdoors():
 def test_sirens_sweep_their_documented_ranges():
     rng = np.random.default_rng(1)
     p = {"f_lo": 700.0, "f_hi": 1500.0, "wail_period": 4.0, "yelp_period": 0.3, "f1": 440.0, "f2": 585.0,
-         "hilo_step": 0.6, "phaser_period": 0.1}  # fmt: skip
+         "hilo_step": 0.6, "phaser_period": 0.1}
     wail = render_dry(Device("ambulance-siren", "wail", p), 8.0, SR, rng)
     frames = wail[: 8 * SR].reshape(-1, SR // 10)  # 100 ms frames
     track = np.array([_peak_hz(f) for f in frames])
@@ -207,5 +207,5 @@ def test_real_corpus_covers_the_expected_dcase_classes():
         for c in dcase_labels(it):
             found.setdefault(c, set()).add(groups[it.id])
     assert set(found) == {"Fire engine, fire truck (siren)", "Police car (siren)", "Screaming", "Car",
-                          "Car passing by", "Bus", "Truck", "Motorcycle", "Train"}  # fmt: skip
+                          "Car passing by", "Bus", "Truck", "Motorcycle", "Train"}
     assert len(found["Screaming"]) == 5 and len(found["Fire engine, fire truck (siren)"]) == 2

@@ -78,12 +78,12 @@ def test_corrupt_or_foreign_checkpoints_give_one_line_errors(tmp_path):
     code = tmp_path / "code.ckpt"
     torch.save({"format": "avtag-audio-model", "obj": np.random.default_rng(0)}, code)  # needs unpickling code
     for path, message in ((truncated, "not a readable checkpoint"), (foreign, "not an avtag audio-model checkpoint"),
-                          (newer, "newer avtag"), (code, "not a readable checkpoint")):  # fmt: skip
+                          (newer, "newer avtag"), (code, "not a readable checkpoint")):
         with pytest.raises(CheckpointError, match=message) as err:
             load_audio_model(path)
         assert "\n" not in str(err.value) and str(path) in str(err.value)
     proc = subprocess.run([sys.executable, "-m", "avtag", "tag", str(CHECKPOINT), "--checkpoint", str(truncated)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("avtag: error:") and len(proc.stderr.strip().splitlines()) == 1
 
@@ -127,7 +127,7 @@ def test_avtag_tag_on_every_real_clip_with_the_default_audio_model(default_model
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "avtag", "tag", *map(str, clips), "--only", "audio", "--format",
                            "json", "--top-k", "0", "--threshold", "0"], capture_output=True, text=True, env=env,
-                          timeout=600)  # fmt: skip
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr
     records = {Path(r["file"]).name: r for r in map(json.loads, proc.stdout.splitlines())}
     assert set(records) == {c.name for c in clips}

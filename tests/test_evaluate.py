@@ -39,7 +39,8 @@ def run(tmp_path_factory):
     removed["path"].unlink()
     corrupt = ds.clips["eval"][0]
     corrupt["path"].write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + bytes(500))
-    config = ds.config(root, data={"clip_seconds": 4.0}, cache={"dir": str(root / "cache"), "workers": 0, "video": True})
+    config = ds.config(root, data={"clip_seconds": 4.0},
+                       cache={"dir": str(root / "cache"), "workers": 0, "video": True})
     result = train(load_config(config, TINY), progress=False)
     return {"root": root, "ds": ds, "config": config, "model": result.model_path, "removed": removed["name"],
             "corrupt": corrupt["name"]}
@@ -152,8 +153,8 @@ def _split(names, targets, audio, framewise=None, video=None, events=None):
     from avtag.evaluation.inference import Coverage, SplitScores
 
     n = len(names)
-    return SplitScores("test", names, tuple(CLASSES), targets, audio, framewise, 0.04 if framewise is not None else None,
-                       video, events, 10.0, Coverage("test", n, n, n))
+    return SplitScores("test", names, tuple(CLASSES), targets, audio, framewise,
+                       0.04 if framewise is not None else None, video, events, 10.0, Coverage("test", n, n, n))
 
 
 def test_oracle_frame_probabilities_detect_every_event_and_untagged_classes_stay_silent():
@@ -214,7 +215,8 @@ def test_evaluate_writes_a_report_whose_numbers_recompute(run, capsys):
     metrics = check_report_folder(out, run["ds"], "test")
     assert metrics["system"] == "fused" and metrics["decision_thresholds"] == "tuned"
     tuned = metrics["thresholds"]["tuned"]
-    assert tuned["fit_on"] == "validation" and tuned["validation_micro_f1_tuned"] >= tuned["validation_micro_f1_default"]
+    assert tuned["fit_on"] == "validation"
+    assert tuned["validation_micro_f1_tuned"] >= tuned["validation_micro_f1_default"]
     cov = metrics["coverage"]
     n_video = sum(c["path"].suffix == ".mp4" for c in run["ds"].clips["test"])
     assert (cov["listed"], cov["cached"], cov["evaluated"], cov["missing"]) == (16, 15, 15, 1)

@@ -102,8 +102,8 @@ def test_clip_file_name():
 def test_reads_the_official_strong_label_file():
     path = shared_path("dcase2017", "groundtruth_release", "groundtruth_strong_label_testing_set.csv")
     rows = read_events_tsv(path)
-    lines = [l.split("\t") for l in path.read_text().replace("\r", "").splitlines() if l.strip()]
-    found = [l for l in lines if not (float(l[1]) == 0 and float(l[2]) == 0)]
+    lines = [line.split("\t") for line in path.read_text().replace("\r", "").splitlines() if line.strip()]
+    found = [fields for fields in lines if not (float(fields[1]) == 0 and float(fields[2]) == 0)]
     assert len(rows) == len(found) > 100
     assert all(label in DCASE2017 for _, _, _, label in rows)
     assert all(0 <= on <= off <= 10.01 for _, on, off, _ in rows)

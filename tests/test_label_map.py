@@ -85,9 +85,10 @@ def test_dcase_columns_are_sane(dcase_map):
     m = dcase_map.matrix
     assert m.shape == (1000, 17) and m.dtype == np.float32
     assert m.min() >= 0 and m.max() <= 1
-    expected = {"Bus": "school bus", "Truck": "trailer truck", "Motorcycle": "motor scooter", "Bicycle": "mountain bike",
+    expected = {"Bus": "school bus", "Truck": "trailer truck", "Motorcycle": "motor scooter",
+                "Bicycle": "mountain bike",
                 "Ambulance (siren)": "ambulance", "Police car (siren)": "police van",
-                "Fire engine, fire truck (siren)": "fire engine"}  # fmt: skip
+                "Fire engine, fire truck (siren)": "fire engine"}
     for sound, obj in expected.items():
         assert col(dcase_map, sound).get(obj) == 1.0, sound
     assert not col(dcase_map, "Skateboard")  # ImageNet has no skateboard: the video branch abstains
@@ -151,7 +152,8 @@ def _tiny_word_vectors(path_kv, path_txt):
     words = sorted({w for n in OBJECTS + ("Lorry", "Piano", "Dog") for w in re.split(r"[^0-9A-Za-z']+", n) if w})
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(len(words), 50)).astype(np.float32)
-    vecs[words.index("lorry") if "lorry" in words else words.index("Lorry")] = vecs[words.index("truck")] + 0.1 * rng.normal(size=50)
+    lorry = words.index("lorry") if "lorry" in words else words.index("Lorry")
+    vecs[lorry] = vecs[words.index("truck")] + 0.1 * rng.normal(size=50)
     kv = KeyedVectors(50)
     kv.add_vectors(words, vecs)
     kv.save(str(path_kv))

@@ -289,8 +289,8 @@ def test_audio_files_take_the_libsndfile_path_and_agree_with_pyav(tmp_path, suff
     path = write_wav(tmp_path / "s.wav", stereo, rate)
     if suffix != ".wav":
         other = tmp_path / f"s{suffix}"
-        subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), *(["-c:a", "libvorbis", "-q:a", "8"] if suffix == ".ogg"
-                        else []), str(other)], check=True)
+        codec = ["-c:a", "libvorbis", "-q:a", "8"] if suffix == ".ogg" else []
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), *codec, str(other)], check=True)
         path = other
     info = probe(path)
     assert SoundFileBackend().accepts_audio(info)

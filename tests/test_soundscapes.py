@@ -20,7 +20,7 @@ from avtag.data.recordings import (
     group_of,
     read_recordings,
     redistributable,
-    source_groups,  # fmt: skip
+    source_groups,
 )
 from avtag.data.soundscapes import (
     PlacedEvent,
@@ -28,7 +28,7 @@ from avtag.data.soundscapes import (
     SoundscapeConfig,
     event_stem,
     generate_soundscapes,
-    load_sources,  # fmt: skip
+    load_sources,
     render,
 )
 from avtag.labels import Vocabulary
@@ -89,7 +89,8 @@ def test_onsets_and_offsets_are_exact_in_the_written_audio(generated, sounds_dir
     checked = 0
     for rec in _recipes(generated.root)[:10] + _recipes(generated.root)[-6:]:
         wav, _ = sf.read(generated.media_dirs[rec["split"]] / f"Y{rec['name']}.wav", dtype="float64")
-        stems = [event_stem(sources[e["file"]], PlacedEvent(**{**e, "labels": tuple(e["labels"])}), cfg) for e in rec["events"]]
+        stems = [event_stem(sources[e["file"]], PlacedEvent(**{**e, "labels": tuple(e["labels"])}), cfg)
+                 for e in rec["events"]]
         residual = wav - np.sum(stems, axis=0)
         bg_db = rec["background_dbfs"] + 20 * np.log10(rec["scale"])
         assert 20 * np.log10(np.sqrt(np.mean(residual**2))) == pytest.approx(bg_db, abs=0.25)
@@ -185,7 +186,8 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path, sounds_dir, gener
 
 
 def test_v1_model_config_lists_the_generated_vocabulary(generated):
-    """The v1 default model was trained on these soundscapes (v2 on corpus soundscapes, configs/data/soundscapes_v2.yaml)."""
+    """The v1 default model was trained on these soundscapes
+    (v2 on corpus soundscapes, configs/data/soundscapes_v2.yaml)."""
     config = load_config(REPO / "configs" / "default_model_v1.yaml")
     classes = config.data.classes
     assert tuple(classes) == generated.vocabulary
@@ -197,7 +199,7 @@ def test_cli(tmp_path, sounds_dir, capsys):
     parser = argparse.ArgumentParser()
     soundscapes.register(parser.add_subparsers())
     args = parser.parse_args(["soundscapes", str(tmp_path / "s"), "--sounds", str(sounds_dir), "--n-train", "3",
-                              "--n-test", "2", "--no-progress"])  # fmt: skip
+                              "--n-test", "2", "--no-progress"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "wrote 3 training and 2 test soundscapes" in out and "Speech" in out and "pibble.ogg" in out

@@ -20,7 +20,7 @@ RACE_CAR = "22olCB3wQaA.mp4"
 AIRCRAFT = "video_with_failing_audio.mp4"
 GUITAR = "-2RPPODqLy4_30.000_40.000.mp4"
 VEHICLES = {"Car", "Car passing by", "Bus", "Truck", "Motorcycle", "Train", "Ambulance (siren)",
-            "Fire engine, fire truck (siren)", "Police car (siren)"}  # fmt: skip
+            "Fire engine, fire truck (siren)", "Police car (siren)"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def extra_media(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("media")
     cat = np.ascontiguousarray(data.chelsea()[:, :448])
     silent = write_media(folder / "silent_cat.mp4", seconds=3.0, audio=None, fps=5, size=(448, 300),
-                         frame_fn=lambda i: np.roll(cat, 2 * i, axis=1))  # fmt: skip
+                         frame_fn=lambda i: np.roll(cat, 2 * i, axis=1))
     broken = folder / "broken.mp4"
     broken.write_text("this is not a video\n")
     return {"silent": silent, "broken": broken}
@@ -52,7 +52,7 @@ def extra_media(tmp_path_factory) -> dict[str, Path]:
 
 def run_tag(args: list, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "avtag", "tag", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+                          text=True, timeout=600)
 
 
 def records(stdout: str) -> dict[str, dict]:
@@ -123,7 +123,7 @@ def test_tag_with_audio_checkpoint_and_segments(env, extra_media, checkpoint):
     race = shared_path("clips", RACE_CAR)
     audio_only = shared_path("sounds", "train.wav")
     proc = run_tag([race, audio_only, extra_media["silent"], "--checkpoint", checkpoint, "--format", "json",
-                    "--segments", "--top-k", "0", "--threshold", "0", "--labels", "Car;Train;Dog"], env)  # fmt: skip
+                    "--segments", "--top-k", "0", "--threshold", "0", "--labels", "Car;Train;Dog"], env)
     assert proc.returncode == 0, proc.stderr
     recs = records(proc.stdout)
     both, audio, silent = recs[RACE_CAR], recs["train.wav"], recs["silent_cat.mp4"]

@@ -27,7 +27,8 @@ from avtag.training.module import epoch_lr_factor, weak_label_bce
 REPO = Path(__file__).resolve().parents[1]
 # a small, fast CRNN and a short schedule; everything else is the shipped config
 TINY = [
-    "model.crnn.channels=[8,16,16]", "model.crnn.freq_pool=[2,2,2]", "model.crnn.rnn_hidden=16", "model.spec_augment=false",
+    "model.crnn.channels=[8,16,16]", "model.crnn.freq_pool=[2,2,2]", "model.crnn.rnn_hidden=16",
+    "model.spec_augment=false",
     "training.batch_size=8", "training.workers=0", "training.lr=0.003", "training.lr_schedule=constant",
     "training.warmup_epochs=0", "training.sampler=shuffle",
     "training.mixing.mode=mix", "training.mixing.epochs=4", "training.mixing.finetune_lr_scale=1.0",
@@ -88,7 +89,8 @@ def test_bce_under_autocast():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
-TINY_CRNN = ["model.crnn.channels=[4]", "model.crnn.freq_pool=[4]", "model.crnn.time_pool=[2]", "model.crnn.rnn_hidden=4"]
+TINY_CRNN = ["model.crnn.channels=[4]", "model.crnn.freq_pool=[4]", "model.crnn.time_pool=[2]",
+             "model.crnn.rnn_hidden=4"]
 
 
 def _tiny_model(classes=("Car", "Bus", "Train"), overrides=()):

@@ -21,12 +21,13 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="config keys: ablation.split, ablation.systems, ablation.out, ablation.train_if_missing "
                "(see configs/ablation.yaml); evaluate.* for the detection settings.",
-    )  # fmt: skip
+    )
     add_config_args(p, config_positional=True)
     p.add_argument("--split", choices=("test", "eval", "validation"), help="split (default: ablation.split or test)")
     p.add_argument("--checkpoint", metavar="CKPT", help="audio model (default: the run in output_dir)")
     p.add_argument("--systems", metavar="LIST", help="comma-separated subset of audio,video,fused,prior (default: all)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: ablation.out or <output_dir>/ablation/<split>)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: ablation.out or <output_dir>/ablation/<split>)")
     p.add_argument("--no-train", action="store_true", help="fail instead of training when no audio model exists")
     p.add_argument("--no-tune", action="store_true", help="default threshold only (no validation split)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figure")

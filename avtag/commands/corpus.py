@@ -20,7 +20,7 @@ def register(subparsers) -> None:
                     "OUT/manifest.jsonl, OUT/dropped.jsonl and OUT/summary.md. A killed build continues where it "
                     "stopped when run again.",
         epilog="The default corpus (about 1.45 GB of downloads): avtag corpus build cache/corpus",
-    )  # fmt: skip
+    )
     b.add_argument("out_dir", metavar="OUT", nargs="?", default="cache/corpus",
                    help="corpus folder (default cache/corpus, git-ignored)")
     b.add_argument("--sources", metavar="A,B", default=None,
@@ -51,7 +51,7 @@ def run_build(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.sources.split(",") if n.strip()] if args.sources else None
     result = build_corpus(args.out_dir, names, args.rules, args.package_dir, construct=not args.no_construct,
                           seed=args.seed, progress=not args.no_progress, retry=args.retry_undecodable,
-                          force_relabel=args.relabel)  # fmt: skip
+                          force_relabel=args.relabel)
     s = result.summary
     for w in result.warnings:
         print(f"warning: {w}")

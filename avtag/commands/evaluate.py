@@ -28,10 +28,11 @@ def register(subparsers) -> None:
             "applied unchanged (Kong et al. 2020); the headline numbers use the tuned ones.\n"
             "Subtask B (segment-based 1 s F1/ER, event-based F1, sed_eval) where strong labels exist."
         ),
-    )  # fmt: skip
+    )
     p.add_argument("--checkpoint", metavar="CKPT", help="audio model: audio_model.pt or a .ckpt from avtag train "
                                                         "(not needed with --only video)")
-    p.add_argument("--split", default="test", choices=("test", "eval", "validation"), help="split to evaluate (default: test)")
+    p.add_argument("--split", default="test", choices=("test", "eval", "validation"),
+                   help="split to evaluate (default: test)")
     add_config_args(p)  # default config: the one stored in the checkpoint
     p.add_argument("--out", metavar="DIR", help="output folder (default: <output_dir>/evaluation/<split>-<system>)")
     p.add_argument("--only", choices=("audio", "video"), help="evaluate one branch alone")

@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     """Add the ``labelmap`` sub-command to ``subparsers``."""
     p = subparsers.add_parser("labelmap", help=HELP, description=HELP + " (weights in [0, 1]; * = set by an override).")
     p.add_argument("--labels", metavar="LABELS", default=None,
-                   help="sound classes: 'dcase2017' (default), a file with one name per line, or names separated by ';'")
+                   help="sound classes: 'dcase2017' (default), a file with one name per line, "
+                        "or names separated by ';'")
     p.add_argument("--encoder", metavar="minilm|FILE", default=None,
                    help="text encoder: minilm or a word2vec file (.bin binary, .txt/.vec text)")
     p.add_argument("--trust-pickle", action="store_true",
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             {"object": obj, "weight": round(w, 4), "similarity": round(s, 4),
              "override": bool(lm.overridden[lm.objects.index(obj), c])}
             for obj, w, s in lm.top_objects(c, args.top)
-        ]  # fmt: skip
+        ]
     if args.json:
         print(json.dumps({"settings": lm.settings, "classes": rows}, ensure_ascii=False))
         return 0
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("sound class")
     table.add_column(f"top {args.top} ImageNet objects: weight (similarity), * = override")
     for name, objs in rows.items():
-        text = ", ".join(f"{o['object']} {o['weight']:.2f}{'*' if o['override'] else ''} ({o['similarity']:.2f})" for o in objs)
+        text = ", ".join(f"{o['object']} {o['weight']:.2f}{'*' if o['override'] else ''} ({o['similarity']:.2f})"
+                         for o in objs)
         table.add_row(Text(name), Text(text or "(no object: the video branch cannot see this class)"))
     console.print(table)
     return 0

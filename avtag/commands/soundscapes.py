@@ -15,7 +15,7 @@ def register(subparsers) -> None:
                     "disjoint source recordings. Only recordings whose licence allows redistributing a trained model "
                     "are used unless --allow-noncommercial is given.",
         epilog="The default model: avtag soundscapes cache/soundscapes, then avtag train configs/default_model.yaml.",
-    )  # fmt: skip
+    )
     p.add_argument("out_dir", metavar="OUT_DIR", help="empty folder for metadata/ and audio/")
     p.add_argument("--sounds", default="../shared/sounds", metavar="DIR",
                    help="folder with sounds.csv and the recordings (default ../shared/sounds)")
@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
         args.corpus = args.corpus[0]
         return _run_corpus(args, test_fraction)
     cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=args.min_recordings or 3,
-                           test_fraction=test_fraction)  # fmt: skip
+                           test_fraction=test_fraction)
     result = generate_soundscapes(args.out_dir, args.sounds, args.n_train or 1000, args.n_test or 300, args.seed, cfg,
-                                  args.allow_noncommercial, progress=not args.no_progress)  # fmt: skip
+                                  args.allow_noncommercial, progress=not args.no_progress)
     print(f"wrote {result.clips['train']} training and {result.clips['test']} test soundscapes to {result.root}")
     if result.excluded:
         print(f"left out {len(result.excluded)} recording(s) for their licence: "
@@ -113,12 +113,12 @@ def _run_corpus(args: argparse.Namespace, test_fraction: float) -> int:
 
     cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=args.min_recordings or 6,
                            test_fraction=test_fraction, lowpass_probability=args.lowpass_probability,
-                           codec_probability=args.codec_probability, bed_probability=args.bed_probability)  # fmt: skip
+                           codec_probability=args.codec_probability, bed_probability=args.bed_probability)
     sounds = None if args.no_sounds or not (Path(args.sounds) / "sounds.csv").is_file() else args.sounds
     result = generate_corpus_soundscapes(args.out_dir, args.corpus, sounds, args.n_train or 6000,
                                          args.n_validation or 600, args.n_test or 1200, args.seed, cfg,
                                          args.max_minutes, args.validation_fraction, 0, args.allow_noncommercial,
-                                         progress=not args.no_progress)  # fmt: skip
+                                         progress=not args.no_progress)
     c = result.clips
     print(f"wrote {c['train']} training, {c['validation']} validation and {c['test']} test soundscapes to {result.root}"
           + (f" (with the recordings of {sounds})" if sounds else ""))
@@ -143,13 +143,13 @@ def _run_dcase2017(args: argparse.Namespace, test_fraction: float) -> int:
 
     cfg = replace(SoundscapeConfig(), **{**DEFAULTS, "sample_rate": args.sample_rate, "test_fraction": test_fraction,
                                          "lowpass_probability": args.lowpass_probability,
-                                         "codec_probability": args.codec_probability})  # fmt: skip
+                                         "codec_probability": args.codec_probability})
     sounds = None if args.no_sounds or not (Path(args.sounds) / "sounds.csv").is_file() else args.sounds
     result = generate_dcase2017_real(args.out_dir, args.corpus, sounds, args.n_train or 1500, args.n_validation or 200,
                                      args.n_test or 500, args.seed, cfg, args.devices, args.renditions,
                                      validation_fraction=args.validation_fraction,
                                      allow_restricted=args.allow_noncommercial,
-                                     progress=not args.no_progress)  # fmt: skip
+                                     progress=not args.no_progress)
     c = result.clips
     print(f"wrote {c['train']} training, {c['validation']} validation and {c['test']} test clips for the 17 DCASE 2017 "
           f"classes to {result.root}" + (f" (with the recordings of {sounds})" if sounds else ""))

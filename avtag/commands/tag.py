@@ -41,11 +41,14 @@ def register(subparsers) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="media files or folders")
     p.add_argument("--format", choices=("table", "json", "tsv"), default="table", help="output format (default: table)")
-    p.add_argument("--top-k", type=nonnegative_int, default=None, metavar="K", help="at most K tags per file (default 5; 0 = all)")
+    p.add_argument("--top-k", type=nonnegative_int, default=None, metavar="K",
+                   help="at most K tags per file (default 5; 0 = all)")
     p.add_argument("--threshold", type=probability, default=None, metavar="T",
                    help="keep tags with fused score >= T, 0..1 (default 0.1)")
-    p.add_argument("--segments", action="store_true", help="add sound-event onsets/offsets from the audio frame-wise output")
-    p.add_argument("--checkpoint", metavar="FILE", help="trained audio model (audio_model.pt or a .ckpt from avtag train)")
+    p.add_argument("--segments", action="store_true",
+                   help="add sound-event onsets/offsets from the audio frame-wise output")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="trained audio model (audio_model.pt or a .ckpt from avtag train)")
     p.add_argument("--model", default="default", metavar="NAME", help="packaged audio model (default: default)")
     add_config_args(p)
     p.add_argument("--labels", metavar="LABELS",

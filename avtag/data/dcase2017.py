@@ -240,7 +240,9 @@ def index_media_dir(media_dir: str | Path) -> dict[str, Path]:
     return index
 
 
-def resolve_media(records: list[ClipRecord], media_dir: str | Path) -> tuple[list[tuple[ClipRecord, Path]], list[ClipRecord]]:
+def resolve_media(
+    records: list[ClipRecord], media_dir: str | Path
+) -> tuple[list[tuple[ClipRecord, Path]], list[ClipRecord]]:
     """Pair each record with its media file in ``media_dir``.
 
     Returns:

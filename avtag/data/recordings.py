@@ -76,7 +76,8 @@ AUDIOSET_PARENT: dict[str, str] = {
     "Aircraft": "Vehicle", "Aircraft engine": "Aircraft", "Jet engine": "Aircraft engine",
     "Propeller, airscrew": "Aircraft engine", "Helicopter": "Aircraft",
     # Sounds of things: other
-    "Engine": "Sounds of things", "Light engine (high frequency)": "Engine", "Chainsaw": "Light engine (high frequency)",
+    "Engine": "Sounds of things", "Light engine (high frequency)": "Engine",
+    "Chainsaw": "Light engine (high frequency)",
     "Domestic sounds, home sounds": "Sounds of things", "Door": "Domestic sounds, home sounds", "Squeak": "Door",
     "Alarm": "Sounds of things", "Alarm clock": "Alarm", "Foghorn": "Alarm", "Whistle": "Alarm",
     "Steam whistle": "Whistle",
@@ -93,7 +94,7 @@ AUDIOSET_PARENT: dict[str, str] = {
     "Ding": "Brief tone", "Clang": "Brief tone", "Clatter": "Onomatopoeia", "Plop": "Onomatopoeia",
     "Boing": "Onomatopoeia",
     "Other sourceless": "Source-ambiguous sounds", "Sound effect": "Other sourceless",
-}  # fmt: skip
+}
 
 #: AudioSet categories a rare class is grouped under: the children of the ontology's
 #: abstract top-level categories (Natural sounds, Sounds of things, Source-ambiguous
@@ -104,7 +105,7 @@ GROUPS: tuple[str, ...] = (
     "Speech", "Human group actions", "Music", "Animal", "Vehicle", "Engine", "Water", "Wind",
     "Thunderstorm", "Fire", "Alarm", "Mechanisms", "Tools", "Explosion", "Wood", "Liquid",
     "Domestic sounds, home sounds", "Generic impact sounds",
-)  # fmt: skip
+)
 
 #: licence kinds that allow redistributing a model trained on the recording
 PERMISSIVE = ("CC0", "public domain", "CC BY")
@@ -162,7 +163,7 @@ def read_recordings(sounds_dir: str | Path) -> list[Recording]:
                 raise RecordingsError(f"{table}:{n}: class {row['audioset_label']!r} is not in the ontology table "
                                       "(add its AudioSet parent to avtag.data.recordings.AUDIOSET_PARENT)")
             out.append(Recording(row["filename"], row["label"], row["audioset_label"], float(row["duration_s"]),
-                                 row["licence"], row["source"], path))  # fmt: skip
+                                 row["licence"], row["source"], path))
     if not out:
         raise RecordingsError(f"{table}: lists no recordings")
     return out
@@ -319,7 +320,9 @@ def build_vocabulary(recordings: list[Recording], min_recordings: int = 3) -> So
     return SoundVocabulary(Vocabulary(tuple(order)), labels, groups, counts, folded)
 
 
-def redistributable(recordings: list[Recording], allow_noncommercial: bool = False) -> tuple[list[Recording], dict[str, str]]:
+def redistributable(
+    recordings: list[Recording], allow_noncommercial: bool = False
+) -> tuple[list[Recording], dict[str, str]]:
     """Split recordings by licence: ``(usable, {filename: licence kind left out})``.
 
     ``allow_noncommercial`` also admits non-commercial, share-alike, Sampling+ and

@@ -52,15 +52,15 @@ def write_summary(out: Path, recordings, sv: SoundVocabulary, side, rows, exclud
         w.writerow(["filename", "audioset_label", "labels", "source_group", "split", "licence"])
         for r in recordings:
             w.writerow([r.filename, r.audioset_label, ";".join(sv.labels[r.filename]) or "(distractor)",
-                        sv.groups[r.filename], side[r.filename], r.licence])  # fmt: skip
+                        sv.groups[r.filename], side[r.filename], r.licence])
     credits = [f"- `{r.filename}` ({r.audioset_label}): {r.licence}. Source: {r.source}" for r in recordings]
     (out / "ATTRIBUTION.md").write_text(
         "# Recordings mixed into these soundscapes\n\nLicences (kinds): "
         + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(classify_licence(r.licence)[0] for r in recordings).items()))
-        + "\n\n" + "\n".join(credits) + "\n")  # fmt: skip
+        + "\n\n" + "\n".join(credits) + "\n")
     per_class = {s: Counter(lab for sc in rows[s] for lab in sc.labels) for s in rows}
     rec_per_class = {s: Counter(lab for r in recordings if side[r.filename] == s for lab in sv.labels[r.filename])
-                     for s in ("train", "test")}  # fmt: skip
+                     for s in ("train", "test")}
     summary = {
         "seed": seed, "config": asdict(cfg), "classes": list(sv.vocabulary.names),
         "clips": {s: len(r) for s, r in rows.items()},
@@ -70,6 +70,6 @@ def write_summary(out: Path, recordings, sv: SoundVocabulary, side, rows, exclud
         "source_groups_per_class": sv.recordings_per_class, "folded_classes": sv.folded,
         "excluded_recordings": excluded,
         "distractor_recordings": sorted(f for f, lab in sv.labels.items() if not lab),
-    }  # fmt: skip
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -186,7 +186,7 @@ def split_recordings(sv: SoundVocabulary, test_fraction: float, seed: int) -> di
         sides = {side[g] for g in groups}
         if sides != {"train", "test"}:
             raise SoundscapeError(f"class {c!r} has {len(groups)} source recording(s): cannot have both a training "
-                                  "and a test recording; raise min_recordings")  # fmt: skip
+                                  "and a test recording; raise min_recordings")
     return {f: side[g] for f, g in sv.groups.items()}
 
 
@@ -205,7 +205,7 @@ def _place(rng, cfg: SoundscapeConfig, available: int) -> tuple[int, int, int]:
 
 def sample_soundscape(rng, name: str, split: str, pools: dict[str, list[str]], distractors: list[str],
                       sources: dict[str, np.ndarray], labels: dict[str, tuple[str, ...]],
-                      cfg: SoundscapeConfig) -> Soundscape:  # fmt: skip
+                      cfg: SoundscapeConfig) -> Soundscape:
     """Draw one clip's recipe (background and events) from ``rng``.
 
     Args:
@@ -227,7 +227,7 @@ def sample_soundscape(rng, name: str, split: str, pools: dict[str, list[str]], d
         a, n, off = _place(rng, cfg, int((len(sources[f]) - 1) / speed))
         snr = float(rng.uniform(*cfg.snr_db))
         scape.events.append(PlacedEvent(f, () if is_distractor else labels[f], round(a / sr, 3), round((a + n) / sr, 3),
-                                  round(int(off * speed) / sr, 6), snr, speed=speed))  # fmt: skip
+                                  round(int(off * speed) / sr, 6), snr, speed=speed))
         draw_degradation(rng, scape.events[-1], cfg)
     return scape
 
@@ -342,7 +342,7 @@ class SoundscapeSet:
 
 def generate_soundscapes(out_dir: str | Path, sounds_dir: str | Path, n_train: int = 1000, n_test: int = 300,
                          seed: int = 0, config: SoundscapeConfig | None = None, allow_noncommercial: bool = False,
-                         progress: bool = False) -> SoundscapeSet:  # fmt: skip
+                         progress: bool = False) -> SoundscapeSet:
     """Build the vocabulary, split the recordings and write both splits (see module docstring).
 
     Raises:
@@ -384,4 +384,4 @@ def generate_soundscapes(out_dir: str | Path, sounds_dir: str | Path, n_train: i
             f.write(json.dumps(asdict(scape)) + "\n")
     summary = write_summary(out, recordings, sv, side, rows, excluded, cfg, seed)
     return SoundscapeSet(out, out / "metadata", media, sv.vocabulary.names, {s: len(r) for s, r in rows.items()},
-                         summary["clips_per_class"], summary["recordings_per_class"], excluded)  # fmt: skip
+                         summary["clips_per_class"], summary["recordings_per_class"], excluded)

@@ -76,8 +76,8 @@ def run_ablation(config: AvtagConfig, split: str = "test", audio_model=None, che
 
     detection = config.evaluate
     notes = list(notes or [])
-    scores, validation, score_notes = score_with_validation(config, split, audio_model, tune=tune, batch_size=batch_size,
-                                                   progress=progress)
+    scores, validation, score_notes = score_with_validation(config, split, audio_model, tune=tune,
+                                                            batch_size=batch_size, progress=progress)
     notes += score_notes
     fusion = None
     if "fused" in systems and scores.audio is not None:

@@ -103,7 +103,8 @@ def framewise_figure(names: list[str], framewise: np.ndarray, frame_hop: float, 
         for k in shown:
             colour = colours(k % 20)
             style = "-" if classes[k] in truth else "--"
-            ax.plot(t, framewise[i, :, k], style, color=colour, lw=1.2, label=classes[k] + ("" if style == "-" else " (FP tag)"))
+            ax.plot(t, framewise[i, :, k], style, color=colour, lw=1.2,
+                    label=classes[k] + ("" if style == "-" else " (FP tag)"))
             for label, on, off in events.get(names[i], []):
                 if label == classes[k]:
                     ax.axvspan(on, off, color=colour, alpha=0.18, lw=0)
@@ -128,7 +129,8 @@ def draw_evaluation_figures(ev, out_dir: str | Path) -> dict[str, str]:
     series = {}
     for key, d in ev.decisions.items():
         label = "threshold 0.5" if key == "default" else "thresholds tuned on validation"
-        series[label] = np.array([d.tagging.classwise[c].f1 if c in d.tagging.classwise else np.nan for c in ev.classes])
+        series[label] = np.array([d.tagging.classwise[c].f1 if c in d.tagging.classwise else np.nan
+                                  for c in ev.classes])
     classwise_f1_figure(ev.classes, series, out_dir / "figures" / "classwise_f1.png",
                         f"Per-class F1, {ev.system} system, {ev.split} split")
     files["classwise_f1"] = "figures/classwise_f1.png"

@@ -277,7 +277,8 @@ def score_split(config: AvtagConfig, split: str, audio_model=None, *, video: boo
         from avtag.models.label_map import build_label_map
 
         label_map = build_label_map(classes, config.label_map)
-    tagger = AudioVisualTagger(classes, audio_model, None, label_map if video else None, aggregate=config.video.aggregate)
+    tagger = AudioVisualTagger(classes, audio_model, None, label_map if video else None,
+                               aggregate=config.video.aggregate)
     tagger.to(audio_model.frontend.norm.weight.device if audio_model is not None else "cpu").eval()
     samples = int(round(clip_seconds * audio_model.sample_rate)) if audio_model is not None else None
     audio, framewise, hop, video_out = branch_scores(tagger, cache, names, samples, batch_size, progress,
@@ -296,7 +297,8 @@ def _check_cache(cache, classes, sample_rate: int | None) -> None:
         raise EvaluationError(f"{cache.dir}: cache was built for other classes than the model's "
                               f"({len(meta['classes'])} vs {len(classes)}); use the training config's cache.dir")
     if sample_rate is not None and meta.get("sample_rate") is not None and int(meta["sample_rate"]) != sample_rate:
-        raise EvaluationError(f"{cache.dir}: cache holds {meta['sample_rate']} Hz audio, the model expects {sample_rate} Hz")
+        raise EvaluationError(f"{cache.dir}: cache holds {meta['sample_rate']} Hz audio, "
+                              f"the model expects {sample_rate} Hz")
 
 
 def score_with_validation(config: AvtagConfig, split: str, audio_model, *, tune: bool, batch_size: int, progress: bool):

@@ -202,7 +202,8 @@ def optimise_thresholds(y_true, scores, init=0.5, max_passes: int = 10) -> Thres
 
     before = float(f1(tp.sum(), fp.sum(), fn.sum()))
     passes = 0
-    for passes in range(1, max_passes + 1):
+    while passes < max_passes:
+        passes += 1
         changed = False
         for k in range(c):
             tp_o, fp_o, fn_o = tp.sum() - tp[k], fp.sum() - fp[k], fn.sum() - fn[k]
@@ -305,7 +306,7 @@ def strong_label_metrics(
             if c in by_clip:
                 by_clip[c][i].append(
                     {"filename": c, "event_label": label, "onset": float(onset), "offset": float(offset)})
-    for c, (r, e) in by_clip.items():
+    for _clip, (r, e) in by_clip.items():
         segment.evaluate(reference_event_list=r, estimated_event_list=e, evaluated_length_seconds=clip_length)
         event.evaluate(reference_event_list=r, estimated_event_list=e)
     return StrongLabelMetrics(_overall(segment), _overall(event), _classwise(segment), _classwise(event), len(by_clip))

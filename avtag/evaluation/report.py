@@ -267,7 +267,8 @@ def describe_fusion(fusion) -> str | None:
         return None
     if fusion.method == "weighted":
         w = fusion.audio_weight
-        return f"weighted mean, audio weight {float(w):.2f}" if w.ndim == 0 else "weighted mean, per-class audio weights"
+        return (f"weighted mean, audio weight {float(w):.2f}" if w.ndim == 0
+                else "weighted mean, per-class audio weights")
     if fusion.method == "logistic":
         n = 0 if fusion.fitted_ is None else int(fusion.fitted_.sum())
         return f"per-class logistic regression ({n} classes fitted on validation, weighted mean for the others)"

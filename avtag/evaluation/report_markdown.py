@@ -14,7 +14,8 @@ def pct(x) -> str:
 
 def markdown_table(header: list[str], rows: list[list]) -> list[str]:
     """A markdown table: ``header`` and ``rows`` of cells (any values, written with ``str``)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "--:" for i in range(len(header))) + "|"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i == 0 else "--:" for i in range(len(header))) + "|"]
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
@@ -41,14 +42,15 @@ SUMMARY_HEADER = ["thresholds", "micro P %", "micro R %", "micro F1 %", "macro F
 def coverage_section(cov: dict | None) -> list[str]:
     if not cov:
         return ["Coverage unknown."]
-    lines = markdown_table(["listed", "cached", "evaluated", "missing media", "failed to decode", "skipped", "not cached",
-                    "with video"], [[cov["listed"] if cov["listed"] is not None else "?", cov["cached"],
-                                     cov["evaluated"], cov["missing"], cov["failed"], cov["skipped"],
-                                     cov["not_cached"], cov["with_video"]]])
+    lines = markdown_table(["listed", "cached", "evaluated", "missing media", "failed to decode", "skipped",
+                            "not cached", "with video"],
+                           [[cov["listed"] if cov["listed"] is not None else "?", cov["cached"],
+                            cov["evaluated"], cov["missing"], cov["failed"], cov["skipped"],
+                            cov["not_cached"], cov["with_video"]]])
     lines += ["", "Scores cover the evaluated clips only. The official scorer likewise scores only clips with a "
                   "prediction row, so clips without media do not count as misses; compare systems on the same clips."]
-    for title, items in (("Missing media", {n: "" for n in cov["missing_clips"]}), ("Failed to decode", cov["failed_clips"]),
-                         ("Skipped", cov["skipped_clips"])):
+    for title, items in (("Missing media", {n: "" for n in cov["missing_clips"]}),
+                         ("Failed to decode", cov["failed_clips"]), ("Skipped", cov["skipped_clips"])):
         if items:
             shown = list(items.items())[:20]
             lines += ["", f"{title} ({len(items)}{', first 20' if len(items) > 20 else ''}):", ""]
@@ -72,7 +74,8 @@ def evaluation_markdown(ev: SystemEvaluation, metrics: dict) -> str:
     if off:
         same = abs(off["micro"]["f1"] - metrics["micro"]["f1"]) < 1e-9
         out += ["", f"Official scorer on `{metrics['files']['predictions']}` against `{off['groundtruth']}`: micro F1 "
-                    f"{pct(off['micro']['f1'])} % over {off['scored_clips']} clips ({'agrees' if same else 'DIFFERS'})."]
+                    f"{pct(off['micro']['f1'])} % over {off['scored_clips']} clips "
+                    f"({'agrees' if same else 'DIFFERS'})."]
     out += ["", "## How the decision thresholds were chosen", ""]
     out += [f"- **default**: a clip is tagged with a class when its clip-wise score is >= {DEFAULT_THRESHOLD}."]
     if ev.tuning is not None:

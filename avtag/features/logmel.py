@@ -8,8 +8,8 @@ a hop near 10 ms (Xu et al. 2017; Wang 2017): those are the defaults here.
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torchaudio
+from torch import nn
 
 from avtag.config.schema import LogMelConfig
 

@@ -152,7 +152,8 @@ class LateFusion(nn.Module):
             if has_pos.any():
                 best = max(
                     np.linspace(0, 1, 11),
-                    key=lambda w: average_precision_score(y[:, has_pos], (w * a + (1 - w) * v)[:, has_pos], average="macro"),
+                    key=lambda w: average_precision_score(y[:, has_pos], (w * a + (1 - w) * v)[:, has_pos],
+                                                          average="macro"),
                 )
                 self.audio_weight = torch.tensor(float(best))
         return self
@@ -170,7 +171,8 @@ class LateFusion(nn.Module):
         elif self.mode == "video":
             a = None
         if a is None and v is None:
-            raise FusionError(f"fusion mode {self.mode!r}: the {'needed branch' if self.mode != 'both' else 'branches'} did not run")
+            raise FusionError(f"fusion mode {self.mode!r}: the "
+                              f"{'needed branch' if self.mode != 'both' else 'branches'} did not run")
         if a is not None and v is not None and a.shape != v.shape:
             raise FusionError(f"audio {tuple(a.shape)} and video {tuple(v.shape)} scores differ in shape")
         if a is None or v is None:
@@ -212,8 +214,8 @@ class LateFusion(nn.Module):
     # ------------------------------------------------------------------ save / load
     def to_dict(self) -> dict:
         """JSON-ready state (method, mode, weights, fitted regressions)."""
-        d = {"method": self.method, "mode": self.mode, "audio_weight": self.audio_weight.tolist(), "classes": self.classes,
-             "video_boost": self.video_boost}
+        d = {"method": self.method, "mode": self.mode, "audio_weight": self.audio_weight.tolist(),
+             "classes": self.classes, "video_boost": self.video_boost}
         if self.coef_ is not None:
             d.update(coef=self.coef_.tolist(), intercept=self.intercept_.tolist(), fitted=self.fitted_.tolist())
         return d

@@ -59,7 +59,8 @@ class CacheWarning(UserWarning):
 def default_overrides_path() -> Path | None:
     """The reviewed override file: package data first, then the repository's ``assets/``."""
     pkg = Path(avtag.__file__).resolve().parent
-    for candidate in (pkg / "resources" / "label_map_overrides.yaml", pkg.parent / "assets" / "label_map_overrides.yaml"):
+    for candidate in (pkg / "resources" / "label_map_overrides.yaml",
+                      pkg.parent / "assets" / "label_map_overrides.yaml"):
         if candidate.is_file():
             return candidate
     return None
@@ -198,8 +199,9 @@ class LabelMap:
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
         np.savez_compressed(
             tmp, matrix=self.matrix, similarity=self.similarity, overridden=self.overridden,
-            objects=np.array(self.objects), classes=np.array(self.classes), settings=np.array(json.dumps(self.settings)),
-        )  # fmt: skip
+            objects=np.array(self.objects), classes=np.array(self.classes),
+            settings=np.array(json.dumps(self.settings)),
+        )
         os.replace(tmp, path)
         return path
 
@@ -212,7 +214,7 @@ class LabelMap:
                     matrix=z["matrix"].astype(np.float32), similarity=z["similarity"].astype(np.float32),
                     objects=tuple(str(s) for s in z["objects"]), classes=tuple(str(s) for s in z["classes"]),
                     settings=json.loads(str(z["settings"])), overridden=z["overridden"].astype(bool),
-                )  # fmt: skip
+                )
         except Exception as exc:
             raise LabelMapError(f"{path}: not a readable label map ({type(exc).__name__}: {exc})") from None
 
@@ -220,9 +222,10 @@ class LabelMap:
 def similarity_matrix(
     encoder: TextEncoder, objects: Sequence[str], classes: Sequence[str], overrides: Overrides,
     object_template: str = "{}", sound_template: str = "{}",
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Cosine similarity ``(objects, classes)``: max over each side's texts (aliases, synonyms)."""
-    obj_texts = [[object_template.format(t) for t in overrides.object_aliases.get(i, [name])] for i, name in enumerate(objects)]
+    obj_texts = [[object_template.format(t) for t in overrides.object_aliases.get(i, [name])]
+                 for i, name in enumerate(objects)]
     snd_texts = [
         [sound_template.format(t) for t in sound_synonyms(name) + overrides.sound_aliases.get(name.lower(), [])]
         for name in classes

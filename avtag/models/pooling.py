@@ -126,7 +126,8 @@ def build_pooling(name: str, feature_dim: int, num_classes: int) -> MILPooling:
         AvtagError: unknown name.
     """
     key = str(name).lower().replace("-", "_")
-    key = {"linearsoftmax": "linear_softmax", "expsoftmax": "exp_softmax", "average": "mean", "avg": "mean"}.get(key, key)
+    key = {"linearsoftmax": "linear_softmax", "expsoftmax": "exp_softmax", "average": "mean",
+           "avg": "mean"}.get(key, key)
     if key not in POOLINGS:
         raise AvtagError(f"unknown MIL pooling {name!r}; choose one of {', '.join(POOLINGS)}")
     cls = POOLINGS[key]

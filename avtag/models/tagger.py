@@ -55,7 +55,8 @@ class AudioVisualTagger(nn.Module):
         self.objects: tuple[str, ...] = ()
         if audio is not None:
             index = {name: i for i, name in enumerate(audio.classes)}
-            self.register_buffer("audio_index", torch.tensor([index.get(c, -1) for c in self.classes]), persistent=False)
+            self.register_buffer("audio_index", torch.tensor([index.get(c, -1) for c in self.classes]),
+                                 persistent=False)
             self.unknown_to_audio = tuple(c for c in self.classes if c not in index)
         if label_map is not None:
             if tuple(label_map.classes) != self.classes:

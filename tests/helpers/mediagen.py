@@ -82,7 +82,8 @@ def write_media(
             for i in range(0, data.shape[1], block):
                 chunk = np.ascontiguousarray(data[:, i : i + block])
                 if fmt == "s16p":
-                    frame = av.AudioFrame.from_ndarray((chunk * 32767).astype(np.int16), format="s16p", layout=layouts[channels])
+                    frame = av.AudioFrame.from_ndarray((chunk * 32767).astype(np.int16), format="s16p",
+                                                       layout=layouts[channels])
                 elif fmt == "s16":
                     inter = (chunk.T.reshape(1, -1) * 32767).astype(np.int16)
                     frame = av.AudioFrame.from_ndarray(inter, format="s16", layout=layouts[channels])

@@ -145,7 +145,7 @@ def make_dcase_dataset(
     counter = 0
     for split, n in (("train", n_train), ("test", n_test), ("eval", n_eval)):
         rows = []
-        for i in range(n):
+        for _ in range(n):
             k = int(rng.integers(1, max_labels + 1))
             labels = [str(c) for c in rng.choice(list(classes), size=min(k, len(classes)), replace=False)]
             labels = [c for c in DCASE2017.names if c in labels]  # official order

@@ -54,7 +54,7 @@ MANIFEST_FIELDS = (
     "id", "file", "package", "registry", "version", "path", "classes", "labels", "group", "licence",
     "licence_source", "licence_kind", "share_alike", "training", "background", "constructed", "construction",
     "components", "component_groups", "duration_s", "rms_dbfs", "peak_dbfs", "source_rate", "channels", "codec", "rule",
-)  # fmt: skip
+)
 
 SILENT_PEAK_DBFS = -50.0
 MIN_ACTIVE_S = 0.02
@@ -168,7 +168,7 @@ def relabel(root: Path, table: RuleTable, log=print) -> None:
             drop.append({"package": r["package"], "version": r["version"], "path": r["path"], "reason": why})
             continue
         r.update(classes=list(m.rule.labels), labels=list(m.labels), group=m.group, background=m.background,
-                 rule=m.rule.index)  # fmt: skip
+                 rule=m.rule.index)
         if m.licence:
             r.update(licence=m.licence, licence_source="rule table (reviewed)")
         src = table.sources.get(r["package"])
@@ -206,7 +206,7 @@ def retry_undecodable(root: Path, log=print) -> int:
 def build_corpus(out_dir: str | Path, sources: list[str] | None = None, rules_path: str | Path | None = None,
                  package_dirs: list[str | Path] = (), construct: bool = True, seed: int = 0, progress: bool = True,
                  log: Callable[[str], None] = print, retry: bool = False,
-                 force_relabel: bool = False) -> BuildResult:  # fmt: skip
+                 force_relabel: bool = False) -> BuildResult:
     """Build (or continue building) the corpus in ``out_dir`` (see module docstring).
 
     Args:
@@ -249,7 +249,7 @@ def build_corpus(out_dir: str | Path, sources: list[str] | None = None, rules_pa
         ledger.close()
     summary = write_summary(root, ledger.records, ledger.dropped, table)
     return BuildResult(root, ledger.new_kept, ledger.new_dropped, len(ledger.records), len(ledger.dropped), summary,
-                       warnings)  # fmt: skip
+                       warnings)
 
 
 def _candidates(files) -> Iterator:
@@ -258,7 +258,7 @@ def _candidates(files) -> Iterator:
 
 
 def _build_source(src: Source, table: RuleTable, ledger: _Ledger, root: Path, package_dirs: list[Path],
-                  progress: bool, log) -> str | None:  # fmt: skip
+                  progress: bool, log) -> str | None:
     from avtag.progress import track
 
     state = root / "state" / f"{_safe(src.name)}.json"
@@ -275,7 +275,7 @@ def _build_source(src: Source, table: RuleTable, ledger: _Ledger, root: Path, pa
         if low.endswith(f"usr/share/doc/{src.name}/copyright"):
             copyright_text = pf.read().decode("utf-8", "replace")
         elif low.endswith(("package.json", ".dist-info/metadata", "credits.md", "readme.md", "license", "licence")) \
-                and low.count("/") <= 2:  # fmt: skip
+                and low.count("/") <= 2:
             meta[pf.path] = pf.read()
         if low.endswith(AUDIO_SUFFIXES) or archive_kind(low):
             total += 1
@@ -298,7 +298,7 @@ def _build_source(src: Source, table: RuleTable, ledger: _Ledger, root: Path, pa
     kept, dropped = ledger.new_kept - before_k, ledger.new_dropped - before_d
     state.parent.mkdir(exist_ok=True)
     state.write_text(json.dumps({"package": src.name, "version": version, "file": pkg_file.name, "kept": kept,
-                                 "dropped": dropped, "seconds": round(time.time() - t0, 1)}, indent=1))  # fmt: skip
+                                 "dropped": dropped, "seconds": round(time.time() - t0, 1)}, indent=1))
     log(f"{src.name} {version}: kept {kept}, dropped {dropped} ({time.time() - t0:.0f} s)")
     return warning
 
@@ -353,7 +353,7 @@ def _kind(src: Source, text: str) -> str:
 
 
 def _process(src: Source, version: str, path: str, read, fmt: str | None, table: RuleTable, ledger: _Ledger,
-             root: Path, licensing: _Licensing) -> None:  # fmt: skip
+             root: Path, licensing: _Licensing) -> None:
     if (src.name, path) in ledger.seen:
         return
     m = table.match(src.name, path)
@@ -392,4 +392,4 @@ def _process(src: Source, version: str, path: str, read, fmt: str | None, table:
         "components": [], "component_groups": [], "duration_s": round(len(x16) / SAMPLE_RATE, 3),
         "rms_dbfs": float(level.rms_dbfs), "peak_dbfs": float(level.peak_dbfs), "source_rate": dec.source_rate,
         "channels": dec.channels, "codec": dec.codec, "rule": m.rule.index,
-    })  # fmt: skip
+    })

@@ -121,7 +121,7 @@ def _licence(components: list[dict]) -> tuple[str, str]:
 
 
 def _record(root, ledger, table, kind: str, label: str, group: str, index: int, audio: np.ndarray,
-            components: list[dict], how: str) -> None:  # fmt: skip
+            components: list[dict], how: str) -> None:
     path = f"constructed/{kind}/{group}/{index}"
     x16 = pcm16(audio)
     key = audio_hash(x16)[:16]
@@ -138,7 +138,7 @@ def _record(root, ledger, table, kind: str, label: str, group: str, index: int, 
         "rms_dbfs": round(float(20 * np.log10(np.sqrt(np.mean((x16 / 32768.0) ** 2)) + 1e-12)), 2),
         "peak_dbfs": round(float(20 * np.log10(np.max(np.abs(x16)) / 32768.0 + 1e-12)), 2),
         "source_rate": SAMPLE_RATE, "channels": 1, "codec": "constructed", "rule": None,
-    })  # fmt: skip
+    })
 
 
 def construct_all(root, table, ledger, seed: int = 0, progress: bool = False, log=print) -> int:

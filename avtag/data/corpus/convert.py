@@ -32,7 +32,7 @@ RAW_FORMATS: dict[str, tuple[str, dict[str, str]]] = {
 
 #: suffixes of audio files the build decodes (archives are handled by avtag.data.corpus.extract)
 AUDIO_SUFFIXES = (".wav", ".ogg", ".oga", ".opus", ".mp3", ".flac", ".aif", ".aiff", ".au", ".g722", ".gsm",
-                  ".sln", ".sln16", ".sb")  # fmt: skip
+                  ".sln", ".sln16", ".sb")
 
 
 class DecodeError(CorpusError):

@@ -57,7 +57,7 @@ OFFICIAL_IDS = {
     "Civil defense siren": ("/m/0dgbq", 9), "Police car (siren)": ("/m/04qvtq", 8), "Screaming": ("/m/03qc9zr", 8),
     "Car": ("/m/0k4j", 10), "Car passing by": ("/t/dd00134", 5), "Bus": ("/m/01bjv", 7), "Truck": ("/m/07r04", 8),
     "Motorcycle": ("/m/04_sv", 9), "Train": ("/m/07jdr", 6),
-}  # fmt: skip
+}
 
 #: a recording's most specific AudioSet label -> the DCASE classes it is evidence of (see module docstring)
 FROM_AUDIOSET: dict[str, tuple[str, ...]] = {
@@ -65,28 +65,28 @@ FROM_AUDIOSET: dict[str, tuple[str, ...]] = {
     "Car passing by": ("Car", "Car passing by"), "Race car, auto racing": ("Car",),
     "Vehicle horn, car horn, honking": ("Car",), "Train horn": ("Train horn", "Train"), "Train whistle": ("Train",),
     "Railroad car, train wagon": ("Train",), "Train wheels squealing": ("Train",),
-}  # fmt: skip
+}
 
 #: ``{item id: (DCASE classes, why)}``: labels corrected from the recording's credits
 OVERRIDES = {
     "sounds:car_engine.wav": (("Car",), "sounds.csv says Engine; the file is freesound 345558 'car engine'"),
     "sounds:osfx_26.wav": (("Air horn, truck horn", "Truck"), "OpenSFX 'truck start, pull away with horn': "
                            "a truck recording (file0375.mp3) with an industrial air horn"),
-}  # fmt: skip
+}
 
 #: DCASE class -> :mod:`~avtag.data.corpus.warning_signals` kind, for the classes made from synthetic devices
 CONSTRUCTED = {"Reversing beeps": "reversing-beeps", "Car alarm": "car-alarm", "Ambulance (siren)": "ambulance-siren",
-               "Civil defense siren": "civil-defence-siren"}  # fmt: skip
+               "Civil defense siren": "civil-defence-siren"}
 
 #: AudioSet labels that make a recording unusable as an unlabelled distractor (it would be an unlabelled
 #: DCASE sound); aircraft are fine
 VEHICLE_LIKE = frozenset({"Motor vehicle (road)", "Rail transport", "Siren", "Emergency vehicle", "Engine",
-                          "Non-motorized land vehicle", "Traffic noise, roadway noise", "Screaming"})  # fmt: skip
+                          "Non-motorized land vehicle", "Traffic noise, roadway noise", "Screaming"})
 _VEHICLE_WORDS = re.compile(r"\b(cars?|bus|truck|lorry|trains?|tram|railway|motorcycle|motorbike|siren|police|"
-                            r"ambulance|traffic|horn|scream\w*|engine)\b", re.IGNORECASE)  # fmt: skip
+                            r"ambulance|traffic|horn|scream\w*|engine)\b", re.IGNORECASE)
 TRAFFIC = "Traffic noise, roadway noise"
 DEFAULTS = dict(events=(1, 3), lowpass_probability=0.5, codec_probability=0.3, bed_probability=0.7,
-                test_fraction=0.2, distractor_probability=0.3)  # fmt: skip
+                test_fraction=0.2, distractor_probability=0.3)
 
 
 def dcase_labels(item: CorpusItem) -> tuple[str, ...]:
@@ -98,7 +98,7 @@ def dcase_labels(item: CorpusItem) -> tuple[str, ...]:
 
 
 def split_by_class(members: dict[str, list[str]], validation_fraction: float, test_fraction: float, rng,
-                   side: dict[str, str] | None = None) -> dict[str, str]:  # fmt: skip
+                   side: dict[str, str] | None = None) -> dict[str, str]:
     """``{group: split}`` for ``members = {class: its groups}`` (rules in the module docstring; groups already
     in ``side`` keep their split)."""
     side = {} if side is None else side
@@ -106,7 +106,7 @@ def split_by_class(members: dict[str, list[str]], validation_fraction: float, te
         groups = sorted(set(members[c]))
         n = len(groups)
         want = {"test": max(1, round(test_fraction * n)) if n >= 2 else 0,
-                "validation": max(1, round(validation_fraction * n)) if n >= 4 else 0}  # fmt: skip
+                "validation": max(1, round(validation_fraction * n)) if n >= 4 else 0}
         for name in ("test", "validation"):
             have = sum(side.get(g) == name for g in groups)
             for g in rng.permutation(groups):
@@ -120,7 +120,7 @@ def split_by_class(members: dict[str, list[str]], validation_fraction: float, te
 
 
 def _cap_distractors(items: list[CorpusItem], groups: dict[str, str], side: dict[str, str], per_class: int,
-                     rng) -> list[CorpusItem]:  # fmt: skip
+                     rng) -> list[CorpusItem]:
     """At most ``per_class`` items per split and most specific class, round-robin over source groups."""
     buckets: dict[tuple[str, str], dict[str, list[CorpusItem]]] = defaultdict(lambda: defaultdict(list))
     for it in items:
@@ -139,7 +139,7 @@ def _cap_distractors(items: list[CorpusItem], groups: dict[str, str], side: dict
 
 
 def construct(out: Path, devices: int, renditions: int, sample_rate: int, seed: int, validation_fraction: float,
-              test_fraction: float) -> tuple[list[CorpusItem], dict[str, str]]:  # fmt: skip
+              test_fraction: float) -> tuple[list[CorpusItem], dict[str, str]]:
     """Synthesise the constructed classes into ``out/constructed`` (FLAC + ``constructed.jsonl``).
 
     Returns:
@@ -166,7 +166,7 @@ def construct(out: Path, devices: int, renditions: int, sample_rate: int, seed: 
                 sf.write(path, r.audio, sample_rate, subtype="PCM_16")
                 items.append(CorpusItem(rid, path, (c,), (c,), group, (), "permissive",
                                         "generated by avtag (no third-party material)", r.seconds, False, True,
-                                        f"avtag.data.corpus.warning_signals: {kind} {device.pattern}"))  # fmt: skip
+                                        f"avtag.data.corpus.warning_signals: {kind} {device.pattern}"))
                 recipes.append({"id": rid, "file": str(path.relative_to(out)), "group": group, **r.recipe()})
     (out / "constructed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recipes))
     side = split_by_class(members, validation_fraction, test_fraction, np.random.default_rng([seed, 29]))
@@ -188,7 +188,7 @@ def generate_dcase2017_real(out_dir: str | Path, corpus_dirs: str | Path | list,
                             n_train: int = 1500, n_validation: int = 200, n_test: int = 500, seed: int = 0,
                             config: SoundscapeConfig | None = None, devices: int = 16, renditions: int = 3,
                             distractors_per_class: int = 6, validation_fraction: float = 0.1, split_seed: int = 0,
-                            allow_restricted: bool = False, progress: bool = False) -> DcaseRealSet:  # fmt: skip
+                            allow_restricted: bool = False, progress: bool = False) -> DcaseRealSet:
     """Build the set (see module docstring) in the empty folder ``out_dir``.
 
     Args:
@@ -244,14 +244,14 @@ def generate_dcase2017_real(out_dir: str | Path, corpus_dirs: str | Path | list,
     rows = mix_splits(out, items, labels, DCASE2017_CLASSES, item_side, sources,
                       {"train": n_train, "validation": n_validation, "test": n_test}, cfg, seed, validation_fraction,
                       split_seed, beds=_bed_lists(beds, item_side), constructed=frozenset(it.id for it in made),
-                      progress=progress)  # fmt: skip
+                      progress=progress)
     _official_class_list(out / "metadata")
     vocab = VocabularyV2(DCASE2017_CLASSES, labels, groups, {})
     summary = _write_records(out, items, vocab, item_side, rows, cfg, seed, 0.0, validation_fraction, split_seed)
     coverage = coverage_rows(items, labels, groups, item_side, rows)
     summary.update({"vocabulary": "dcase2017", "coverage": coverage,
                     "overrides": {k: v[1] for k, v in OVERRIDES.items()},
-                    "devices_per_constructed_class": devices, "renditions_per_device": renditions})  # fmt: skip
+                    "devices_per_constructed_class": devices, "renditions_per_device": renditions})
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "coverage.md").write_text(coverage_markdown(coverage))
     media = {"train": out / "audio" / "train", "test": out / "audio" / "test"}
@@ -309,7 +309,7 @@ def coverage_rows(items: list[CorpusItem], labels, groups, side, rows) -> list[d
                     "source_groups": n_groups, "groups": per_split,
                     "sources": {k: len(v) for k, v in sorted(origins.items(), key=lambda kv: (-len(kv[1]), kv[0]))},
                     "clips": {s: sum(c in sc.labels for sc in r) for s, r in rows.items()},
-                    "licences": sorted({it.licence.split(" - ")[0] for it in real}), "note": note})  # fmt: skip
+                    "licences": sorted({it.licence.split(" - ")[0] for it in real}), "note": note})
     return out
 
 
@@ -325,7 +325,7 @@ def origin(item: CorpusItem) -> str:
 def coverage_markdown(coverage: list[dict]) -> str:
     """The coverage table as Markdown."""
     head = ("| class | status | files (real + constructed) | source groups train/val/test | clips train/val/test "
-            "| sources (groups) | licences | note |\n|---|---|---:|---|---|---|---|---|\n")  # fmt: skip
+            "| sources (groups) | licences | note |\n|---|---|---:|---|---|---|---|---|\n")
     body = ""
     for r in coverage:
         g, k = r["groups"], r["clips"]

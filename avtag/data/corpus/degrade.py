@@ -49,7 +49,7 @@ def mp3(x: np.ndarray, sample_rate: int, kbps: int) -> np.ndarray:
         s = c.add_stream("libmp3lame", rate=sample_rate, layout="mono")
         s.bit_rate = kbps * 1000
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[None, :] * scale, dtype=np.float32), format="flt",
-                                           layout="mono")  # fmt: skip
+                                           layout="mono")
         frame.sample_rate = sample_rate
         for packet in [*s.encode(frame), *s.encode(None)]:
             c.mux(packet)

@@ -300,11 +300,11 @@ def _c4_walk(data: bytes, start: int, end: int, prefix: str, name: str) -> Itera
 ARCHIVE_SUFFIXES: dict[str, str] = {
     ".zip": "zip", ".pk3": "zip", ".wz": "zip", ".rcc": "rcc",
     ".ocg": "c4group", ".ocd": "c4group", ".ocf": "c4group", ".ocs": "c4group", ".1c": "queen",
-}  # fmt: skip
+}
 
 _READERS: dict[str, Callable[[bytes, str], Iterator[Member]]] = {
     "rcc": read_rcc, "queen": read_queen_table, "c4group": read_c4group,
-}  # fmt: skip
+}
 
 
 def archive_kind(path: str | Path) -> str | None:

@@ -112,7 +112,7 @@ def fetch_package(source: Source, downloads: Path, package_dirs: list[Path] = ()
             warning = f"{source.name}: pinned version {source.version} is not in the archive; used the current one"
     elif source.registry == "pypi":
         _run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-              f"{source.name}=={source.version}", "-d", str(target)], target, what)  # fmt: skip
+              f"{source.name}=={source.version}", "-d", str(target)], target, what)
     else:
         _run(["npm", "pack", "--silent", f"{source.name}@{source.version}"], target, what)
     have = find_package_file(source, [target])

@@ -52,7 +52,7 @@ from avtag.data.soundscapes import (
 
 SPLITS = ("train", "validation", "test")
 CORPUS_DEFAULTS = dict(lowpass_probability=0.5, codec_probability=0.3, bed_probability=0.5, test_fraction=0.2,
-                       min_recordings=6)  # fmt: skip
+                       min_recordings=6)
 
 
 def split_groups(vocab: VocabularyV2, validation_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
@@ -88,12 +88,12 @@ def split_groups(vocab: VocabularyV2, validation_fraction: float, test_fraction:
         missing = [s for s in SPLITS if s not in {side[g] for g in groups}]
         if missing:
             raise SoundscapeError(f"class {c!r} has {len(groups)} source group(s): none left for "
-                                  f"{', '.join(missing)}; raise --min-recordings")  # fmt: skip
+                                  f"{', '.join(missing)}; raise --min-recordings")
     return {i: side[g] for i, g in vocab.groups.items()}
 
 
 def cap_minutes(items: list[CorpusItem], vocab: VocabularyV2, side: dict[str, str], max_minutes: float,
-                seed: int) -> set[str]:  # fmt: skip
+                seed: int) -> set[str]:
     """Ids to use: per split and most specific vocabulary class (or distractor), at most ``max_minutes``
     of audio, drawn round-robin over source groups in a seeded order."""
     rng = np.random.default_rng([seed, 13])
@@ -159,7 +159,7 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
                                 n_train: int = 6000, n_validation: int = 600, n_test: int = 1200, seed: int = 0,
                                 config: SoundscapeConfig | None = None, max_minutes: float = 30.0,
                                 validation_fraction: float = 0.1, split_seed: int = 0, allow_restricted: bool = False,
-                                progress: bool = False) -> SoundscapeSet:  # fmt: skip
+                                progress: bool = False) -> SoundscapeSet:
     """Mix train / validation / test soundscapes from a built corpus (see module docstring).
 
     Args:
@@ -193,18 +193,18 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
     sources = load_items(items, cfg.sample_rate)
     counts = {"train": n_train, "validation": n_validation, "test": n_test}
     rows = mix_splits(out, items, vocab.labels, vocab.classes, side, sources, counts, cfg, seed, validation_fraction,
-                      split_seed, progress=progress)  # fmt: skip
+                      split_seed, progress=progress)
     media = {"train": out / "audio" / "train", "test": out / "audio" / "test"}
     summary = _write_records(out, items, vocab, side, rows, cfg, seed, max_minutes, validation_fraction, split_seed)
     return SoundscapeSet(out, out / "metadata", media, vocab.classes, {s: len(r) for s, r in rows.items()},
-                         summary["clips_per_class"], summary["recordings_per_class"], {})  # fmt: skip
+                         summary["clips_per_class"], summary["recordings_per_class"], {})
 
 
 def mix_splits(out: Path, items: list[CorpusItem], labels: dict[str, tuple[str, ...]], classes: tuple[str, ...],
                side: dict[str, str], sources: dict[str, np.ndarray], counts: dict[str, int], cfg: SoundscapeConfig,
                seed: int, validation_fraction: float, split_seed: int, beds: dict[str, list[str]] | None = None,
                constructed: frozenset[str] = frozenset(),
-               progress: bool = False) -> dict[str, list[Soundscape]]:  # fmt: skip
+               progress: bool = False) -> dict[str, list[Soundscape]]:
     """Mix ``counts[split]`` clips per split into ``out/audio/{train,test}`` and write the metadata and recipes.
 
     Args:
@@ -264,7 +264,7 @@ def _write_records(out: Path, items, vocab: VocabularyV2, side, rows, cfg, seed,
         w.writerow(["id", "source", "labels", "source_group", "split", "licence_kind", "licence", "constructed"])
         for it in items:
             w.writerow([it.id, it.source, ";".join(vocab.labels[it.id]) or "(distractor)", vocab.groups[it.id],
-                        side[it.id], it.licence_kind, it.licence, int(it.constructed)])  # fmt: skip
+                        side[it.id], it.licence_kind, it.licence, int(it.constructed)])
     kinds = Counter(it.licence_kind for it in items)
     by_source: dict[str, set[str]] = defaultdict(set)
     for it in items:
@@ -276,11 +276,11 @@ def _write_records(out: Path, items, vocab: VocabularyV2, side, rows, cfg, seed,
         + ("Share-alike recordings are included: a model trained on these soundscapes should be released under a "
            "share-alike licence compatible with CC BY-SA 3.0 / GPL.\n" if share_alike else "")
         + "\nPer-file sources and licences: recordings.csv.\n\n"
-        + "\n".join(f"- {src}: {'; '.join(sorted(lic))}" for src, lic in sorted(by_source.items())) + "\n")  # fmt: skip
+        + "\n".join(f"- {src}: {'; '.join(sorted(lic))}" for src, lic in sorted(by_source.items())) + "\n")
     clips = {s: Counter(lab for sc in rows[s] for lab in sc.labels) for s in SPLITS}
     recs = {s: Counter(lab for it in items if side[it.id] == s for lab in vocab.labels[it.id]) for s in SPLITS}
     groups = {s: {c: len({vocab.groups[it.id] for it in items if side[it.id] == s and c in vocab.labels[it.id]})
-                  for c in vocab.classes} for s in SPLITS}  # fmt: skip
+                  for c in vocab.classes} for s in SPLITS}
     minutes = {c: round(sum(it.duration_s for it in items if c in vocab.labels[it.id]) / 60, 1) for c in vocab.classes}
     summary = {
         "seed": seed, "config": asdict(cfg), "max_minutes_per_class": max_minutes, "validation_fraction": vfrac,
@@ -290,7 +290,7 @@ def _write_records(out: Path, items, vocab: VocabularyV2, side, rows, cfg, seed,
         "source_groups_per_class": groups, "source_minutes_per_class": minutes, "folded_classes": vocab.folded,
         "licence_kinds": dict(kinds), "share_alike": share_alike,
         "constructed_recordings": sum(it.constructed for it in items),
-    }  # fmt: skip
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 

@@ -135,7 +135,7 @@ class RuleTable:
             raise RulesError(f"{where}: unknown field(s) {', '.join(sorted(set(r) - known))}")
         return Rule(i, str(r["package"]), pattern, tuple(r.get("labels") or ()), r.get("exclude"),
                     r.get("group") or Rule.group, bool(r.get("background")), r.get("licence"),
-                    dict(r.get("default_vars") or {}), str(r["checked"]))  # fmt: skip
+                    dict(r.get("default_vars") or {}), str(r["checked"]))
 
     def _check_ontology(self) -> None:
         for c in {lab for r in self.rules for lab in r.labels}:

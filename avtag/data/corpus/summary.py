@@ -29,7 +29,7 @@ def class_table(records: list[dict], roots=()) -> dict[str, dict]:
             constructed[c] += bool(r["constructed"])
     return {c: {"files": files[c], "minutes": round(minutes[c], 2), "groups": len(groups[c]),
                 "packages": len(packages[c]), "constructed_files": constructed[c]}
-            for c in sorted(files, key=lambda c: (-len(groups[c]), -minutes[c], c))}  # fmt: skip
+            for c in sorted(files, key=lambda c: (-len(groups[c]), -minutes[c], c))}
 
 
 def write_summary(root: Path, records: list[dict], dropped: list[dict], table) -> dict:
@@ -50,7 +50,7 @@ def write_summary(root: Path, records: list[dict], dropped: list[dict], table) -
     reasons = Counter(d["reason"].split(":")[0].split(" (")[0] for d in dropped)
     items = [CorpusItem(r["id"], root / r["file"], tuple(r["classes"]), tuple(r["labels"]), r["group"],
                         tuple(r.get("component_groups") or ()), r["licence_kind"]) for r in records
-             if r["licence_kind"] in TRAINING_KINDS]  # fmt: skip
+             if r["licence_kind"] in TRAINING_KINDS]
     try:
         vocab = choose_vocabulary(items, table, MIN_GROUPS).classes if items else ()
     except Exception:  # noqa: BLE001 - a tiny corpus covers no class; the summary still gets written
@@ -64,7 +64,7 @@ def write_summary(root: Path, records: list[dict], dropped: list[dict], table) -
         "vocabulary_v2": list(vocab),
         "packages": {k: {"version": v["version"], "files": v["files"], "minutes": round(v["minutes"], 1),
                          "licence_kinds": sorted(v["kinds"])} for k, v in sorted(per_package.items())},
-    }  # fmt: skip
+    }
     (root / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
     lines = [
         "# Corpus summary", "",
@@ -75,15 +75,15 @@ def write_summary(root: Path, records: list[dict], dropped: list[dict], table) -
         f"Constructed files: {summary['constructed_files']}.", "",
         "Dropped: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()) + ".", "",
         "| class | files | minutes | source groups | packages | constructed files |", "|---|---:|---:|---:|---:|---:|",
-    ]  # fmt: skip
+    ]
     for c, v in classes.items():
         mark = "**" if v["groups"] >= ENOUGH_GROUPS else ""
         lines.append(f"| {mark}{c}{mark} | {v['files']} | {v['minutes']:.1f} | {v['groups']} | {v['packages']} | "
-                     f"{v['constructed_files'] or ''} |")  # fmt: skip
+                     f"{v['constructed_files'] or ''} |")
     lines += ["", f"Vocabulary v2 from this corpus alone (classes with >= {MIN_GROUPS} joined source groups, parents "
               f"with the same sources as a child left out; {len(vocab)} classes; `avtag soundscapes --corpus` adds "
               "../shared/sounds): " + ", ".join(vocab), "",
-              "| package | version | files | minutes | licence kinds |", "|---|---|---:|---:|---|"]  # fmt: skip
+              "| package | version | files | minutes | licence kinds |", "|---|---|---:|---:|---|"]
     for k, v in summary["packages"].items():
         lines.append(f"| {k} | {v['version']} | {v['files']} | {v['minutes']:.1f} | {', '.join(v['licence_kinds'])} |")
     (root / "summary.md").write_text("\n".join(lines) + "\n")

@@ -33,7 +33,7 @@ MIN_GROUPS = 6
 #: AudioSet categories that name no kind of source a user would ask for (as in avtag.data.recordings.GROUPS):
 #: never outputs, their items keep their other labels
 NOT_OUTPUTS = frozenset({"Onomatopoeia", "Brief tone", "Other sourceless", "Miscellaneous sources", "Sound effect",
-                         "Source-ambiguous sounds"})  # fmt: skip
+                         "Source-ambiguous sounds"})
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def read_corpus(root: str | Path, allow_restricted: bool = False) -> list[Corpus
             item = CorpusItem(r["id"], root / r["file"], tuple(r["classes"]), tuple(r["labels"]), r["group"],
                               tuple(r.get("component_groups") or ()), r["licence_kind"], r["licence"],
                               float(r["duration_s"]), bool(r["background"]), bool(r["constructed"]),
-                              f"{r['package']} {r['version']}: {r['path']}")  # fmt: skip
+                              f"{r['package']} {r['version']}: {r['path']}")
         except (ValueError, KeyError, TypeError) as exc:
             if n == len(manifest.read_text(encoding="utf-8").splitlines()):
                 break  # a torn last line of a build that is still running or was killed
@@ -114,7 +114,7 @@ def sounds_items(sounds_dir: str | Path, table: RuleTable, allow_restricted: boo
     recs = read_recordings(sounds_dir)
     groups = source_groups(recs)
     kinds = {"CC0": "public-domain", "public domain": "public-domain", "CC BY": "attribution",
-             "share-alike": "share-alike"}  # fmt: skip
+             "share-alike": "share-alike"}
     out = []
     for r in recs:
         kind = kinds.get(classify_licence(r.licence)[0], "non-commercial")
@@ -196,5 +196,5 @@ def choose_vocabulary(items: list[CorpusItem], table: RuleTable, min_groups: int
         into = [p for p in (table.ancestors(c) if c in table.parents else ()) if p in kept]
         why = f"{len(members[c])} source group(s)"
         folded[c] = why + (f"; grouped under {into[0]}" if into else "; no covered parent") if c not in redundant \
-            else "same sources as its child class"  # fmt: skip
+            else "same sources as its child class"
     return VocabularyV2(classes, labels, groups, {c: len(g) for c, g in members.items()}, folded)

@@ -56,11 +56,11 @@ import numpy as np
 
 #: the DCASE 2017 class each kind of device stands for
 KINDS = {"reversing-beeps": "Reversing beeps", "car-alarm": "Car alarm", "ambulance-siren": "Ambulance (siren)",
-         "civil-defence-siren": "Civil defense siren"}  # fmt: skip
+         "civil-defence-siren": "Civil defense siren"}
 SPEED_OF_SOUND = 343.0
 #: ISO 9613-1 air absorption, 20 degC, 70 % RH: (octave centre Hz, dB per metre)
 AIR_ABSORPTION = ((63, 0.0001), (125, 0.0003), (250, 0.0011), (500, 0.0028), (1000, 0.0050), (2000, 0.0090),
-                  (4000, 0.0229), (8000, 0.0766))  # fmt: skip
+                  (4000, 0.0229), (8000, 0.0766))
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,13 @@ def draw_device(kind: str, rng) -> Device:
         if rng.random() < 0.25:
             f1 = _u(rng, 380, 450)
             return Device(kind, "horn-pulse", {"f1": f1, "f2": round(f1 * _u(rng, 1.2, 1.3), 2),
-                                               "period": _u(rng, 0.8, 1.4), "duty": _u(rng, 0.45, 0.6)})  # fmt: skip
+                                               "period": _u(rng, 0.8, 1.4), "duty": _u(rng, 0.45, 0.6)})
         lo = _u(rng, 1800, 2300)
         return Device(kind, "six-tone", {"f_lo": lo, "f_hi": _u(rng, max(lo + 600, 2800), 3500),
                                          "segment": _u(rng, 1.5, 3.0), "wail_period": _u(rng, 0.8, 1.5),
                                          "yelp_rate": _u(rng, 4, 7), "hilo_step": _u(rng, 0.2, 0.35),
                                          "gun_rate": _u(rng, 8, 12), "whoop": _u(rng, 0.35, 0.6),
-                                         "chirp_rate": _u(rng, 2, 3)})  # fmt: skip
+                                         "chirp_rate": _u(rng, 2, 3)})
     if kind == "ambulance-siren":
         tones = ["wail", "yelp", "hi-lo", "phaser"]
         first = tones[int(rng.integers(4))]
@@ -109,12 +109,12 @@ def draw_device(kind: str, rng) -> Device:
         return Device(kind, f"{first}+{second}" if second != first else first,
                       {"f_lo": _u(rng, 600, 800), "f_hi": _u(rng, 1300, 1700), "wail_period": _u(rng, 3, 6),
                        "yelp_period": _u(rng, 0.25, 0.4), "f1": f1, "f2": round(f1 * _u(rng, 1.25, 1.42), 2),
-                       "hilo_step": _u(rng, 0.45, 0.8), "phaser_period": _u(rng, 0.08, 0.12)})  # fmt: skip
+                       "hilo_step": _u(rng, 0.45, 0.8), "phaser_period": _u(rng, 0.08, 0.12)})
     if kind == "civil-defence-siren":
         make = "mechanical-" if rng.random() < 2 / 3 else "electronic-"
         return Device(kind, make + ("attack" if rng.random() < 0.6 else "alert"),
                       {"f_max": _u(rng, 350, 800), "dual": bool(rng.random() < 0.5), "spin_up": _u(rng, 3, 6),
-                       "waver_period": _u(rng, 4, 10), "rotation_period": _u(rng, 4, 15)})  # fmt: skip
+                       "waver_period": _u(rng, 4, 10), "rotation_period": _u(rng, 4, 15)})
     raise ValueError(f"unknown warning-signal kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
@@ -208,7 +208,7 @@ def _car_alarm(device: Device, t: np.ndarray, sr: int, rng) -> np.ndarray:
     seg = (start + (t // p["segment"]).astype(int)) % len(segments)
     tracks = [sweep(t, lo, hi, p["wail_period"]), sweep(t, lo, hi, 1 / p["yelp_rate"]),
               np.where(np.mod(t / p["hilo_step"], 2.0) < 1.0, hi, lo), np.full(len(t), 0.5 * (lo + hi)),
-              sweep(t, lo, hi, p["whoop"], "saw"), np.full(len(t), hi)]  # fmt: skip
+              sweep(t, lo, hi, p["whoop"], "saw"), np.full(len(t), hi)]
     gun, chirp = gate(t, 1 / p["gun_rate"], 0.5, 0.003), gate(t, 1 / p["chirp_rate"], 0.1 * p["chirp_rate"], 0.003)
     envs = [1.0, 1.0, 1.0, gun, 1.0, chirp]
     f = np.choose(seg, tracks)
@@ -264,7 +264,7 @@ def reverb_ir(sr: int, rt60: float, rng) -> np.ndarray:
 
 def place_outdoors(x: np.ndarray, sr: int, rng, distance: tuple[float, float], speed: tuple[float, float],
                    rt60: tuple[float, float], drr_db: tuple[float, float],
-                   source_height: float = 1.5) -> tuple[np.ndarray, dict]:  # fmt: skip
+                   source_height: float = 1.5) -> tuple[np.ndarray, dict]:
     """``x`` as heard by a microphone 1.5 m high (see module docstring); returns ``(y, placement)``."""
     n = len(x)
     d0, v = float(rng.uniform(*distance)), float(rng.uniform(*speed))
@@ -284,7 +284,7 @@ def place_outdoors(x: np.ndarray, sr: int, rng, distance: tuple[float, float], s
     wet = fftconvolve(y, reverb_ir(sr, rt, rng))[:n]
     y = y / (np.sqrt(np.mean(y**2)) + 1e-12) + wet / (np.sqrt(np.mean(wet**2)) + 1e-12) * 10 ** (-drr / 20)
     placement = {"distance_m": round(d0, 1), "speed_m_s": round(v, 2), "pass_s": round(t_pass, 2),
-                 "ground_reflection": round(refl, 3), "rt60_s": round(rt, 2), "drr_db": round(drr, 1)}  # fmt: skip
+                 "ground_reflection": round(refl, 3), "rt60_s": round(rt, 2), "drr_db": round(drr, 1)}
     return y / (np.max(np.abs(y)) + 1e-12), placement
 
 
@@ -308,7 +308,7 @@ class Rendition:
 
     def recipe(self) -> dict:
         return {"label": self.device.label, "device": asdict(self.device), "seconds": self.seconds,
-                "placement": self.placement, "constructed": True}  # fmt: skip
+                "placement": self.placement, "constructed": True}
 
 
 def render(device: Device, seconds: float, sr: int, rng, outdoors: bool = True) -> Rendition:

@@ -79,7 +79,8 @@ class EfficientNetFrames(Backbone):
             nn.init.constant_(self.to_rgb.weight, 1.0 / in_channels)
             nn.init.zeros_(self.to_rgb.bias)
         if cfg.head_dim > 0:
-            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(FEATURE_CHANNELS, cfg.head_dim), nn.ReLU(inplace=True))
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(FEATURE_CHANNELS, cfg.head_dim),
+                                      nn.ReLU(inplace=True))
             self.feature_dim = cfg.head_dim
         else:
             self.head = nn.Identity()
@@ -167,7 +168,8 @@ class EfficientNetFrames(Backbone):
         return x
 
     def _frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Head on the 1280-channel map ``(B, 1280, F', T')``: mean over frequency -> frame features -> probabilities."""
+        """Head on the 1280-channel map ``(B, 1280, F', T')``: mean over frequency -> frame features ->
+        probabilities."""
         features = self.head(x.mean(dim=2).transpose(1, 2))  # (B, T', D)
         framewise = torch.sigmoid(self.classifier(self.dropout(features)))
         return framewise, features
