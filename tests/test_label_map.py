@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from avtag import AvtagError
 from avtag.config import LabelMapConfig
 from avtag.labels import DCASE2017_CLASSES
 from avtag.models import label_map as lm_mod
@@ -165,12 +166,15 @@ def _tiny_word_vectors(path_kv, path_txt):
 def test_gensim_keyed_vectors_encoder(tmp_path):
     kv_path, txt_path = tmp_path / "tiny.kv", tmp_path / "tiny_glove.txt"
     _tiny_word_vectors(kv_path, txt_path)
-    enc = KeyedVectorsEncoder(kv_path)
+    with pytest.raises(AvtagError, match="pickle"):  # a .kv file is a pickle: refused unless trusted
+        KeyedVectorsEncoder(kv_path)
+    enc = KeyedVectorsEncoder(kv_path, trust_pickle=True)
     e = enc.encode(["trailer truck", "Truck", "zzz unknown"])
     assert e.shape == (3, 50) and np.allclose(e[2], 0)  # no known word: zero vector
     assert e[0] @ e[1] > 0.6  # phrase = mean of word vectors
     for path in (kv_path, txt_path):
-        lm = build_label_map(["Lorry", "Piano"], LabelMapConfig(encoder=str(path), overrides=None, min_similarity=0.5))
+        settings = LabelMapConfig(encoder=str(path), overrides=None, min_similarity=0.5, trust_pickle=True)
+        lm = build_label_map(["Lorry", "Piano"], settings)
         top = {o for o, _, _ in lm.top_objects("Lorry", 10)}
         assert top == {"trailer truck", "tow truck", "garbage truck"}, top
         assert lm.settings["encoder"].startswith("kv:")
