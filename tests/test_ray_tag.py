@@ -114,7 +114,7 @@ def test_ray_tags_like_one_process_and_resumes(clips_dir, ray_cluster, tmp_path)
 
 def test_ray_arguments_are_checked(tmp_path):
     clip = tmp_path / "x.wav"
-    shutil.copy(REPO / "tests" / "synthdata.py", clip)  # any file: the arguments are refused first
+    shutil.copy(REPO / "tests" / "helpers" / "synthdata.py", clip)  # any file: the arguments are refused first
     r = _tag(clip, "--ray")
     assert r.returncode == 2 and "--ray needs --out FILE" in r.stderr and "Traceback" not in r.stderr
     r = _tag(clip, "--out", tmp_path / "o.jsonl")
