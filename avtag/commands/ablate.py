@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from avtag.evaluation.ablation import run_ablation, write_ablation
     from avtag.evaluation.inference import SYSTEMS, EvaluationError
     from avtag.evaluation.report import official_groundtruth
-    from avtag.evaluation.report_markdown import pct
+    from avtag.evaluation.report_writer import pct
     from avtag.models.device import resolve_device
 
     config = load_args_config(args)

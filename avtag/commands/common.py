@@ -76,3 +76,15 @@ def console(stderr: bool = False, **kwargs):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, markup=False, **kwargs)
+
+
+def tag_config(args):
+    """The config a ``tag`` command line describes: ``--config``/``--set`` plus the tag options."""
+    extra = [f"fusion.mode={args.only}"] if args.only else []
+    extra += [f"fusion.method={args.fusion}"] if args.fusion else []
+    extra += [f"tag.objects={args.objects}"] if args.objects is not None else []
+    extra += ["label_map.trust_pickle=true"] if args.trust_pickle else []
+    config = load_args_config(args, extra)
+    if args.encoder:
+        config.label_map.encoder = args.encoder
+    return config

@@ -73,7 +73,7 @@ def print_summary(ev, out_dir: Path) -> None:
     from rich.table import Table
 
     from avtag.commands.common import console as make_console
-    from avtag.evaluation.report_markdown import summary_rows
+    from avtag.evaluation.report_writer import summary_rows
 
     table = Table(title=f"{ev.system} system, {ev.split} split ({len(ev.names)} clips), %", title_justify="left")
     for col in ("thresholds", "micro P", "micro R", "micro F1", "macro F1", "class F1", "mAP", "seg F1", "seg ER",
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     import avtag
     from avtag.config import resolve_path
     from avtag.evaluation.inference import build_fusion, score_with_validation
-    from avtag.evaluation.report import describe_fusion, evaluate_system, official_groundtruth, write_evaluation
+    from avtag.evaluation.report import describe_fusion, evaluate_system, official_groundtruth
+    from avtag.evaluation.report_writer import write_evaluation
 
     config, audio_model = load_setup(args)
     progress = not args.no_progress

@@ -16,7 +16,6 @@ from avtag.commands.common import (
     add_config_args,
     add_device_arg,
     console,
-    load_args_config,
     nonnegative_int,
     probability,
 )
@@ -70,23 +69,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def tag_config(args):
-    """The config a ``tag`` command line describes: ``--config``/``--set`` plus the tag options."""
-    extra = [f"fusion.mode={args.only}"] if args.only else []
-    extra += [f"fusion.method={args.fusion}"] if args.fusion else []
-    extra += [f"tag.objects={args.objects}"] if args.objects is not None else []
-    extra += ["label_map.trust_pickle=true"] if args.trust_pickle else []
-    config = load_args_config(args, extra)
-    if args.encoder:
-        config.label_map.encoder = args.encoder
-    return config
-
-
 def build_tagger(args):
     """The :class:`~avtag.inference.tagger.Tagger` a command line describes."""
     from avtag.inference.tagger import Tagger
 
     checkpoint = args.checkpoint or f"pretrained:{args.model}"
+    from avtag.commands.common import tag_config
+
     return Tagger.from_config(tag_config(args), checkpoint=checkpoint, labels=args.labels, device=args.device)
 
 

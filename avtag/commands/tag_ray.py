@@ -21,7 +21,7 @@ def run_ray(args, paths) -> int:
         raise RayTagError("--ray needs --out FILE: the JSON-lines file the results are appended to")
     if args.format == "tsv":
         raise RayTagError("--ray writes JSON lines (the lines of --format json); --format tsv is not available")
-    from avtag.commands.tag import tag_config
+    from avtag.commands.common import tag_config
 
     config = tag_config(args)
     report = tag_with_ray(paths, args.out, address=args.ray, config=config,

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 from avtag.data.recordings import classify_licence
 from avtag.events import write_events_tsv
 
-if TYPE_CHECKING:  # annotations only: soundscapes.py imports this module
+if TYPE_CHECKING:
     from avtag.data.recordings import SoundVocabulary
-    from avtag.data.soundscapes import Soundscape
 
 
-def write_metadata(meta: Path, rows: dict[str, list[Soundscape]], classes: tuple[str, ...]) -> None:
-    """Write the official-layout CSVs and class list for ``rows`` (``{"train"|"test": [Soundscape]}``)."""
+def write_metadata(meta: Path, rows: dict[str, list], classes: tuple[str, ...]) -> None:
+    """Write the official-layout CSVs and class list for ``rows``: ``{"train"|"test": [Soundscape]}``
+    (:class:`avtag.data.soundscapes.Soundscape`: ``name``, ``labels``, ``events``)."""
     gt = meta / "groundtruth_release"
     gt.mkdir(parents=True, exist_ok=True)
     lines = ["Class_ID\tConfidenceofAnnotation(by Google)\tClass_Label"] + [f"\t\t{c}" for c in classes]

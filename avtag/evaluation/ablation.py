@@ -122,7 +122,7 @@ def ablation_rows(result: AblationResult) -> list[dict]:
 
 def ablation_markdown(result: AblationResult, figure: str | None) -> str:
     """``ablation.md``: the side-by-side table, how thresholds were chosen, coverage, notes."""
-    from avtag.evaluation.report_markdown import SUMMARY_HEADER, coverage_section, markdown_table, summary_rows
+    from avtag.evaluation.report_writer import SUMMARY_HEADER, coverage_section, markdown_table, summary_rows
 
     out = [f"# avtag ablation: audio vs video vs fused on the {result.split} split", ""]
     if result.checkpoint:
@@ -156,7 +156,7 @@ def ablation_markdown(result: AblationResult, figure: str | None) -> str:
 def write_ablation(result: AblationResult, out_dir: str | Path, figures: bool = True,
                    groundtruth: Path | None = None) -> dict:
     """Write ablation.md / ablation.json / the figure and one report folder per system."""
-    from avtag.evaluation.report import finite, write_evaluation
+    from avtag.evaluation.report_writer import finite, write_evaluation
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ Decisions (DCASE 2017 Task 4):
   then scored with sed_eval: segment-based (1 s) F1 / error rate and event-based F1
   (collar 200 ms, offset 20 %) (:func:`~avtag.evaluation.metrics.strong_label_metrics`).
 
-Files written by :func:`write_evaluation` into the output folder::
+Files written by :func:`avtag.evaluation.report_writer.write_evaluation` into the output folder::
 
     report.md             summary, thresholds, per-class table, detection, data coverage, figures
     metrics.json          every number of the report (fractions in [0, 1])
@@ -28,7 +28,6 @@ Files written by :func:`write_evaluation` into the output folder::
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -273,43 +272,3 @@ def describe_fusion(fusion) -> str | None:
         n = 0 if fusion.fitted_ is None else int(fusion.fitted_.sum())
         return f"per-class logistic regression ({n} classes fitted on validation, weighted mean for the others)"
     return "element-wise maximum"
-
-
-def write_evaluation(ev: SystemEvaluation, out_dir: str | Path, *, coverage=None, setup: dict | None = None,
-                     groundtruth: Path | None = None, figures: bool = True, extra: dict | None = None) -> dict:
-    """Write report.md, metrics.json, prediction files and figures; returns the metrics dict.
-
-    ``setup`` (short strings) is listed at the top of the report; ``extra`` goes to metrics.json only.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = write_predictions_files(ev, out_dir)
-    extra = {**(extra or {}), "setup": setup or {}, "files": files}
-    official = official_score(out_dir / files["predictions"], groundtruth)
-    if official is not None:
-        extra["official_scorer"] = official
-    metrics = metrics_dict(ev, coverage, extra)
-    if figures:
-        from avtag.evaluation.figures import draw_evaluation_figures
-
-        metrics["files"]["figures"] = draw_evaluation_figures(ev, out_dir)
-    (out_dir / "metrics.json").write_text(json.dumps(finite(metrics), indent=1, allow_nan=False))
-    from avtag.evaluation.report_markdown import evaluation_markdown
-
-    (out_dir / "report.md").write_text(evaluation_markdown(ev, metrics))
-    return metrics
-
-
-def finite(x):
-    """JSON-ready copy: NumPy scalars -> Python, NaN / inf -> None (JSON has no NaN)."""
-    if isinstance(x, dict):
-        return {str(k): finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [finite(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return finite(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, (np.integer, np.bool_)):
-        return x.item()
-    return x

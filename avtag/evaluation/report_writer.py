@@ -1,10 +1,20 @@
-"""``report.md`` of ``avtag evaluate`` / ``avtag ablate``: the markdown tables and text written beside
-``metrics.json`` (the numbers come from :mod:`avtag.evaluation.report`)."""
+"""The folder an evaluation writes (:func:`write_evaluation`): ``metrics.json``, the prediction files,
+figures and ``report.md``, the markdown tables and text of ``avtag evaluate`` / ``avtag ablate`` (the
+numbers come from :mod:`avtag.evaluation.report`)."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 
-from avtag.evaluation.report import DEFAULT_THRESHOLD, SystemEvaluation
+from avtag.evaluation.report import (
+    DEFAULT_THRESHOLD,
+    SystemEvaluation,
+    metrics_dict,
+    official_score,
+    write_predictions_files,
+)
 
 
 def pct(x) -> str:
@@ -128,3 +138,41 @@ def evaluation_markdown(ev: SystemEvaluation, metrics: dict) -> str:
     out += ["", "## Files", "", *[f"- `{v}`" for k, v in metrics.get("files", {}).items() if isinstance(v, str)],
             "- `metrics.json`: every number above"]
     return "\n".join(out) + "\n"
+
+
+def write_evaluation(ev: SystemEvaluation, out_dir: str | Path, *, coverage=None, setup: dict | None = None,
+                     groundtruth: Path | None = None, figures: bool = True, extra: dict | None = None) -> dict:
+    """Write report.md, metrics.json, prediction files and figures; returns the metrics dict.
+
+    ``setup`` (short strings) is listed at the top of the report; ``extra`` goes to metrics.json only.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = write_predictions_files(ev, out_dir)
+    extra = {**(extra or {}), "setup": setup or {}, "files": files}
+    official = official_score(out_dir / files["predictions"], groundtruth)
+    if official is not None:
+        extra["official_scorer"] = official
+    metrics = metrics_dict(ev, coverage, extra)
+    if figures:
+        from avtag.evaluation.figures import draw_evaluation_figures
+
+        metrics["files"]["figures"] = draw_evaluation_figures(ev, out_dir)
+    (out_dir / "metrics.json").write_text(json.dumps(finite(metrics), indent=1, allow_nan=False))
+    (out_dir / "report.md").write_text(evaluation_markdown(ev, metrics))
+    return metrics
+
+
+def finite(x):
+    """JSON-ready copy: NumPy scalars -> Python, NaN / inf -> None (JSON has no NaN)."""
+    if isinstance(x, dict):
+        return {str(k): finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return finite(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    return x
