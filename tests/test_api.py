@@ -99,6 +99,7 @@ def test_tag_files_returns_failures_as_values(tagger, tmp_path):
     assert len(results[1].tags) <= 3
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_works(tmp_path):
     """Decode workers are spawned without re-running the caller's script (no ``if __name__`` needed)."""
     import subprocess

@@ -106,6 +106,7 @@ def test_parallel_workers_and_video_logits(dataset, tmp_path):
     assert np.abs(logits - branch.frame_logits(clip.frames).numpy()).max() < 0.05
 
 
+@pytest.mark.slow
 def test_killed_prepare_loses_nothing(dataset, tmp_path):
     config_path = dataset.config(tmp_path, cache={"workers": 0, "video": False})
     cmd = [sys.executable, "-m", "avtag", "prepare", str(config_path), "--splits", "train", "--no-progress"]

@@ -19,6 +19,8 @@ from avtag.cli import main
 from avtag.config import load_config
 from avtag.labels import DCASE2017
 
+pytestmark = pytest.mark.slow  # trains a model for its fixture: the long tier
+
 CLASSES = list(DCASE2017.names)
 # a small, fast CRNN and a short schedule (as tests/test_training.py); the rest is the shipped config
 TINY = ["model.crnn.channels=[8,16,16]", "model.crnn.freq_pool=[2,2,2]", "model.crnn.rnn_hidden=16",

@@ -120,6 +120,7 @@ def time_ratio(x: np.ndarray, rate: int, span=BURST) -> float:
     return float((x[inside] ** 2).sum() / (x[~inside] ** 2).sum())
 
 
+@pytest.mark.slow
 def test_the_model_hears_the_tone(tagger):
     clip = tone_clip()
     assert tagger(clip, sample_rate=SR).scores["Tone"].audio_score > 0.9
@@ -239,6 +240,7 @@ def test_cli_with_a_trained_checkpoint(tone_model, tmp_path, capsys):
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_cli_on_a_real_clip_with_the_default_model(tmp_path, monkeypatch, capsys):
     clip = shared_path("clips", "22olCB3wQaA.mp4")  # race car: speech, then engines revving (44.1 kHz)
     monkeypatch.setenv("AVTAG_CACHE", str(tmp_path / "cache"))

@@ -28,6 +28,8 @@ pytest.importorskip("litdata", reason="the shards extra is not installed: pip in
 from avtag.data.cache import CacheError  # noqa: E402
 from avtag.data.shards import ShardClipDataset, prepare_shards, read_items, split_location  # noqa: E402
 
+pytestmark = pytest.mark.slow  # writes shards, trains with DDP: the long tier
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "model.crnn.channels=[8,16,16]", "model.crnn.freq_pool=[2,2,2]", "model.crnn.rnn_hidden=16",

@@ -73,6 +73,7 @@ def check_record(rec: dict) -> None:
     assert all(0.0 <= o["probability"] <= 1.0 and isinstance(o["label"], str) for o in rec["objects"])
 
 
+@pytest.mark.slow
 def test_tag_every_real_clip_one_process(env, extra_media):
     clips_dir = shared_path("clips")
     clips = sorted(p for p in clips_dir.iterdir() if p.suffix in (".mp4", ".webm"))
@@ -119,6 +120,7 @@ def checkpoint(tmp_path_factory) -> Path:
     return save_audio_model(model.state_dict(), config, tmp_path_factory.mktemp("ckpt") / "audio_model.pt")
 
 
+@pytest.mark.slow
 def test_tag_with_audio_checkpoint_and_segments(env, extra_media, checkpoint):
     race = shared_path("clips", RACE_CAR)
     audio_only = shared_path("sounds", "train.wav")

@@ -173,6 +173,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_learns_generated_dcase_data(synth, capsys, one_thread):
     from avtag.training.train import train
 
@@ -223,6 +224,7 @@ def _avtag(*args):
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_continues_from_last_checkpoint(synth):
     run_dir = synth["root"] / "resume"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -264,6 +266,7 @@ def test_fast_dev_run_smoke(synth, one_thread):
     assert result.global_step == 1 and result.model_path is None  # fast_dev_run writes no checkpoint
 
 
+@pytest.mark.slow
 def test_training_from_a_cached_frozen_prefix(synth, one_thread):
     """training.cache_frozen: the frozen EfficientNet part runs once per clip; the exported model on
     waveforms reproduces the validation micro-F1 of the prefix path, and a second run reuses the cache."""

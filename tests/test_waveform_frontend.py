@@ -196,6 +196,7 @@ def tone_bursts(n: int, rng: np.random.Generator, freqs=(500.0, 1500.0, 3500.0),
     return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
 
 
+@pytest.mark.slow
 def test_learns_tone_bursts_from_raw_samples():
     """Which frequency is present can only be told by a learnt frequency analysis of the samples: the noise
     and the bursts' loudness are alike for every class."""
