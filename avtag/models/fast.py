@@ -96,17 +96,13 @@ def onnxruntime_available() -> bool:
 def _onnx_model(net: nn.Module, name: str) -> bytes:
     """The ONNX bytes of ``net``: from the avtag cache when exported before, else exported now (and cached
     when the cache folder is writable)."""
-    import hashlib
     import io
     import warnings
 
     from avtag.models.text_encoders import cache_dir
+    from avtag.models.weights import tensor_digest
 
-    digest = hashlib.sha1()
-    for key, tensor in net.state_dict().items():
-        digest.update(key.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    path = cache_dir() / "onnx" / f"{name}-{torch.__version__}-{digest.hexdigest()[:16]}.onnx"
+    path = cache_dir() / "onnx" / f"{name}-{torch.__version__}-{tensor_digest(net.state_dict().items())}.onnx"
     if path.is_file():
         return path.read_bytes()
     buffer = io.BytesIO()

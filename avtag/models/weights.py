@@ -203,6 +203,16 @@ class Weights:
         return load_audio_model(self.verify(), device)
 
 
+def tensor_digest(named_tensors, salt: str = "") -> str:
+    """A 16-hex-digit SHA-1 of ``(name, tensor)`` pairs (values as float32) and ``salt``: the key of
+    caches derived from a network's weights (its ONNX export, a frozen prefix's outputs)."""
+    h = hashlib.sha1(salt.encode())
+    for name, tensor in named_tensors:
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 WEIGHTS: dict[str, Weights] = {
     "default": Weights(
         name="default", file="default_audio.ckpt",

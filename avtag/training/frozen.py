@@ -20,7 +20,6 @@ same thing as the prefix path (front end with the fitted statistics, then the wh
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -63,13 +62,11 @@ def fit_input_norm(model, dataset: Dataset, batch_size: int = 16, progress: bool
 
 def prefix_key(model) -> str:
     """A digest of everything the prefix depends on: settings, front-end statistics, frozen weights."""
-    h = hashlib.sha1()
-    h.update(repr((model.model_config, model.audio_config)).encode())
-    for name, tensor in list(model.frontend.state_dict().items()) + list(model.backbone.state_dict().items()):
-        if not name.startswith(("classifier", "head")):
-            h.update(name.encode())
-            h.update(tensor.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    from avtag.models.weights import tensor_digest
+
+    tensors = list(model.frontend.state_dict().items()) + list(model.backbone.state_dict().items())
+    return tensor_digest([(n, t) for n, t in tensors if not n.startswith(("classifier", "head"))],
+                         salt=repr((model.model_config, model.audio_config)))
 
 
 class PrefixCache:
