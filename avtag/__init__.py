@@ -28,7 +28,7 @@ _API = {
     "AudioVisualTagger": "avtag.models.tagger",
     "AudioModel": "avtag.models.audio",
     "TaggerOutput": "avtag.models.types",
-    "WEIGHTS": "avtag.models.weights",
+    "WEIGHTS": "avtag.models.registry",
     "load_audio_model": "avtag.models.weights",
     "load_clip": "avtag.io",
     "Clip": "avtag.io",

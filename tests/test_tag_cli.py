@@ -203,20 +203,27 @@ def test_long_file_is_tagged_window_by_window(env, checkpoint):
 
 
 @pytest.mark.slow
-def test_fast_path_changes_no_result(env):
-    """Batch norms folded + channels-last (the default) against the plain PyTorch modules of the
-    same model, on every real clip: the same top tags, scores within 1e-3."""
+def test_fast_path_changes_no_result(env, monkeypatch):
+    """Both fast engines against the plain PyTorch modules of the same model, on every real clip:
+    ONNX Runtime on the tagger's export (the default on a CPU when the ``fast`` extra is installed)
+    and PyTorch with batch norms folded + channels-last (``AVTAG_ONNX=0``). The same top tags,
+    scores within 1e-3, the same events."""
     from avtag.inference.tagger import Tagger
 
     clips = sorted(p for p in shared_path("clips").iterdir() if p.suffix in (".mp4", ".webm"))
-    fast, plain = Tagger.from_pretrained("default", device="cpu"), Tagger.from_pretrained("default", device="cpu",
-                                                                                          fast=False)
+    plain = Tagger.from_pretrained("default", device="cpu", fast=False)
+    fast = [Tagger.from_pretrained("default", device="cpu")]
+    monkeypatch.setenv("AVTAG_ONNX", "0")
+    fast.append(Tagger.from_pretrained("default", device="cpu"))
+    assert fast[1].engine.name == "pytorch" and plain.engine.name == "pytorch"
     for clip in clips:
-        a = fast.tag_file(clip, top_k=0, threshold=0.0)
-        b = plain.tag_file(clip, top_k=0, threshold=0.0)
-        assert [t.label for t in a.tags[:3]] == [t.label for t in b.tags[:3]], clip.name
-        for name, tag in a.scores.items():
-            other = b.scores[name]
-            assert tag.score == pytest.approx(other.score, abs=1e-3), (clip.name, name)
-            for x, y in ((tag.audio_score, other.audio_score), (tag.video_score, other.video_score)):
-                assert (x is None) == (y is None) and (x is None or x == pytest.approx(y, abs=1e-3))
+        b = plain.tag_file(clip, top_k=0, threshold=0.0, segments=True)
+        for tagger in fast:
+            a = tagger.tag_file(clip, top_k=0, threshold=0.0, segments=True)
+            assert [t.label for t in a.tags[:3]] == [t.label for t in b.tags[:3]], (clip.name, tagger.engine.name)
+            assert a.segments == b.segments, (clip.name, tagger.engine.name)
+            for name, tag in a.scores.items():
+                other = b.scores[name]
+                assert tag.score == pytest.approx(other.score, abs=1e-3), (clip.name, name)
+                for x, y in ((tag.audio_score, other.audio_score), (tag.video_score, other.video_score)):
+                    assert (x is None) == (y is None) and (x is None or x == pytest.approx(y, abs=1e-3))

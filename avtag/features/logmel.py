@@ -42,5 +42,18 @@ class LogMel(nn.Module):
         if waveform.dim() == 1:
             waveform = waveform.unsqueeze(0)
         with torch.autocast(device_type=waveform.device.type, enabled=False):
-            spec = self.mel(waveform.float())  # (batch, n_mels, frames)
+            if torch.onnx.is_in_onnx_export():
+                spec = self.mel.mel_scale(self._power_spectrogram(waveform.float()))
+            else:
+                spec = self.mel(waveform.float())  # (batch, n_mels, frames)
         return torch.log(spec + 1e-6).transpose(1, 2)
+
+    def _power_spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The power spectrogram ``(batch, n_fft // 2 + 1, frames)`` of torchaudio's ``Spectrogram``
+        computed from a real-valued STFT (real and imaginary parts as a last axis of 2): ONNX's STFT
+        has no complex type, so this is the form an ONNX export traces (same values to float
+        rounding)."""
+        s = self.mel.spectrogram
+        parts = torch.stft(waveform, s.n_fft, s.hop_length, s.win_length, s.window, center=s.center,
+                           pad_mode=s.pad_mode, normalized=False, onesided=s.onesided, return_complex=False)
+        return parts.pow(2).sum(-1)

@@ -122,8 +122,6 @@ class TagActor:
     def __call__(self, batch: dict) -> dict:
         """Tag the decoded clips of ``batch``; their frames go through the video network together (as
         :class:`~avtag.inference.pipeline.FilePipeline` does for ``tag.batch_clips`` clips)."""
-        import torch
-
         from avtag.inference.formats import format_json
         from avtag.inference.pipeline import combine, infer_clip
         from avtag.inference.results import TagResult
@@ -139,12 +137,10 @@ class TagActor:
             else:
                 clips[i] = pickle.loads(blob)
         with_frames = [i for i, c in clips.items() if c.frames is not None and len(c.frames)
-                       and tagger.model.video is not None]
+                       and tagger.engine.has_frames]
         logits = {}
         if with_frames:
-            with torch.inference_mode():
-                frames = [torch.from_numpy(clips[i].frames) for i in with_frames]
-                logits = dict(zip(with_frames, tagger.model.clip_frame_logits(frames)))
+            logits = dict(zip(with_frames, tagger.engine.frame_logits([clips[i].frames for i in with_frames])))
         for i, clip in clips.items():
             file = str(batch["file"][i])
             try:

@@ -5,7 +5,7 @@ crashes or hangs costs that file only, and decoding overlaps with inference: whi
 runs the networks on one group of clips, the workers decode the next ones (at most
 ``2 * decode_workers + batch_clips`` clips are held at once, whatever the number of files).
 The frames of ``tag.batch_clips`` decoded clips go through the video network in shared batches
-(:meth:`AudioVisualTagger.clip_frame_logits`); the audio model runs clip by clip (clips of
+(:mod:`avtag.inference.engines`: ONNX Runtime or PyTorch); the audio model runs clip by clip (clips of
 different lengths are not zero-padded into one batch, which would change attention pooling).
 
 A file longer than ``tag.long_file_s`` is read window by window (``tag.window_s``) in a
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
-import torch
 
 from avtag import AvtagError
 from avtag.events import Event, framewise_to_events, merge_touching
+from avtag.inference.engines import AudioTooShort
 from avtag.inference.results import Tag, TagResult
 
 
@@ -34,8 +34,8 @@ class TagError(AvtagError):
 class ClipOutput:
     """What the networks said about one decoded clip (or one window of a long file)."""
 
-    audio: torch.Tensor | None = None  # (C,) audio clip-wise scores in the tagger's class order (NaN: unknown)
-    logits: torch.Tensor | None = None  # (n, objects) ImageNet logits of the clip's frames
+    audio: np.ndarray | None = None  # (C,) audio clip-wise scores in the tagger's class order (NaN: unknown)
+    logits: np.ndarray | None = None  # (n, objects) ImageNet logits of the clip's frames
     events: list[Event] = field(default_factory=list)
     too_short: str | None = None  # why the audio branch could not run on it
     warnings: list[str] = field(default_factory=list)
@@ -49,7 +49,7 @@ def decode_workers(setting: int) -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
-def infer_clip(tagger, clip, logits: torch.Tensor | None, segments: bool) -> ClipOutput:
+def infer_clip(tagger, clip, logits: np.ndarray | None, segments: bool) -> ClipOutput:
     """Run the audio branch on ``clip`` (and take its precomputed frame ``logits``)."""
     return infer_clips(tagger, [clip], [logits], segments)[0]
 
@@ -57,42 +57,39 @@ def infer_clip(tagger, clip, logits: torch.Tensor | None, segments: bool) -> Cli
 def infer_clips(tagger, clips: list, logits: list, segments: bool) -> list[ClipOutput]:
     """:func:`infer_clip` for several clips; clips of one length (the windows of a long file) share
     the audio model's batches, which changes no result."""
-    from avtag.models.frontends import AudioInputError
-
-    model = tagger.model
+    engine = tagger.engine
     outs = [ClipOutput(logits=lg, warnings=list(c.warnings), had_audio=c.waveform is not None)
             for c, lg in zip(clips, logits)]
-    if not model.has_audio:
+    if not engine.has_audio:
         return outs
     by_length: dict[int, list[int]] = {}
     for i, clip in enumerate(clips):
         if clip.waveform is not None:
             by_length.setdefault(len(clip.waveform), []).append(i)
     for group in by_length.values():
-        wave = torch.from_numpy(np.stack([np.ascontiguousarray(clips[i].waveform) for i in group]))
+        wave = np.stack([np.asarray(clips[i].waveform, dtype=np.float32) for i in group])
         try:
-            with torch.inference_mode():
-                result = model(waveform=wave)
-        except AudioInputError as exc:
+            clipwise, framewise = engine.audio(wave)
+        except AudioTooShort as exc:
             for i in group:
                 outs[i].too_short = str(exc)  # a short last window, or a clip too short for the network
             continue
         for row, i in enumerate(group):
-            outs[i].audio = result.audio_clipwise[row]
+            outs[i].audio = clipwise[row]
             if segments:
-                outs[i].events = _events(tagger, result, clips[i], row)
+                outs[i].events = _events(tagger, framewise[row], clips[i])
     return outs
 
 
-def _events(tagger, out, clip, row: int = 0) -> list[Event]:
-    """Events of the classes the audio model knows, in seconds from the file start."""
-    cfg, model = tagger.config.tag, tagger.model
-    unknown = set(getattr(model, "unknown_to_audio", ()))
-    known = [c for c, name in enumerate(model.classes) if name not in unknown]
-    if not known or out.framewise is None:
+def _events(tagger, framewise: np.ndarray, clip) -> list[Event]:
+    """Events of the classes the audio model knows (``framewise`` ``(T, C)``), in seconds from the file start."""
+    cfg, engine = tagger.config.tag, tagger.engine
+    unknown = set(engine.unknown_to_audio)
+    known = [c for c, name in enumerate(engine.classes) if name not in unknown]
+    if not known:
         return []
-    names = [model.classes[c] for c in known]
-    found = framewise_to_events(out.framewise[row][:, known], float(out.frame_hop), names,
+    names = [engine.classes[c] for c in known]
+    found = framewise_to_events(framewise[:, known], float(engine.frame_hop), names,
                                 threshold=cfg.segment_threshold, median_filter_s=cfg.median_filter_s,
                                 min_duration_s=cfg.min_duration_s, duration=clip.duration)
     return [Event(e.label, round(e.onset + clip.start, 3), round(e.offset + clip.start, 3)) for e in found]
@@ -105,14 +102,14 @@ def combine(tagger, parts: list[ClipOutput], file: str | None, duration: float, 
     Raises:
         TagError: neither branch produced anything (the message names the file).
     """
-    model, cfg = tagger.model, tagger.config.tag
+    engine, cfg = tagger.engine, tagger.config.tag
     notes = list(tagger.notes)
     had_audio = any(p.had_audio for p in parts)
     had_video = any(p.logits is not None for p in parts)
     warnings = [w for p in parts for w in p.warnings]
-    if model.has_audio and "no audio track" in warnings and not had_audio:
+    if engine.has_audio and "no audio track" in warnings and not had_audio:
         notes.append("audio branch off: no audio track")
-    if model.video is not None and "no video stream" in warnings and not had_video:
+    if engine.has_frames and "no video stream" in warnings and not had_video:
         notes.append("video branch off: no video stream")
     for w in dict.fromkeys(warnings):
         if w not in ("no audio track", "no video stream"):
@@ -121,24 +118,22 @@ def combine(tagger, parts: list[ClipOutput], file: str | None, duration: float, 
     logits = [p.logits for p in parts if p.logits is not None and len(p.logits)]
     too_short = next((p.too_short for p in parts if p.too_short), None)
     where = f"{file}: " if file else ""
-    if model.has_audio and had_audio and not audio_parts:
+    if engine.has_audio and had_audio and not audio_parts:
         notes.append(f"audio branch off: {too_short}" if too_short else
                      "audio branch off: audio track has no decodable samples")
     if not audio_parts and not logits:
         off = [n for n in notes if "branch off" in n and n not in tagger.notes]
         raise TagError(f"{where}nothing to tag: " + "; ".join(off or [too_short or "no decodable audio or frames"]))
-    with torch.inference_mode():
-        audio = torch.stack(audio_parts).amax(dim=0, keepdim=True) if audio_parts else None
-        video_out = model(frame_logits=torch.cat(logits)[None]) if logits else None
-        video = video_out.video_clipwise if video_out is not None else None
-        fused = model.combine(audio, video)[0].cpu().numpy()
-    a = None if audio is None else audio[0].float().cpu().numpy()
-    v = None if video is None else video[0].float().cpu().numpy()
-    scores = {name: Tag(name, float(fused[c]), _score(a, c), _score(v, c)) for c, name in enumerate(model.classes)}
+    audio = np.max(np.stack(audio_parts), axis=0) if audio_parts else None
+    video = pooled = None
+    if logits and engine.has_video:
+        video, pooled = engine.video(np.concatenate(logits))
+    fused = engine.fuse(audio, video)
+    scores = {name: Tag(name, float(fused[c]), _score(audio, c), _score(video, c))
+              for c, name in enumerate(engine.classes)}
     objects = []
-    if video_out is not None:
-        pooled = video_out.object_probs[0].float().cpu().numpy()
-        objects = [(model.objects[i], round(float(pooled[i]), 4)) for i in np.argsort(-pooled)[: cfg.objects]]
+    if pooled is not None:
+        objects = [(engine.objects[i], round(float(pooled[i]), 4)) for i in np.argsort(-pooled)[: cfg.objects]]
     result = TagResult(file, duration, [], scores, objects, None, notes,
                        {"audio": audio is not None, "video": video is not None})
     result.tags = result.top(cfg.top_k if top_k is None else top_k, cfg.threshold if threshold is None else threshold)
@@ -171,7 +166,7 @@ class FilePipeline:
         """:func:`avtag.io.load_clip` arguments: audio always (cheap; it tells a file's duration), frames
         only when the tagger has a frame network, at its sampling settings."""
         video = self.tagger.config.video
-        return dict(sample_rate=self.tagger.sample_rate, audio=True, video=self.tagger.model.video is not None,
+        return dict(sample_rate=self.tagger.sample_rate, audio=True, video=self.tagger.engine.has_frames,
                     fps=video.fps, num_frames=video.num_frames, frame_short_side=video.frame_short_side)
 
     @property
@@ -270,15 +265,12 @@ class FilePipeline:
         """The outputs of a group of windows: frames in shared batches, equal-length audio batched."""
         if not clips:
             return []
-        model = self.tagger.model
-        frames = [torch.from_numpy(c.frames) if c.frames is not None and model.video is not None and len(c.frames)
-                  else None for c in clips]
+        engine = self.tagger.engine
         logits: list = [None] * len(clips)
-        with_frames = [i for i, f in enumerate(frames) if f is not None]
+        with_frames = [i for i, c in enumerate(clips) if engine.has_frames and c.frames is not None and len(c.frames)]
         if with_frames:
-            with torch.inference_mode():
-                for i, lg in zip(with_frames, model.clip_frame_logits([frames[i] for i in with_frames])):
-                    logits[i] = lg
+            for i, lg in zip(with_frames, engine.frame_logits([clips[i].frames for i in with_frames])):
+                logits[i] = lg
         return infer_clips(self.tagger, clips, logits, segments)
 
     @staticmethod

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from avtag.config import AvtagConfig, LabelMapConfig
+from avtag.inference.engines import OnnxEngine, TorchEngine
 from avtag.inference.pipeline import FilePipeline, TagError, combine, infer_clip
 from avtag.inference.results import TagResult
 from avtag.labels import Vocabulary, get_vocabulary
@@ -76,16 +76,30 @@ class Tagger:
     Build it with :meth:`from_pretrained`, :meth:`from_checkpoint` or :meth:`from_config`.
 
     Args:
-        model: the composed model (on its device, eval mode).
+        model: the composed model (on its device, eval mode), or None with ``engine`` and ``build``.
         config: settings: ``tag`` (top-k, threshold, events, long files) and ``video`` (frame sampling).
         notes: what was switched off when the tagger was built (repeated in every result).
+        engine: what runs the networks (:mod:`avtag.inference.engines`; default: PyTorch on ``model``).
+        build: makes the PyTorch model on first use of :attr:`model` when only an ONNX engine was loaded.
     """
 
-    def __init__(self, model, config: AvtagConfig | None = None, notes: Sequence[str] = ()) -> None:
-        self.model = model
+    def __init__(self, model=None, config: AvtagConfig | None = None, notes: Sequence[str] = (), engine=None,
+                 build=None) -> None:
+        if model is None and (engine is None or build is None):
+            raise TypeError("Tagger needs a model, or an engine and a build function")
+        self._model, self._build = model, build
+        self.engine = engine if engine is not None else TorchEngine(model)
         self.config = config or AvtagConfig()
         self.notes = list(notes)
         self._pipeline = FilePipeline(self)
+
+    @property
+    def model(self):
+        """The PyTorch :class:`~avtag.models.tagger.AudioVisualTagger` (built now when the tagger was
+        loaded as an ONNX export: explanations and embeddings need it, tagging does not)."""
+        if self._model is None:
+            self._model = self._build()
+        return self._model
 
     def close(self) -> None:
         """Stop the decode worker processes (they also end with this process)."""
@@ -129,60 +143,63 @@ class Tagger:
             CheckpointError, LabelError, FusionError, DeviceError, TagError: bad settings, checkpoint,
                 labels or device, or no branch left to run.
         """
-        from avtag.models.device import resolve_device
-        from avtag.models.fusion import FusionError, LateFusion
-        from avtag.models.tagger import AudioVisualTagger
+        from avtag.inference.runtime import export_folder, export_key, onnx_wanted
 
         config = config or AvtagConfig()
-        dev = resolve_device(device)
-        mode = config.fusion.mode
-        use_audio, use_video = use_audio and mode != "video", use_video and mode != "audio"
-        notes: list[str] = []
-        audio = _load_audio(checkpoint, dev) if use_audio else None
-        if not use_audio:
-            notes.append("audio branch off: " + ("fusion.mode=video" if mode == "video" else "switched off"))
-        elif audio is None:
-            notes.append("audio branch off: no audio model (give a checkpoint)"
-                         + ("; tags come from the video branch alone" if use_video else ""))
-        if not use_video:
-            notes.append("video branch off: " + ("fusion.mode=audio" if mode == "audio" else "switched off"))
-        if audio is None and not use_video:
-            raise TagError("no branch can run: " + "; ".join(notes))
-        vocabulary = parse_labels(labels) or (get_vocabulary(audio.classes) if audio is not None else None) \
-            or get_vocabulary(config.data.classes)
-        if audio is not None:
-            unknown = [n for n in vocabulary.names if n not in audio.classes]
-            if unknown:
-                notes.append(f"audio model does not know {len(unknown)} of the labels: video score only for those")
-        video = label_map = None
-        if use_video:
-            from avtag.models.label_map import build_label_map
-            from avtag.models.video import VideoBranch
-
-            label_map = build_label_map(vocabulary.names, config.label_map or LabelMapConfig())
-            video = VideoBranch(batch_size=config.video.batch_size)
-        fusion = LateFusion.from_config(config.fusion, vocabulary.names)
-        if fusion.method == "logistic" and fusion.coef_ is None and audio is not None and use_video:
-            raise FusionError("logistic fusion needs fitted weights: set fusion.weights_file (LateFusion.save output)")
-        model = AudioVisualTagger(vocabulary.names, audio, video, label_map, fusion, config.video.aggregate)
-        model = model.to(dev).eval()
+        vocabulary = parse_labels(labels)
+        args = (config, checkpoint, vocabulary, use_audio, use_video)
+        if onnx_wanted(device, fast):
+            key = export_key(checkpoint, vocabulary, config, use_audio, use_video)
+            if key is not None:
+                return cls._from_export(export_folder(key), args)
+        model, notes = build_model(*args, device=device)
         if fast:
             model.optimize_for_inference()
         return cls(model, config, notes)
 
+    @classmethod
+    def _from_export(cls, folder: Path, args: tuple) -> Tagger:
+        """The tagger on the ONNX export in ``folder``: loaded when complete, else exported now
+        (PyTorch) and loaded; on the PyTorch engine when the export fails (a graph ONNX cannot express)."""
+        import logging
+
+        def build():
+            return build_model(*args, device="cpu")[0].optimize_for_inference()
+
+        try:
+            engine = OnnxEngine(folder)
+            return cls(None, args[0], engine.notes, engine=engine, build=build)
+        except Exception:  # noqa: BLE001 - absent or damaged export (ORT raises its own types): export again
+            pass
+        from avtag.models.export import ExportError, export_onnx
+
+        model, notes = build_model(*args, device="cpu")
+        try:
+            export_onnx(model, folder, notes)
+            engine = OnnxEngine(folder)
+        except (ExportError, OSError) as exc:
+            logging.getLogger("avtag").info("ONNX Runtime engine unavailable (%s); using PyTorch", exc)
+            return cls(model.optimize_for_inference(), args[0], notes)
+        return cls(model.optimize_for_inference(), args[0], notes, engine=engine)
+
     @property
     def classes(self) -> tuple[str, ...]:
         """The classes tagged, in score order."""
-        return self.model.classes
+        return self.engine.classes
 
     @property
-    def device(self) -> torch.device:
-        return self.model.device
+    def device(self):
+        """The ``torch.device`` of the networks (the CPU for the ONNX Runtime engine)."""
+        if isinstance(self.engine, TorchEngine):
+            return self.model.device
+        import torch
+
+        return torch.device("cpu")
 
     @property
     def sample_rate(self) -> int:
         """Hz the audio is resampled to (the audio model's rate)."""
-        return self.model.audio.sample_rate if self.model.audio is not None else 16000
+        return self.engine.sample_rate
 
     # ------------------------------------------------------------------ arrays
     def __call__(self, waveform: np.ndarray | None = None, sample_rate: int | None = None,
@@ -213,9 +230,9 @@ class Tagger:
                 raise TagError(f"waveform must be (samples,) or (channels, samples), got shape {np.shape(waveform)}")
             rate = self.sample_rate
             if int(sample_rate) != rate:
-                import torchaudio
+                from avtag.io.soundfile_backend import resample
 
-                wave = torchaudio.functional.resample(torch.from_numpy(wave), int(sample_rate), rate).numpy()
+                wave = resample(wave, int(sample_rate), rate)
         if frames is not None:
             frames = np.asarray(frames)
             if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -237,9 +254,8 @@ class Tagger:
             TagError: neither branch can use the clip.
         """
         logits = None
-        if clip.frames is not None and len(clip.frames) and self.model.video is not None:
-            with torch.inference_mode():
-                logits = self.model.clip_frame_logits([torch.from_numpy(np.ascontiguousarray(clip.frames))])[0]
+        if clip.frames is not None and len(clip.frames) and self.engine.has_frames:
+            logits = self.engine.frame_logits([clip.frames])[0]
         part = infer_clip(self, clip, logits, segments)
         return combine(self, [part], file, clip.duration, segments, top_k, threshold)
 
@@ -299,8 +315,56 @@ class Tagger:
         return explain_clip(self, source, sample_rate, frames, frame_times, notes=self.notes, **kwargs)
 
 
+def build_model(config: AvtagConfig, checkpoint, vocabulary: Vocabulary | None, use_audio: bool, use_video: bool,
+                device="auto"):
+    """The PyTorch :class:`~avtag.models.tagger.AudioVisualTagger` (eval mode, unfolded) and the build
+    notes, from :meth:`Tagger.from_config`'s arguments (``vocabulary`` parsed by :func:`parse_labels`).
+
+    Raises:
+        CheckpointError, LabelError, FusionError, DeviceError, TagError: as :meth:`Tagger.from_config`.
+    """
+    from avtag.models.device import resolve_device
+    from avtag.models.fusion import FusionError, LateFusion
+    from avtag.models.tagger import AudioVisualTagger
+
+    dev = resolve_device(device)
+    mode = config.fusion.mode
+    use_audio, use_video = use_audio and mode != "video", use_video and mode != "audio"
+    notes: list[str] = []
+    audio = _load_audio(checkpoint, dev) if use_audio else None
+    if not use_audio:
+        notes.append("audio branch off: " + ("fusion.mode=video" if mode == "video" else "switched off"))
+    elif audio is None:
+        notes.append("audio branch off: no audio model (give a checkpoint)"
+                     + ("; tags come from the video branch alone" if use_video else ""))
+    if not use_video:
+        notes.append("video branch off: " + ("fusion.mode=audio" if mode == "audio" else "switched off"))
+    if audio is None and not use_video:
+        raise TagError("no branch can run: " + "; ".join(notes))
+    vocabulary = vocabulary or (get_vocabulary(audio.classes) if audio is not None else None) \
+        or get_vocabulary(config.data.classes)
+    if audio is not None:
+        unknown = [n for n in vocabulary.names if n not in audio.classes]
+        if unknown:
+            notes.append(f"audio model does not know {len(unknown)} of the labels: video score only for those")
+    video = label_map = None
+    if use_video:
+        from avtag.models.label_map import build_label_map
+        from avtag.models.video import VideoBranch
+
+        label_map = build_label_map(vocabulary.names, config.label_map or LabelMapConfig())
+        video = VideoBranch(batch_size=config.video.batch_size)
+    fusion = LateFusion.from_config(config.fusion, vocabulary.names)
+    if fusion.method == "logistic" and fusion.coef_ is None and audio is not None and use_video:
+        raise FusionError("logistic fusion needs fitted weights: set fusion.weights_file (LateFusion.save output)")
+    model = AudioVisualTagger(vocabulary.names, audio, video, label_map, fusion, config.video.aggregate)
+    return model.to(dev).eval(), notes
+
+
 def _load_audio(checkpoint, device):
     """The audio model a ``checkpoint`` argument names (see :meth:`Tagger.from_config`)."""
+    import torch
+
     if checkpoint is None:
         return None
     if isinstance(checkpoint, torch.nn.Module):

@@ -81,8 +81,14 @@ class SoundFileBackend:
 
     @staticmethod
     def _resample(data: np.ndarray, native: int, sample_rate: int) -> np.ndarray:
-        if native == sample_rate or data.size == 0:
-            return data
-        import soxr
+        return resample(data, native, sample_rate)
 
-        return np.ascontiguousarray(soxr.resample(data, native, sample_rate, quality="HQ"), dtype=np.float32)
+
+def resample(data: np.ndarray, native: int, sample_rate: int) -> np.ndarray:
+    """``data`` (``(samples,)`` or ``(samples, channels)``) from ``native`` to ``sample_rate`` Hz, float32,
+    by the SoX resampler (``soxr``, high quality)."""
+    if native == sample_rate or data.size == 0:
+        return np.asarray(data, dtype=np.float32)
+    import soxr
+
+    return np.ascontiguousarray(soxr.resample(data, native, sample_rate, quality="HQ"), dtype=np.float32)

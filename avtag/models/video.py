@@ -30,14 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from avtag import AvtagError
-
-#: input resolution of EfficientNet-Lite0
-IMAGE_SIZE = 224
-#: fraction of the (resized) frame kept by the centre crop (TF eval: 224 / (224 + 32))
-CROP_FRACTION = 0.875
-#: TF EfficientNet-Lite normalisation, in 0..255 pixel units
-MEAN_RGB = 127.0
-STDDEV_RGB = 128.0
+from avtag.models.frame_geometry import CROP_FRACTION, IMAGE_SIZE, MEAN_RGB, STDDEV_RGB, crop_box
 
 
 class VideoBranchError(AvtagError):
@@ -138,13 +131,14 @@ def preprocess_frames(frames: np.ndarray | torch.Tensor, crop_fraction: float = 
         return torch.zeros((0, 3, IMAGE_SIZE, IMAGE_SIZE))
     x = x.permute(0, 3, 1, 2).float()
     h, w = x.shape[-2:]
-    short = round(IMAGE_SIZE / crop_fraction)
-    scale = short / min(h, w)
-    size = (max(IMAGE_SIZE, round(h * scale)), max(IMAGE_SIZE, round(w * scale)))
+    size, top, left = crop_box(h, w, crop_fraction)
     if size != (h, w):
-        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=scale < 1).clamp_(0, 255)
-    top, left = (size[0] - IMAGE_SIZE) // 2, (size[1] - IMAGE_SIZE) // 2
-    x = x[:, :, top : top + IMAGE_SIZE, left : left + IMAGE_SIZE]
+        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=size[0] < h).clamp_(0, 255)
+    return normalise_images(x[:, :, top : top + IMAGE_SIZE, left : left + IMAGE_SIZE])
+
+
+def normalise_images(x: torch.Tensor) -> torch.Tensor:
+    """Pixels ``(n, 3, H, W)`` in 0..255 as the network's input: ``(x - 127) / 128`` (TF EfficientNet-Lite)."""
     return (x - MEAN_RGB) / STDDEV_RGB
 
 
