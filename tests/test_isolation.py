@@ -120,6 +120,19 @@ def test_windows_of_a_long_file_in_a_worker(files, tmp_path):
         assert len(list(dec.iter_windows(files["good"], 1.0))) == 3
 
 
+def test_an_idle_pool_worker_streams_and_returns_to_the_pool(files, tmp_path):
+    """A long file is streamed by an idle, already started worker (no start-up to wait for), which then
+    decodes files again: no extra process at any point."""
+    long = write_wav(tmp_path / "long.wav", tone(12.0, 8000, 300), 8000)
+    with IsolatedDecoder(1) as dec:
+        before = dec.worker_pids()
+        assert dec.load_clip(files["good"]).waveform is not None  # the worker is up
+        assert len(list(dec.iter_windows(long, 5.0, sample_rate=8000, video=False))) == 3
+        assert dec.worker_pids() == before and dec._streamer is None
+        assert dec.load_clip(files["other"]).waveform is not None
+        assert dec.worker_pids() == before
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -69,14 +69,29 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def build_tagger(args):
-    """The :class:`~avtag.inference.tagger.Tagger` a command line describes."""
+def build_tagger(args, files: int | None = None):
+    """The :class:`~avtag.inference.tagger.Tagger` a command line describes; given the number of ``files``
+    to tag, its decode workers (at most one per file) start first, so their start-up overlaps with
+    loading the model."""
+    from avtag.commands.common import tag_config
     from avtag.inference.tagger import Tagger
 
-    checkpoint = args.checkpoint or f"pretrained:{args.model}"
-    from avtag.commands.common import tag_config
+    config = tag_config(args)
+    decoder = None
+    if files and config.tag.isolate:
+        from avtag.inference.pipeline import start_decoder
 
-    return Tagger.from_config(tag_config(args), checkpoint=checkpoint, labels=args.labels, device=args.device)
+        decoder = start_decoder(config.tag, files)
+    try:
+        tagger = Tagger.from_config(config, checkpoint=args.checkpoint or f"pretrained:{args.model}",
+                                    labels=args.labels, device=args.device)
+    except BaseException:
+        if decoder is not None:
+            decoder.close()
+        raise
+    if decoder is not None:
+        tagger.use_decoder(decoder)
+    return tagger
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         from avtag.commands.tag_ray import run_ray
 
         return run_ray(args, paths)
-    tagger = build_tagger(args)
+    tagger = build_tagger(args, files=len(paths))
     err = console(stderr=True, soft_wrap=True)
     out = console(soft_wrap=args.format != "table")
     for note in tagger.notes:

@@ -332,7 +332,7 @@ class TagConfig:
         window_s: window length for long files, seconds.
         segment_threshold: frame-wise probability for an active frame (``--segments``).
         median_filter_s / min_duration_s: event post-processing, seconds.
-        decode_workers: decoding processes (0: one per two CPU cores, at least 1, at most 4).
+        decode_workers: decoding processes (0: one per CPU core, at most 4; decoding is the bottleneck).
         batch_clips: decoded clips whose frames go through the video network in one batch.
         isolate: decode in worker processes (a crashing or hanging decoder costs one file);
             false decodes in the tagging process itself (no start-up cost, no protection).

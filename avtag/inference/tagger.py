@@ -105,6 +105,12 @@ class Tagger:
         """Stop the decode worker processes (they also end with this process)."""
         self._pipeline.close()
 
+    def use_decoder(self, decoder) -> None:
+        """Decode files with ``decoder``, an :class:`avtag.io.IsolatedDecoder` started before this tagger
+        was built (:func:`avtag.inference.pipeline.start_decoder`), so the workers' start-up overlaps
+        with loading the model. The tagger closes it."""
+        self._pipeline.use_decoder(decoder)
+
     def __enter__(self) -> Tagger:
         return self
 

@@ -239,7 +239,10 @@ class IsolatedDecoder:
                 (raised where the stream stops; windows already yielded stay valid).
         """
         if self._streamer is None or not self._streamer.proc.is_alive():
-            self._streamer = WorkerProcess(self._ctx, self.initializer)
+            idle = self._idle_worker()
+            if idle is not None:  # an idle started worker streams (no start-up to wait for); it returns after
+                self._pool.remove(idle)
+            self._streamer = idle or WorkerProcess(self._ctx, self.initializer)
         worker = self._streamer
         kwargs = {k: v for k, v in {**self.load_kwargs, **kwargs}.items() if k not in ("start", "end")}
         worker.assign(self._next_seq(), "windows", path, (window_s, hop_s), kwargs, self.startup_timeout_s)
@@ -259,6 +262,9 @@ class IsolatedDecoder:
                 elif kind == "end":
                     finished = True
                     worker.seq = None
+                    if len(self._pool) < self.num_workers:  # it came from the pool: back to decoding files
+                        self._pool.append(worker)
+                        self._streamer = None
                     return
                 elif kind == "error":
                     finished = True

@@ -73,6 +73,7 @@ def load_clip(
     start: float | None = None,
     end: float | None = None,
     backend: str = "auto",
+    longer_than: float | None = None,
 ) -> Clip:
     """Decode a span of a media file into a :class:`Clip`.
 
@@ -86,6 +87,8 @@ def load_clip(
             (aspect kept); None keeps the coded size.
         start, end: span in seconds (default: the whole file).
         backend: ``"auto"`` (decord, then PyAV), ``"decord"`` or ``"pyav"``.
+        longer_than: seconds; a file longer than this is not decoded: the clip has its full
+            ``duration`` and neither waveform nor frames (the caller reads it window by window).
 
     Returns:
         A Clip; a missing modality is None and named in ``clip.warnings``.
@@ -98,6 +101,8 @@ def load_clip(
     path = info.path
     t0 = float(start or 0.0)
     duration = info.duration
+    if longer_than is not None and duration > longer_than:
+        return Clip(path=path, start=0.0, duration=duration)
     t1 = float(end) if end is not None else duration
     if duration > 0:
         t1 = min(t1, duration)
