@@ -3,8 +3,9 @@
 
 * inference, seconds of audio tagged per second (eval mode, ``inference_mode``, 10 s clips in
   batches of 8): the default audio model (EfficientNet-Lite0 on log-mel, batch norms folded as
-  ``avtag tag`` runs it), the DCASE 2017 CRNN, against **PANNs CNN14** (model code of the
-  ``panns-inference`` package, random weights: speed does not depend on them; 16 kHz, 64 mels,
+  PyTorch runs it; on the CPU also the ONNX Runtime export ``avtag tag`` uses), the DCASE 2017
+  CRNN, against **PANNs CNN14** (model code of the ``panns-inference`` package, random weights:
+  speed does not depend on them; 16 kHz, 64 mels,
   10 ms hop like avtag) and **MobileNetV3-Small** of torchvision on the same log-mel (a light peer
   of EfficientAT's size class);
 * training, clips per second (forward, backward, Adam step; 10 s clips, batch 16) from a
@@ -88,6 +89,16 @@ def inference_rows(device: str) -> list[dict]:
         with torch.inference_mode():
             rates[name] = _throughput(lambda m=model: m(wave), batch, SECONDS)
         rates[name + " params"] = sum(p.numel() for p in model.parameters())
+    if device == "cpu":  # the engine `avtag tag` uses on a CPU: the tagger's ONNX export on ONNX Runtime
+        from avtag.inference.tagger import Tagger
+
+        engine = Tagger.from_pretrained("default", device="cpu", use_video=False).engine
+        if engine.name == "onnxruntime":
+            name = "avtag default on ONNX Runtime (log-mel by scipy.fft), as avtag tag runs it"
+            array = wave.cpu().numpy()
+            rates[name] = _throughput(lambda: engine.audio(array), batch, SECONDS)
+            rates[name + " params"] = rates["avtag default (EfficientNet-Lite0, folded) params"]
+            models[name] = None
     peer = rates["PANNs CNN14"]
     rows = []
     for name in models:

@@ -7,7 +7,8 @@
   frame decoded, one thread: the floor the issue's targets use);
 * ``cold clip``: ``avtag tag CLIP`` in a new process (avtag cache warm): start-up = cold - warm;
 * ``batch``: one warm tagger over every clip in ../shared/clips (both branches), beside FFmpeg's
-  full decode of the same files (one thread, and FFmpeg's default threading for reference);
+  full decode of the same files (one thread, and FFmpeg's default threading for reference); again
+  with one busy-loop process beside both (a loaded machine; the new tagger's load is included);
 * ``long audio``: a 20-minute FLAC made of the real recordings in ../shared/sounds, tagged with
   ``--segments`` in a new process: real-time factor and peak memory;
 * peak RSS of the batch and long-file processes: the largest process (``wait4``) and the sum over the
@@ -165,6 +166,18 @@ def rows(runs: int = 3) -> list[dict]:
                 "peer_value": round(ff_one, 2), "ratio": round(batch_s / ff_one, 2), "target": "<= 1.0x",
                 "failed": failed, "media_s_per_s": round(media_s / batch_s, 1),
                 "ffmpeg_default_threads_s": round(ff_default, 2)})
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # a loaded machine: one core kept busy
+    try:
+        t0 = time.perf_counter()
+        with Tagger.from_pretrained("default") as loaded:
+            list(loaded.tag_files(clips))
+        loaded_s = time.perf_counter() - t0
+        ff_loaded = ffmpeg_decode(clips)
+    finally:
+        hog.kill()
+    out.append({"section": "throughput", "what": "batch tag, same clips, one busy process beside", "unit": "s",
+                "avtag": round(loaded_s, 2), "peer": "ffmpeg full decode (1 thread), same load",
+                "peer_value": round(ff_loaded, 2), "ratio": round(loaded_s / ff_loaded, 2), "target": "<= 1.5x"})
     _, rss_batch, _, tree_batch = run_process([*avtag_cmd, "tag", *map(str, clips), "--format", "json"], True)
     out.append({"section": "memory", "what": f"peak RSS, avtag tag of {len(clips)} clips (new process)",
                 "unit": "MB", "avtag": round(rss_batch), "peer": "summed over the process tree (decode workers)",
