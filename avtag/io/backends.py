@@ -323,10 +323,12 @@ BACKENDS = ("auto", "decord", "pyav")
 
 
 class FallbackDecoder:
-    """decord first, PyAV when decord declines or fails: the only place this order is decided.
+    """Which decoder reads what, and in which order: the only place this is decided. ``auto``: audio
+    files by libsndfile, other audio by decord then PyAV, frames by PyAV (it skips non-reference
+    frames) then decord.
 
     Args:
-        backend: ``"auto"`` (decord, then PyAV), ``"decord"`` (a decord failure is
+        backend: ``"auto"`` (see above), ``"decord"`` (a decord failure is
             final; audio decord declines still goes to PyAV) or ``"pyav"``.
 
     Raises:

@@ -86,7 +86,7 @@ def load_clip(
         frame_short_side: resize frames so the shorter side has this many pixels
             (aspect kept); None keeps the coded size.
         start, end: span in seconds (default: the whole file).
-        backend: ``"auto"`` (decord, then PyAV), ``"decord"`` or ``"pyav"``.
+        backend: ``"auto"`` (see :class:`~avtag.io.backends.FallbackDecoder`), ``"decord"`` or ``"pyav"``.
         longer_than: seconds; a file longer than this is not decoded: the clip has its full
             ``duration`` and neither waveform nor frames (the caller reads it window by window).
 
