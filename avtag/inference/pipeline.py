@@ -292,10 +292,41 @@ class FilePipeline:
             return
         from avtag.io import DecodeJob
 
+        if isinstance(paths, (list, tuple)) and len(paths) == 1 and self.load_kwargs()["video"] \
+                and self.decoder.num_workers >= 2:
+            yield self._decode_split(paths[0], head)
+            return
         jobs = (DecodeJob(path, {"end": head, "longer_than": head}, key=str(path)) for path in paths)
         batch = max(1, self.tagger.config.tag.batch_clips)
         for job, clip, error in self.decoder.imap(jobs, ordered=True, max_pending=2 * self.decoder.num_workers + batch):
             yield job.key, clip, error
+
+    def _decode_split(self, path, head: float):
+        """``(path, clip or None, error or None)`` of one file whose frames two workers decode side by side,
+        each from its own keyframe (:func:`avtag.io.media.split_at_keyframes`), the first also the audio:
+        a single file then waits for about half its frame decoding. Same clip as one worker's."""
+        from avtag.io import DecodeJob
+
+        base = {"end": head, "longer_than": head}
+        jobs = [DecodeJob(path, {**base, "frame_part": (0, 2)}), DecodeJob(path, {**base, "audio": False,
+                                                                                 "frame_part": (1, 2)})]
+        (_, first, error), (_, second, error2) = self.decoder.imap(jobs, ordered=True)
+        if error is not None:
+            return str(path), None, error
+        if error2 is not None or second is None:  # the second part failed alone: decode the file in one piece
+            (_, clip, error), = self.decoder.imap([DecodeJob(path, base)], ordered=True)
+            return str(path), clip, error
+        if second.frames is not None:
+            if first.frames is None:
+                first.frames, first.frame_times = second.frames, second.frame_times
+            else:
+                first.frames = np.concatenate([first.frames, second.frames])
+                first.frame_times = np.concatenate([first.frame_times, second.frame_times])
+        warnings = list(dict.fromkeys(first.warnings + second.warnings))
+        if first.frames is not None:
+            warnings = [w for w in warnings if w != "video stream has no decodable frames"]
+        first.warnings = warnings
+        return str(path), first, None
 
     def _flush(self, batch, segments, top_k, threshold) -> Iterator[TagResult]:
         """Results of a group of decoded short files, in order (frames and equal-length audio batched)."""

@@ -74,6 +74,7 @@ def load_clip(
     end: float | None = None,
     backend: str = "auto",
     longer_than: float | None = None,
+    frame_part: tuple[int, int] | None = None,
 ) -> Clip:
     """Decode a span of a media file into a :class:`Clip`.
 
@@ -89,6 +90,9 @@ def load_clip(
         backend: ``"auto"`` (see :class:`~avtag.io.backends.FallbackDecoder`), ``"decord"`` or ``"pyav"``.
         longer_than: seconds; a file longer than this is not decoded: the clip has its full
             ``duration`` and neither waveform nor frames (the caller reads it window by window).
+        frame_part: ``(index, parts)``: only this part of the frames (see :func:`split_at_keyframes`),
+            so that several processes decode one file's frames side by side; a part without frames
+            is no problem. Concatenated in part order, the parts are the frames of the whole span.
 
     Returns:
         A Clip; a missing modality is None and named in ``clip.warnings``.
@@ -124,14 +128,47 @@ def load_clip(
             clip.warnings.append("no video stream")
         else:
             times = sample_times(t0, t1, fps, num_frames)
-            frames, times = decoder.frames(info, times, frame_short_side)
-            if len(frames) == 0:
+            if frame_part is not None:
+                times = split_at_keyframes(info, times, frame_part[1])[frame_part[0]]
+            frames, times = decoder.frames(info, times, frame_short_side) if len(times) else _NO_FRAMES
+            if len(frames) == 0 and (frame_part is None or len(times)):
                 clip.warnings.append("video stream has no decodable frames")
-            else:
+            elif len(frames):
                 clip.frames, clip.frame_times = frames, times
+    if frame_part is not None and frame_part[0] > 0 and clip.frames is None:
+        return clip  # a later part without frames of its own (its warnings say why, if there is a problem)
     if clip.waveform is None and clip.frames is None and (audio or video):
         raise media_error(path, "nothing decodable: " + "; ".join(clip.warnings))
     return clip
+
+
+_NO_FRAMES = (np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0))
+
+
+def split_at_keyframes(info: MediaInfo, times: np.ndarray, parts: int) -> list[np.ndarray]:
+    """``times`` (seconds, ascending) cut into ``parts`` runs that start at keyframes, so that each run
+    can be decoded from its own keyframe by its own process; the cut points balance the decoding
+    (from a run's keyframe to its last time). Runs may be empty (too few keyframes)."""
+    import av
+
+    if parts <= 1 or len(times) < 2:
+        return [times] + [times[:0]] * (parts - 1)
+    try:
+        with av.open(str(info.path)) as container:
+            stream = container.streams.video[0]
+            keys = sorted(float(p.pts * p.time_base) for p in container.demux(stream)
+                          if p.is_keyframe and p.pts is not None)
+    except Exception:  # noqa: BLE001 - no split then: the whole decodes as one part
+        keys = []
+    cuts = [0.0]
+    for k in range(1, parts):  # greedy: the keyframe nearest the k-th equal share of the span
+        goal = times[0] + (times[-1] - times[0]) * k / parts
+        later = [t for t in keys if cuts[-1] < t <= times[-1] and t > times[0]]
+        if later:
+            cuts.append(min(later, key=lambda t: abs(t - goal)))
+    bounds = cuts[1:] + [np.inf]
+    runs = [times[(times >= lo) & (times < hi)] for lo, hi in zip(cuts, bounds)]
+    return runs + [times[:0]] * (parts - len(runs))
 
 
 # ----------------------------------------------------------------------------- windows
