@@ -185,7 +185,7 @@ class OnnxEngine:
         h, w = frames.shape[1:3]
         size, top, left = crop_box(h, w, self.crop_fraction)
         if size != (h, w):
-            from avtag.io.backends import resize_frames
+            from avtag.io.common import resize_frames
 
             frames = resize_frames(frames, size)
         return frames[:, top:top + IMAGE_SIZE, left:left + IMAGE_SIZE]

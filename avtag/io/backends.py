@@ -243,18 +243,6 @@ def _rgb(frame, width: int, height: int) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """RGB frames ``(n, H, W, 3)`` uint8 resized to ``size`` = ``(height, width)`` pixels by FFmpeg's
-    scaler (bicubic), the one that scales decoded frames."""
-    import av
-
-    out = np.empty((len(frames), size[0], size[1], 3), np.uint8)
-    for i, frame in enumerate(frames):
-        image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        out[i] = image.reformat(width=size[1], height=size[0], interpolation="BICUBIC").to_ndarray()
-    return out
-
-
 def target_size(info: MediaInfo, short_side: int | None) -> tuple[int, int]:
     """(width, height) after resizing the shorter side to ``short_side`` pixels; (-1, -1) keeps the size."""
     if not short_side or not info.width or not info.height:

@@ -108,3 +108,15 @@ def check_file(path: str | Path) -> Path:
     if st.st_size == 0:
         raise media_error(path, "empty file (0 bytes)")
     return path
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """RGB frames ``(n, H, W, 3)`` uint8 resized to ``size`` = ``(height, width)`` pixels by FFmpeg's
+    scaler (bicubic), the one that scales decoded frames."""
+    import av
+
+    out = np.empty((len(frames), size[0], size[1], 3), np.uint8)
+    for i, frame in enumerate(frames):
+        image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        out[i] = image.reformat(width=size[1], height=size[0], interpolation="BICUBIC").to_ndarray()
+    return out
