@@ -46,7 +46,7 @@ class TorchEngine:
         self.has_audio, self.has_frames, self.has_video = model.has_audio, model.video is not None, model.has_video
         self.unknown_to_audio = tuple(getattr(model, "unknown_to_audio", ()))
         self.sample_rate = model.audio.sample_rate if model.audio is not None else 16000
-        self.frame_hop: float | None = None
+        self.frame_hop = model.audio.frame_hop if model.audio is not None else None
 
     def expect_long_audio(self) -> None:
         """A long file comes next (nothing to prepare here)."""
@@ -61,7 +61,6 @@ class TorchEngine:
                 out = self.model(waveform=torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)))
         except AudioInputError as exc:
             raise AudioTooShort(str(exc)) from None
-        self.frame_hop = float(out.frame_hop)
         return out.audio_clipwise.float().cpu().numpy(), out.framewise.float().cpu().numpy()
 
     def frame_logits(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:

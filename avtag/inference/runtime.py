@@ -13,9 +13,7 @@ run exports (PyTorch, a few seconds); later runs load the export and never impor
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 
@@ -30,12 +28,14 @@ def gpu_present() -> bool:
 
 def onnx_wanted(device, fast: bool) -> bool:
     """Whether a tagger built with ``device`` and ``fast`` runs on ONNX Runtime (see the module docstring)."""
-    if not fast or os.environ.get("AVTAG_ONNX", "1") == "0" or not isinstance(device, str):
+    from avtag.models.onnx_support import onnxruntime_available
+
+    if not fast or not isinstance(device, str):
         return False
     name = device.strip().lower()
     if name not in ("cpu", "auto") or (name == "auto" and gpu_present()):
         return False
-    return all(importlib.util.find_spec(n) is not None for n in ("onnxruntime", "onnx"))
+    return onnxruntime_available()
 
 
 def _file_stamp(value) -> list | None:

@@ -18,7 +18,7 @@ The public API; everything else in this package is an implementation detail::
 """
 from avtag.io.backends import BACKENDS, DecoderBackend, DecordBackend, FallbackDecoder, PyAVBackend
 from avtag.io.common import Clip, MediaError, MediaInfo
-from avtag.io.isolation import DecodeJob, DecoderStartError, IsolatedDecoder
+from avtag.io.isolation import DecoderStartError, IsolatedDecoder
 from avtag.io.media import (
                             AUDIO_EXTENSIONS,
                             MEDIA_EXTENSIONS,
@@ -29,6 +29,7 @@ from avtag.io.media import (
                             sample_times,
                             stream_audio,
 )
+from avtag.io.workers import DecodeJob
 
 __all__ = ["AUDIO_EXTENSIONS", "BACKENDS", "Clip", "DecodeJob", "DecoderBackend", "DecoderStartError", "DecordBackend",
            "FallbackDecoder", "IsolatedDecoder", "MEDIA_EXTENSIONS", "MediaError", "MediaInfo", "PyAVBackend",

@@ -28,7 +28,8 @@ DECORD_AUDIO_MAX_S = 600.0
 #: decord 0.6's multi-channel output is unreliable and its mono downmix is not the channel mean.
 DECORD_AUDIO_MAX_CHANNELS = 2
 
-_EMPTY_FRAMES = (np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0))
+#: ``(frames (0, 1, 1, 3) uint8, times (0,))``: no frames
+EMPTY_FRAMES = (np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0))
 
 
 class DecoderBackend(Protocol):
@@ -174,7 +175,7 @@ class PyAVBackend:
         import av
 
         if len(times) == 0:
-            return _EMPTY_FRAMES
+            return EMPTY_FRAMES
         quiet_decoders("av")
         width, height = target_size(info, short_side)
         half = 0.5 / info.fps if info.fps else 0.0
@@ -202,7 +203,7 @@ class PyAVBackend:
                 out_times.append(float(last.pts * last.time_base) if last.pts is not None else 0.0)
                 k += 1
         if not out:
-            return _EMPTY_FRAMES
+            return EMPTY_FRAMES
         return np.stack(out), np.asarray(out_times, dtype=np.float64)
 
 
@@ -298,7 +299,7 @@ class DecordBackend:
             reader = decord.VideoReader(str(info.path), width=width, height=height, num_threads=1)
             n = len(reader)
             if n == 0 or len(times) == 0:
-                return _EMPTY_FRAMES
+                return EMPTY_FRAMES
             fps = reader.get_avg_fps() or info.fps or 25.0
             index = list(np.clip(np.floor(np.asarray(times) * fps).astype(int), 0, n - 1))
             frames = reader.get_batch(index).asnumpy()

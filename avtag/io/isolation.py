@@ -33,18 +33,16 @@ Details:
 """
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from multiprocessing import connection, get_context
 from pathlib import Path
 from typing import Any
 
 from avtag import AvtagError
 from avtag.io.common import Clip, MediaError, MediaInfo, media_error
-from avtag.io.workers import PROBE_TIMEOUT_S, WorkerProcess
+from avtag.io.workers import PROBE_TIMEOUT_S, DecodeJob, WorkerProcess, job_call
 
 #: seconds allowed per file whatever its length (seeking, opening, slow disks)
 TIMEOUT_BASE_S = 60.0
@@ -54,16 +52,6 @@ TIMEOUT_PER_MEDIA_S = 3.0
 
 class DecoderStartError(AvtagError):
     """A decode worker process that exits before it is ready (a broken installation, not a bad file)."""
-
-
-@dataclass(frozen=True)
-class DecodeJob:
-    """One file to decode: ``path``, :func:`~avtag.io.media.load_clip` keyword arguments, and a
-    ``key`` of the caller's (e.g. a record) that travels back with the result untouched."""
-
-    path: str | Path
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    key: Any = None
 
 
 class IsolatedDecoder:
@@ -150,11 +138,7 @@ class IsolatedDecoder:
         Raises:
             MediaError: any failure of the file, including a crashed or hung decoder.
         """
-        for _, clip, error in self.imap([DecodeJob(path, kwargs)], max_pending=1):
-            if error is not None:
-                raise MediaError(error)
-            return clip
-        raise MediaError(f"{path}: no result from the decode worker")  # not reached
+        return self._one(DecodeJob(path, kwargs), "clip")
 
     def probe(self, path: str | Path) -> MediaInfo:
         """:func:`~avtag.io.media.probe` (container headers) in a worker process.
@@ -162,11 +146,15 @@ class IsolatedDecoder:
         Raises:
             MediaError: missing, unreadable or stream-less file, or a crashed or hung demuxer.
         """
-        for _, info, error in self.imap([path], max_pending=1, _kind="probe"):
+        return self._one(path, "probe")
+
+    def _one(self, job, kind: str):
+        """The result of one job of ``kind`` (``clip`` or ``probe``); its error raised as :class:`MediaError`."""
+        for _, result, error in self.imap([job], max_pending=1, _kind=kind):
             if error is not None:
                 raise MediaError(error)
-            return info
-        raise MediaError(f"{path}: no result from the decode worker")  # not reached
+            return result
+        raise MediaError(f"{getattr(job, 'path', job)}: no result from the decode worker")  # not reached
 
     # -------------------------------------------------------------- many files
     def imap(self, jobs: Iterable[Any], *, ordered: bool = True, max_pending: int | None = None,
@@ -202,7 +190,7 @@ class IsolatedDecoder:
                     except StopIteration:
                         exhausted = True
                         break
-                    path, kwargs = _job_call(item)
+                    path, kwargs = job_call(item)
                     kwargs = {**self.load_kwargs, **kwargs} if _kind == "clip" else {}
                     seq = self._dispatch(worker, _kind, path, (), kwargs)
                     mine[seq] = item
@@ -394,13 +382,3 @@ class IsolatedDecoder:
             elif not worker.proc.is_alive():
                 self.stats["crashed"] += 1
                 return None, worker.problem()
-
-
-def _job_call(item) -> tuple[Any, dict]:
-    if isinstance(item, DecodeJob):
-        return item.path, dict(item.kwargs)
-    if isinstance(item, (str, os.PathLike)):
-        return item, {}
-    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Mapping):
-        return item[0], dict(item[1])
-    raise TypeError(f"a decode job is a path, a DecodeJob or (path, kwargs), not {type(item).__name__}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avtag.io.backends import FallbackDecoder, PyAVBackend
+from avtag.io.backends import EMPTY_FRAMES, FallbackDecoder, PyAVBackend
 from avtag.io.common import Clip, MediaError, MediaInfo, media_error
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
@@ -130,7 +130,7 @@ def load_clip(
             times = sample_times(t0, t1, fps, num_frames)
             if frame_part is not None:
                 times = split_at_keyframes(info, times, frame_part[1])[frame_part[0]]
-            frames, times = decoder.frames(info, times, frame_short_side) if len(times) else _NO_FRAMES
+            frames, times = decoder.frames(info, times, frame_short_side) if len(times) else EMPTY_FRAMES
             if len(frames) == 0 and (frame_part is None or len(times)):
                 clip.warnings.append("video stream has no decodable frames")
             elif len(frames):
@@ -140,9 +140,6 @@ def load_clip(
     if clip.waveform is None and clip.frames is None and (audio or video):
         raise media_error(path, "nothing decodable: " + "; ".join(clip.warnings))
     return clip
-
-
-_NO_FRAMES = (np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0))
 
 
 def split_at_keyframes(info: MediaInfo, times: np.ndarray, parts: int) -> list[np.ndarray]:

@@ -12,7 +12,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from avtag import AvtagError
 from avtag.io.common import reason
@@ -130,6 +133,27 @@ def _main_module_hidden():
     finally:
         if main is not None:
             main.__dict__.update(saved)
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One file to decode: ``path``, :func:`~avtag.io.media.load_clip` keyword arguments, and a
+    ``key`` of the caller's (e.g. a record) that travels back with the result untouched."""
+
+    path: str | Path
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    key: Any = None
+
+
+def job_call(item) -> tuple[Any, dict]:
+    """``(path, load_clip kwargs)`` of a job given as a :class:`DecodeJob`, a path or ``(path, kwargs)``."""
+    if isinstance(item, DecodeJob):
+        return item.path, dict(item.kwargs)
+    if isinstance(item, (str, os.PathLike)):
+        return item, {}
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Mapping):
+        return item[0], dict(item[1])
+    raise TypeError(f"a decode job is a path, a DecodeJob or (path, kwargs), not {type(item).__name__}")
 
 
 class WorkerProcess:

@@ -83,16 +83,6 @@ class OnnxRuntimeNet(nn.Module):
         return torch.from_numpy(out)
 
 
-def onnxruntime_available() -> bool:
-    """True when the optional ``onnxruntime`` and ``onnx`` packages (the ``fast`` extra) can be imported
-    and ``AVTAG_ONNX`` is not ``0``."""
-    import importlib.util
-    import os
-
-    return os.environ.get("AVTAG_ONNX", "1") != "0" and all(
-        importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
-
-
 def _onnx_model(net: nn.Module, name: str) -> bytes:
     """The ONNX bytes of ``net``: from the avtag cache when exported before, else exported now (and cached
     when the cache folder is writable)."""

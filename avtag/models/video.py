@@ -171,12 +171,8 @@ class VideoBranch(nn.Module):
         """The fastest inference path with the same outputs (to ~1e-5, see :mod:`avtag.models.fast`):
         ONNX Runtime on the CPU when it is installed, else batch norms folded into the convolutions and
         channels-last. The branch is frozen anyway. In place; returns self."""
-        from avtag.models.fast import (
-            OnnxRuntimeNet,
-            channels_last,
-            fold_efficientnet_batch_norms,
-            onnxruntime_available,
-        )
+        from avtag.models.fast import OnnxRuntimeNet, channels_last, fold_efficientnet_batch_norms
+        from avtag.models.onnx_support import onnxruntime_available
 
         if next(self.net.parameters()).device.type == "cpu" and onnxruntime_available():
             try:
