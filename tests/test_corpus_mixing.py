@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avtag.data.corpus.degrade import codec, lowpass, mulaw
-from avtag.data.corpus.mixing import generate_corpus_soundscapes
+from avtag.data.corpus.degrade import codec, lowpass, mulaw, reverb, room_response
+from avtag.data.corpus.mixing import CLASS_BOOST, class_weights, generate_corpus_soundscapes
 from avtag.data.corpus.rules import load_rules
 from avtag.data.corpus.vocabulary import choose_vocabulary, read_corpus
 from avtag.data.dcase2017 import in_validation, read_split
-from avtag.data.soundscapes import PlacedEvent, SoundscapeConfig, event_stem
+from avtag.data.soundscapes import PlacedEvent, SoundscapeConfig, event_stem, sample_soundscape
 from avtag.labels import Vocabulary
 
 SR = 16000
@@ -71,7 +71,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory, corpus):
     cfg = replace(SoundscapeConfig(), min_recordings=4, test_fraction=0.2, lowpass_probability=0.5,
-                  codec_probability=0.5, bed_probability=0.6)
+                  codec_probability=0.5, bed_probability=0.6, reverb_probability=0.5)
     out = tmp_path_factory.mktemp("mixed") / "set"
     return generate_corpus_soundscapes(out, corpus, None, n_train=10, n_validation=4, n_test=6, seed=1, config=cfg,
                                        max_minutes=30)
@@ -121,7 +121,7 @@ def test_mixture_is_exact_with_beds_and_degraded_events(mixed, corpus):
     cfg = SoundscapeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in summary["config"].items()})
     sources = {r["id"]: sf.read(corpus / r["file"], dtype="float32")[0]
                for r in map(json.loads, (corpus / "manifest.jsonl").read_text().splitlines())}
-    beds = degraded = 0
+    beds = degraded = reverberant = 0
     for rec in _recipes(mixed.root):
         folder = mixed.media_dirs["test" if rec["split"] == "test" else "train"]
         wav, sr = sf.read(folder / f"Y{rec['name']}.wav", dtype="float64")
@@ -136,7 +136,8 @@ def test_mixture_is_exact_with_beds_and_degraded_events(mixed, corpus):
                 beds += 1
                 assert (e.onset, e.offset) == (0.0, 10.0) and "Rain" in e.labels
             degraded += bool(e.lowpass_hz or e.codec)
-    assert beds >= 3 and degraded >= 5
+            reverberant += bool(e.room)
+    assert beds >= 3 and degraded >= 5 and reverberant >= 5
     strong = (mixed.metadata_dir / "groundtruth_release" / "groundtruth_strong_label_testing_set.csv").read_text()
     test_beds = [r["name"] for r in _recipes(mixed.root) for e in r["events"] if r["split"] == "test" and e["bed"]]
     assert test_beds and all(f"{name}.wav\t0.000\t10.000\tRain\n" in strong for name in test_beds)
@@ -167,6 +168,45 @@ def test_degradation_low_passes_and_codecs_keep_alignment():
     assert 10 * np.log10(np.sum(x**2) / np.sum((x - m) ** 2)) > 30
     with pytest.raises(ValueError, match="unknown codec"):
         codec(x, SR, "aac")
+
+
+def test_reverb_is_a_seeded_room_decaying_60_db_in_rt60():
+    click = np.zeros(2 * SR, np.float32)
+    click[100] = 1.0
+    y = reverb(click, SR, 0.8, 0.5, seed=7)
+    assert y.dtype == np.float32 and len(y) == len(click)
+    assert np.array_equal(y, reverb(click, SR, 0.8, 0.5, seed=7)) and not np.array_equal(y, reverb(click, SR, 0.8, 0.5, 8))
+    ir = room_response(0.8, SR, np.random.default_rng(7))
+    assert np.sum(ir**2) == pytest.approx(1.0) and len(ir) == int(0.8 * SR)
+    expected = 0.5 * ir.copy()
+    expected[0] += 0.5  # the dry click
+    assert np.allclose(y[100 : 100 + len(ir)], expected, atol=1e-6)
+    tail = y[101:]
+    energy = lambda a, b: np.mean(tail[int(a * SR) : int(b * SR)].astype(np.float64) ** 2)
+    # 60 dB per 0.8 s: the energy 0.4 s later is about 30 dB lower; nothing after the response ends
+    assert 10 * np.log10(energy(0.05, 0.15) / energy(0.45, 0.55)) == pytest.approx(30, abs=4)
+    assert np.abs(tail[int(0.81 * SR) :]).max() < 1e-6
+
+
+def test_class_draw_shares_each_branch_and_boosts_speech():
+    table = load_rules()
+    classes = ("Animal", "Dog", "Cat", "Bird", "Human voice", "Speech", "Music")
+    w = class_weights(classes, table.ancestors)
+    assert w["Animal"] == w["Dog"] == pytest.approx(0.5)  # a branch of 4 classes weighs 2, shared by 4
+    assert w["Music"] == 1.0 and w["Human voice"] == pytest.approx(2**-0.5)
+    assert w["Speech"] == pytest.approx(CLASS_BOOST["Speech"] * 2**-0.5)
+    # sample_soundscape draws classes in those proportions
+    pools = {c: [c] for c in classes}
+    sources = {c: np.zeros(SR, np.float32) for c in classes}
+    labels = {c: (c,) for c in classes}
+    cfg = replace(SoundscapeConfig(), distractor_probability=0.0)
+    rng = np.random.default_rng(0)
+    drawn = [e.file for k in range(3000)
+             for e in sample_soundscape(rng, f"c{k}", "train", pools, [], sources, labels, cfg, w).events]
+    share = {c: drawn.count(c) / len(drawn) for c in classes}
+    total = sum(w.values())
+    for c in classes:
+        assert share[c] == pytest.approx(w[c] / total, abs=0.02), c
 
 
 def test_soundscapes_cli_with_corpus(tmp_path, corpus, capsys):

@@ -95,13 +95,16 @@ class SoundscapeConfig:
     codecs: tuple[str, ...] = ("mp3-24", "mp3-32", "mp3-48", "mulaw")
     bed_probability: float = 0.0
     bed_db_over_noise: tuple[float, float] = (10.0, 25.0)
+    reverb_probability: float = 0.0
+    rt60_s: tuple[float, float] = (0.3, 1.2)
+    reverb_wet: tuple[float, float] = (0.2, 0.5)
 
 
 @dataclass
 class PlacedEvent:
     """One placed event; ``labels`` is empty for a distractor. Times in seconds.
 
-    ``lowpass_hz`` / ``codec``: degradation applied to the event (:mod:`avtag.data.corpus.degrade`);
+    ``room`` / ``lowpass_hz`` / ``codec``: reverb and degradation of the event (:mod:`avtag.data.corpus.degrade`);
     ``bed``: a looped ambience under the whole clip, levelled ``snr_db`` over the noise floor;
     ``constructed``: the source was synthesised or layered, not recorded (e.g.
     :mod:`avtag.data.corpus.warning_signals`).
@@ -117,6 +120,7 @@ class PlacedEvent:
     speed: float = 1.0
     lowpass_hz: float | None = None
     codec: str | None = None
+    room: tuple[float, float, int] | None = None  # (RT60 s, wet fraction, impulse-response seed)
     bed: bool = False
     constructed: bool = False
 
@@ -205,11 +209,12 @@ def _place(rng, cfg: SoundscapeConfig, available: int) -> tuple[int, int, int]:
 
 def sample_soundscape(rng, name: str, split: str, pools: dict[str, list[str]], distractors: list[str],
                       sources: dict[str, np.ndarray], labels: dict[str, tuple[str, ...]],
-                      cfg: SoundscapeConfig) -> Soundscape:
+                      cfg: SoundscapeConfig, weights: dict[str, float] | None = None) -> Soundscape:
     """Draw one clip's recipe (background and events) from ``rng``.
 
     Args:
         pools: ``{class: filenames of this split carrying it}``.
+        weights: ``{class: relative weight}`` of the per-event class draw (default: uniform).
         distractors: out-of-vocabulary filenames of this split.
         sources: decoded, trimmed recordings.
         labels: ``{filename: labels}``.
@@ -218,7 +223,11 @@ def sample_soundscape(rng, name: str, split: str, pools: dict[str, list[str]], d
     scape = Soundscape(name, split, float(rng.uniform(*cfg.background_beta)), float(rng.uniform(*cfg.background_dbfs)))
     classes = sorted(pools)
     n_events = int(rng.integers(cfg.events[0], cfg.events[1] + 1))
-    picks = [(pools[classes[int(rng.integers(len(classes)))]], False) for _ in range(n_events)]
+    if weights:
+        p = np.array([weights.get(c, 1.0) for c in classes], dtype=float)
+        picks = [(pools[classes[int(k)]], False) for k in rng.choice(len(classes), size=n_events, p=p / p.sum())]
+    else:
+        picks = [(pools[classes[int(rng.integers(len(classes)))]], False) for _ in range(n_events)]
     if distractors and rng.random() < cfg.distractor_probability:
         picks.append((distractors, True))
     for pool, is_distractor in picks:
@@ -233,11 +242,14 @@ def sample_soundscape(rng, name: str, split: str, pools: dict[str, list[str]], d
 
 
 def draw_degradation(rng, e: PlacedEvent, cfg: SoundscapeConfig) -> None:
-    """Set ``e.lowpass_hz`` / ``e.codec`` at random (no draw at all when both probabilities are 0)."""
+    """Set ``e.lowpass_hz`` / ``e.codec`` / ``e.room`` at random (no draw at all when the probabilities are 0)."""
     if cfg.lowpass_probability > 0 and rng.random() < cfg.lowpass_probability:
         e.lowpass_hz = float(round(rng.uniform(*cfg.lowpass_hz)))
     if cfg.codec_probability > 0 and rng.random() < cfg.codec_probability:
         e.codec = str(cfg.codecs[int(rng.integers(len(cfg.codecs)))])
+    if cfg.reverb_probability > 0 and rng.random() < cfg.reverb_probability:
+        e.room = (round(float(rng.uniform(*cfg.rt60_s)), 3), round(float(rng.uniform(*cfg.reverb_wet)), 3),
+                  int(rng.integers(2**31)))
 
 
 def coloured_noise(rng, samples: int, beta: float, dbfs: float) -> np.ndarray:
@@ -312,10 +324,10 @@ def event_stem(source: np.ndarray, e: PlacedEvent, cfg: SoundscapeConfig, gain: 
         x = torchaudio.functional.resample(piece, orig_freq=k, new_freq=20).numpy()[:n]
     if len(x) != n:
         raise SoundscapeError(f"event {e.file} {e.onset}-{e.offset} s runs past the end of its recording")
-    if e.lowpass_hz or e.codec:
+    if e.lowpass_hz or e.codec or e.room:
         from avtag.data.corpus.degrade import degrade
 
-        x = degrade(x, sr, e.lowpass_hz, e.codec)
+        x = degrade(x, sr, e.lowpass_hz, e.codec, e.room)
     fade = min(int(cfg.fade_s * sr), len(x) // 4)
     if fade > 0:
         ramp = (np.arange(fade) + 0.5) / fade

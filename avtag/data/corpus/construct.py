@@ -34,6 +34,7 @@ import numpy as np
 
 from avtag import __version__
 from avtag.data.corpus.convert import SAMPLE_RATE, audio_hash, pcm16, write_flac
+from avtag.data.corpus.degrade import apply_room, room_response
 from avtag.data.corpus.licences import TRAINING_KINDS
 
 APPLAUSE_PER_GROUP = 8
@@ -62,13 +63,8 @@ def _speed(x: np.ndarray, factor: float) -> np.ndarray:
 def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``x`` through a synthetic room (decaying noise tail, see module docstring); same length."""
     rt60 = rng.uniform(0.3, 1.2)
-    n = int(rt60 * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    ir = rng.standard_normal(n) * np.exp(-6.91 * t / rt60)
-    ir /= np.sqrt(np.sum(ir**2)) + 1e-12
-    wet = np.fft.irfft(np.fft.rfft(x, len(x) + n) * np.fft.rfft(ir, len(x) + n), len(x) + n)[: len(x)]
-    mix = rng.uniform(0.2, 0.5)
-    return ((1 - mix) * x + mix * wet).astype(np.float32)
+    ir = room_response(rt60, SAMPLE_RATE, rng)
+    return apply_room(x.astype(np.float32), ir, rng.uniform(0.2, 0.5))
 
 
 def _level(x: np.ndarray, dbfs: float = -20.0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Shortcut guards for mixing: random band-limiting and codec degradation, applied to every class alike.
+"""Shortcut guards for mixing: random band-limiting, codec degradation and room reverb, applied to every class alike.
 
 The corpus arrives at mixed bandwidths (speech from 11 kHz game archives and
 8/16 kHz telephone prompts, effects at 44.1 kHz), so a model could learn "no
@@ -11,6 +11,12 @@ removes that cue (SOURCES.md, "Sample rate and bandwidth").
   through PyAV at that many kbit/s; the LAME tag makes the decoder drop the
   encoder delay, so samples stay aligned) or ``mulaw`` (G.711 mu-law, 8 bits,
   the telephone companding law). All are deterministic.
+* :func:`reverb`: a synthetic room, an exponentially decaying Gaussian noise
+  tail with a 60 dB decay time ``rt60_s`` mixed in at ``wet`` (the standard
+  statistical model of late reverberation, Schroeder 1962). The constructed
+  babble and applause are made in such rooms (:mod:`avtag.data.corpus.construct`)
+  while most recordings are close-miked and dry, so without reverb on every
+  class "reverberant voice" would mean babble; real speech in a room is reverberant.
 """
 from __future__ import annotations
 
@@ -74,8 +80,32 @@ def codec(x: np.ndarray, sample_rate: int, name: str) -> np.ndarray:
     raise ValueError(f"unknown codec {name!r}; expected one of {', '.join(CODECS)}")
 
 
-def degrade(x: np.ndarray, sample_rate: int, cutoff_hz: float | None, codec_name: str | None) -> np.ndarray:
-    """Low-pass (when ``cutoff_hz``) and then codec (when ``codec_name``) ``x``."""
+def room_response(rt60_s: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A unit-energy room impulse response ``(rt60_s * sample_rate,)``: noise decaying by 60 dB in ``rt60_s``."""
+    n = max(1, int(rt60_s * sample_rate))
+    t = np.arange(n) / sample_rate
+    ir = rng.standard_normal(n) * np.exp(-6.91 * t / rt60_s)
+    return ir / (np.sqrt(np.sum(ir**2)) + 1e-12)
+
+
+def apply_room(x: np.ndarray, ir: np.ndarray, wet: float) -> np.ndarray:
+    """``(1 - wet) * x + wet * (x convolved with ir)``, cut to ``len(x)`` (FFT convolution); dtype of ``x``."""
+    n = len(x) + len(ir)
+    convolved = np.fft.irfft(np.fft.rfft(x, n) * np.fft.rfft(ir, n), n)[: len(x)]
+    return ((1 - wet) * x + wet * convolved).astype(x.dtype)
+
+
+def reverb(x: np.ndarray, sample_rate: int, rt60_s: float, wet: float, seed: int) -> np.ndarray:
+    """``x`` in a synthetic room (see module docstring); the impulse response is seeded by ``seed``."""
+    return apply_room(x, room_response(rt60_s, sample_rate, np.random.default_rng(seed)), wet)
+
+
+def degrade(x: np.ndarray, sample_rate: int, cutoff_hz: float | None, codec_name: str | None,
+            room: tuple[float, float, int] | list | None = None) -> np.ndarray:
+    """``x`` in a room (when ``room`` = ``(rt60_s, wet, seed)``), then low-passed (when ``cutoff_hz``), then
+    through a codec (when ``codec_name``): the order sound takes from the room to the microphone to the file."""
+    if room:
+        x = reverb(x, sample_rate, float(room[0]), float(room[1]), int(room[2]))
     if cutoff_hz:
         x = lowpass(x, sample_rate, cutoff_hz)
     if codec_name:

@@ -17,15 +17,27 @@ onsets) with four additions for training data from the registry corpus:
   0 by default), and training clips under names it keeps out of it.
 * **Per-class cap**: within each split, at most ``max_minutes`` of source audio
   per most-specific class (recordings drawn round-robin over source groups, so
-  the cap keeps the diversity and drops the bulk); classes are then drawn
-  uniformly per event, so 14 h of speech weigh as much as 3 minutes of doors.
+  the cap keeps the diversity and drops the bulk), so 14 h of speech weigh as
+  much as 3 minutes of doors.
+* **Class draw** (:func:`class_weights`): a class per event, with each top-level
+  branch of the vocabulary (Animal, Music, Vehicle, Human voice, Door, ...)
+  weighing the square root of its class count, shared equally by its classes.
+  A uniform draw over classes put an animal in half the clips (15 of the 61
+  classes are animals: every subclass draw is also an Animal event) and speech
+  in 8 %, so an unsure model said "Animal". Speech weighs ``CLASS_BOOST`` (4)
+  times more: with Music it is the most frequent sound of web video (each labels
+  about half of AudioSet's 2 M segments, Gemmeke et al. 2017). Clips per class:
+  Animal 48 -> 28 %, Music 50 -> 31 %, Speech 8 -> 22 % (train split).
 * **Shortcut guards and real beds**: every event, whatever its class, is
   low-passed at ``U(3, 8)`` kHz with probability ``lowpass_probability`` and put
   through a lossy codec (MP3 24/32/48 kbit/s or mu-law) with probability
   ``codec_probability``; with probability ``bed_probability`` a real ambience of
   the split (rain, wind, traffic, crowd, birds: rule-table ``background``) is
   looped under the whole clip ``U(10, 25)`` dB over the noise floor and labelled
-  0-10 s; otherwise the coloured-noise floor alone, as before.
+  0-10 s; otherwise the coloured-noise floor alone, as before. With probability
+  ``reverb_probability`` an event (bed included) is put in a synthetic room first
+  (RT60 ``U(0.3, 1.2)`` s, wet ``U(0.2, 0.5)``: :func:`avtag.data.corpus.degrade.reverb`),
+  as the constructed babble and applause are: otherwise reverb itself would say "babble".
 """
 from __future__ import annotations
 
@@ -52,7 +64,23 @@ from avtag.data.soundscapes import (
 
 SPLITS = ("train", "validation", "test")
 CORPUS_DEFAULTS = dict(lowpass_probability=0.5, codec_probability=0.3, bed_probability=0.5, test_fraction=0.2,
-                       min_recordings=6)
+                       min_recordings=6, reverb_probability=0.5)
+CLASS_BOOST = {"Speech": 4.0}
+
+
+def class_weights(classes: tuple[str, ...], ancestors, boost: dict[str, float] | None = None) -> dict[str, float]:
+    """``{class: weight}`` of the per-event class draw (see module docstring).
+
+    Args:
+        ancestors: ``class -> its AudioSet ancestors``, nearest first (:meth:`RuleTable.ancestors`); a class's
+            branch is its farthest ancestor among ``classes`` (itself when it has none).
+        boost: extra factor per class (default :data:`CLASS_BOOST`).
+    """
+    boost = CLASS_BOOST if boost is None else boost
+    inside = set(classes)
+    branch = {c: ([a for a in ancestors(c) if a in inside] or [c])[-1] for c in classes}
+    size = Counter(branch.values())
+    return {c: boost.get(c, 1.0) / float(np.sqrt(size[branch[c]])) for c in classes}
 
 
 def split_groups(vocab: VocabularyV2, validation_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
@@ -192,10 +220,12 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
     items = [it for it in items if it.id in used]
     sources = load_items(items, cfg.sample_rate)
     counts = {"train": n_train, "validation": n_validation, "test": n_test}
+    weights = class_weights(vocab.classes, table.ancestors)
     rows = mix_splits(out, items, vocab.labels, vocab.classes, side, sources, counts, cfg, seed, validation_fraction,
-                      split_seed, progress=progress)
+                      split_seed, progress=progress, weights=weights)
     media = {"train": out / "audio" / "train", "test": out / "audio" / "test"}
-    summary = _write_records(out, items, vocab, side, rows, cfg, seed, max_minutes, validation_fraction, split_seed)
+    summary = _write_records(out, items, vocab, side, rows, cfg, seed, max_minutes, validation_fraction, split_seed,
+                             weights)
     return SoundscapeSet(out, out / "metadata", media, vocab.classes, {s: len(r) for s, r in rows.items()},
                          summary["clips_per_class"], summary["recordings_per_class"], {})
 
@@ -203,8 +233,8 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
 def mix_splits(out: Path, items: list[CorpusItem], labels: dict[str, tuple[str, ...]], classes: tuple[str, ...],
                side: dict[str, str], sources: dict[str, np.ndarray], counts: dict[str, int], cfg: SoundscapeConfig,
                seed: int, validation_fraction: float, split_seed: int, beds: dict[str, list[str]] | None = None,
-               constructed: frozenset[str] = frozenset(),
-               progress: bool = False) -> dict[str, list[Soundscape]]:
+               constructed: frozenset[str] = frozenset(), progress: bool = False,
+               weights: dict[str, float] | None = None) -> dict[str, list[Soundscape]]:
     """Mix ``counts[split]`` clips per split into ``out/audio/{train,test}`` and write the metadata and recipes.
 
     Args:
@@ -212,6 +242,7 @@ def mix_splits(out: Path, items: list[CorpusItem], labels: dict[str, tuple[str, 
         side: ``{item id: split}``; ``sources``: decoded audio of every item.
         beds: ``{split: bed item ids}`` (an id may repeat to weigh it); default: the split's background items.
         constructed: ids of constructed items; their events are marked ``constructed`` in the recipe.
+        weights: ``{class: weight}`` of the per-event class draw (default: uniform).
 
     Returns:
         ``{split: [Soundscape]}`` in the order written.
@@ -236,7 +267,7 @@ def mix_splits(out: Path, items: list[CorpusItem], labels: dict[str, tuple[str, 
         rows[split] = []
         names = _names(prefix, n, want_val, validation_fraction, split_seed, cfg.duration)
         for name in track(names, total=n, description=f"soundscapes {split}", unit="clips", enabled=progress):
-            scape = sample_soundscape(rng, name, split, pools, distractors, sources, labels, cfg)
+            scape = sample_soundscape(rng, name, split, pools, distractors, sources, labels, cfg, weights)
             if split_beds and rng.random() < cfg.bed_probability:
                 f = split_beds[int(rng.integers(len(split_beds)))]
                 start = round(float(rng.uniform(0, len(sources[f]) / cfg.sample_rate)), 3)
@@ -257,7 +288,8 @@ def mix_splits(out: Path, items: list[CorpusItem], labels: dict[str, tuple[str, 
     return rows
 
 
-def _write_records(out: Path, items, vocab: VocabularyV2, side, rows, cfg, seed, max_minutes, vfrac, vseed) -> dict:
+def _write_records(out: Path, items, vocab: VocabularyV2, side, rows, cfg, seed, max_minutes, vfrac, vseed,
+                   weights) -> dict:
     """recordings.csv (every used recording, its labels, group, split, licence), ATTRIBUTION.md, summary.json."""
     with open(out / "recordings.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -284,7 +316,8 @@ def _write_records(out: Path, items, vocab: VocabularyV2, side, rows, cfg, seed,
     minutes = {c: round(sum(it.duration_s for it in items if c in vocab.labels[it.id]) / 60, 1) for c in vocab.classes}
     summary = {
         "seed": seed, "config": asdict(cfg), "max_minutes_per_class": max_minutes, "validation_fraction": vfrac,
-        "split_seed": vseed, "classes": list(vocab.classes), "clips": {s: len(r) for s, r in rows.items()},
+        "split_seed": vseed, "class_weights": {c: round(w, 4) for c, w in weights.items()},
+        "classes": list(vocab.classes), "clips": {s: len(r) for s, r in rows.items()},
         "clips_per_class": {s: {c: clips[s].get(c, 0) for c in vocab.classes} for s in SPLITS},
         "recordings_per_class": {s: {c: recs[s].get(c, 0) for c in vocab.classes} for s in SPLITS},
         "source_groups_per_class": groups, "source_minutes_per_class": minutes, "folded_classes": vocab.folded,
