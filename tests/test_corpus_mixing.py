@@ -175,7 +175,8 @@ def test_reverb_is_a_seeded_room_decaying_60_db_in_rt60():
     click[100] = 1.0
     y = reverb(click, SR, 0.8, 0.5, seed=7)
     assert y.dtype == np.float32 and len(y) == len(click)
-    assert np.array_equal(y, reverb(click, SR, 0.8, 0.5, seed=7)) and not np.array_equal(y, reverb(click, SR, 0.8, 0.5, 8))
+    assert np.array_equal(y, reverb(click, SR, 0.8, 0.5, seed=7))
+    assert not np.array_equal(y, reverb(click, SR, 0.8, 0.5, seed=8))
     ir = room_response(0.8, SR, np.random.default_rng(7))
     assert np.sum(ir**2) == pytest.approx(1.0) and len(ir) == int(0.8 * SR)
     expected = 0.5 * ir.copy()
@@ -220,6 +221,12 @@ def test_soundscapes_cli_with_corpus(tmp_path, corpus, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "wrote 3 training, 2 validation and 2 test soundscapes" in out and "Bark" in out
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["config"]["reverb_probability"] == 0.5 and summary["config"]["lowpass_probability"] == 0.5
+    assert summary["class_weights"]["Speech"] > summary["class_weights"]["Music"]
     bad = parser.parse_args(["soundscapes", str(tmp_path / "t"), "--corpus", str(corpus), "--bed-probability", "2"])
     with pytest.raises(Exception, match="bed-probability"):
+        bad.func(bad)
+    bad = parser.parse_args(["soundscapes", str(tmp_path / "t"), "--corpus", str(corpus), "--reverb-probability", "-1"])
+    with pytest.raises(Exception, match="reverb-probability"):
         bad.func(bad)

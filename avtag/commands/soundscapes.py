@@ -59,6 +59,8 @@ def register(subparsers) -> None:
                    help="with --corpus: chance that an event goes through MP3/mu-law (default 0.3)")
     p.add_argument("--bed-probability", type=float, default=0.5, metavar="P",
                    help="with --corpus: chance of a real ambience bed under a clip (default 0.5)")
+    p.add_argument("--reverb-probability", type=float, default=0.5, metavar="P",
+                   help="with --corpus: chance that an event is put in a synthetic room first (default 0.5)")
     p.add_argument("--allow-noncommercial", action="store_true",
                    help="also use non-commercial, share-alike and unknown-licence recordings (research models only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--test-fraction", test_fraction), ("--validation-fraction", args.validation_fraction)):
         if not 0.0 < value < 1.0:
             raise SoundscapeError(f"{flag} {value}: must lie between 0 and 1")
-    for flag in ("lowpass_probability", "codec_probability", "bed_probability"):
+    for flag in ("lowpass_probability", "codec_probability", "bed_probability", "reverb_probability"):
         if not 0.0 <= getattr(args, flag) <= 1.0:
             raise SoundscapeError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must lie between 0 and 1")
     if args.vocabulary == "dcase2017":
@@ -113,7 +115,8 @@ def _run_corpus(args: argparse.Namespace, test_fraction: float) -> int:
 
     cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=args.min_recordings or 6,
                            test_fraction=test_fraction, lowpass_probability=args.lowpass_probability,
-                           codec_probability=args.codec_probability, bed_probability=args.bed_probability)
+                           codec_probability=args.codec_probability, bed_probability=args.bed_probability,
+                           reverb_probability=args.reverb_probability)
     sounds = None if args.no_sounds or not (Path(args.sounds) / "sounds.csv").is_file() else args.sounds
     result = generate_corpus_soundscapes(args.out_dir, args.corpus, sounds, args.n_train or 6000,
                                          args.n_validation or 600, args.n_test or 1200, args.seed, cfg,
