@@ -226,7 +226,7 @@ def test_soundscapes_cli_with_corpus(tmp_path, corpus, capsys):
     soundscapes.register(parser.add_subparsers())
     args = parser.parse_args(["soundscapes", str(tmp_path / "s"), "--corpus", str(corpus), "--no-sounds",
                               "--n-train", "3", "--n-validation", "2", "--n-test", "2", "--min-recordings", "4",
-                              "--no-progress"])
+                              "--no-progress", "--reverb-probability", "0.5", "--class-draw", "branch"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "wrote 3 training, 2 validation and 2 test soundscapes" in out and "Bark" in out
@@ -234,6 +234,7 @@ def test_soundscapes_cli_with_corpus(tmp_path, corpus, capsys):
     assert summary["config"]["reverb_probability"] == 0.5 and summary["config"]["lowpass_probability"] == 0.5
     assert summary["class_weights"]["Speech"] > summary["class_weights"]["Music"]
     bad = parser.parse_args(["soundscapes", str(tmp_path / "t"), "--corpus", str(corpus), "--bed-probability", "2"])
+    assert bad.reverb_probability == 0.0 and bad.class_draw == "uniform"  # the default model's recipe
     with pytest.raises(Exception, match="bed-probability"):
         bad.func(bad)
     bad = parser.parse_args(["soundscapes", str(tmp_path / "t"), "--corpus", str(corpus), "--reverb-probability", "-1"])

@@ -59,8 +59,11 @@ def register(subparsers) -> None:
                    help="with --corpus: chance that an event goes through MP3/mu-law (default 0.3)")
     p.add_argument("--bed-probability", type=float, default=0.5, metavar="P",
                    help="with --corpus: chance of a real ambience bed under a clip (default 0.5)")
-    p.add_argument("--reverb-probability", type=float, default=0.5, metavar="P",
-                   help="with --corpus: chance that an event is put in a synthetic room first (default 0.5)")
+    p.add_argument("--reverb-probability", type=float, default=0.0, metavar="P",
+                   help="with --corpus: chance that an event is put in a synthetic room first (default 0)")
+    p.add_argument("--class-draw", choices=("uniform", "branch"), default="uniform",
+                   help="with --corpus: draw each event's class uniformly (default), or share each top-level branch "
+                        "of the vocabulary (sqrt of its class count) with Speech x4")
     p.add_argument("--allow-noncommercial", action="store_true",
                    help="also use non-commercial, share-alike and unknown-licence recordings (research models only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -121,7 +124,7 @@ def _run_corpus(args: argparse.Namespace, test_fraction: float) -> int:
     result = generate_corpus_soundscapes(args.out_dir, args.corpus, sounds, args.n_train or 6000,
                                          args.n_validation or 600, args.n_test or 1200, args.seed, cfg,
                                          args.max_minutes, args.validation_fraction, 0, args.allow_noncommercial,
-                                         progress=not args.no_progress)
+                                         progress=not args.no_progress, class_draw=args.class_draw)
     c = result.clips
     print(f"wrote {c['train']} training, {c['validation']} validation and {c['test']} test soundscapes to {result.root}"
           + (f" (with the recordings of {sounds})" if sounds else ""))

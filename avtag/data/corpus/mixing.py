@@ -19,15 +19,15 @@ onsets) with four additions for training data from the registry corpus:
   per most-specific class (recordings drawn round-robin over source groups, so
   the cap keeps the diversity and drops the bulk), so 14 h of speech weigh as
   much as 3 minutes of doors.
-* **Class draw** (:func:`class_weights`): a class per event, with each top-level
-  branch of the vocabulary (Animal, Music, Vehicle, Human voice, Door, ...)
-  weighing the square root of its class count, shared equally by its classes.
-  A uniform draw over classes put an animal in half the clips (15 of the 61
-  classes are animals: every subclass draw is also an Animal event) and speech
-  in 8 %, so an unsure model said "Animal". Speech weighs ``CLASS_BOOST`` (4)
-  times more: with Music it is the most frequent sound of web video (each labels
-  about half of AudioSet's 2 M segments, Gemmeke et al. 2017). Clips per class:
-  Animal 48 -> 28 %, Music 50 -> 31 %, Speech 8 -> 22 % (train split).
+* **Class draw**: uniform over the classes by default (the packaged default
+  model's recipe). Since 15 of the 61 classes are animals (every subclass draw is
+  also an Animal event), that puts an animal in half the clips and speech in 8 %.
+  ``class_draw="branch"`` (:func:`class_weights`) gives each top-level branch of
+  the vocabulary (Animal, Music, Vehicle, Human voice, Door, ...) the square root
+  of its class count, shared equally by its classes, and Speech ``CLASS_BOOST``
+  (4) times more (with Music the most frequent sound of web video: each labels
+  about half of AudioSet's 2 M segments, Gemmeke et al. 2017): Animal 36 %,
+  Music 31 %, Speech 21 % of training clips.
 * **Shortcut guards and real beds**: every event, whatever its class, is
   low-passed at ``U(3, 8)`` kHz with probability ``lowpass_probability`` and put
   through a lossy codec (MP3 24/32/48 kbit/s or mu-law) with probability
@@ -35,9 +35,10 @@ onsets) with four additions for training data from the registry corpus:
   the split (rain, wind, traffic, crowd, birds: rule-table ``background``) is
   looped under the whole clip ``U(10, 25)`` dB over the noise floor and labelled
   0-10 s; otherwise the coloured-noise floor alone, as before. With probability
-  ``reverb_probability`` an event (bed included) is put in a synthetic room first
-  (RT60 ``U(0.3, 1.2)`` s, wet ``U(0.2, 0.5)``: :func:`avtag.data.corpus.degrade.reverb`),
-  as the constructed babble and applause are: otherwise reverb itself would say "babble".
+  ``reverb_probability`` (0 by default) an event (bed included) is put in a
+  synthetic room first (RT60 ``U(0.3, 1.2)`` s, wet ``U(0.2, 0.5)``:
+  :func:`avtag.data.corpus.degrade.reverb`), as the constructed babble and
+  applause are, so that reverb alone does not say "babble".
 """
 from __future__ import annotations
 
@@ -64,8 +65,9 @@ from avtag.data.soundscapes import (
 
 SPLITS = ("train", "validation", "test")
 CORPUS_DEFAULTS = dict(lowpass_probability=0.5, codec_probability=0.3, bed_probability=0.5, test_fraction=0.2,
-                       min_recordings=6, reverb_probability=0.5)
+                       min_recordings=6)
 CLASS_BOOST = {"Speech": 4.0}
+CLASS_DRAWS = ("uniform", "branch")
 
 
 def class_weights(classes: tuple[str, ...], ancestors, boost: dict[str, float] | None = None) -> dict[str, float]:
@@ -187,7 +189,7 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
                                 n_train: int = 6000, n_validation: int = 600, n_test: int = 1200, seed: int = 0,
                                 config: SoundscapeConfig | None = None, max_minutes: float = 30.0,
                                 validation_fraction: float = 0.1, split_seed: int = 0, allow_restricted: bool = False,
-                                progress: bool = False) -> SoundscapeSet:
+                                progress: bool = False, class_draw: str = "uniform") -> SoundscapeSet:
     """Mix train / validation / test soundscapes from a built corpus (see module docstring).
 
     Args:
@@ -198,6 +200,8 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
         max_minutes: cap of source audio per class and split.
         validation_fraction, split_seed: the training config's ``data.validation_fraction`` and ``data.seed``.
         allow_restricted: also use freeware/non-commercial/unknown-licence recordings (research only).
+        class_draw: ``"uniform"`` (every class alike, as the packaged default model was trained) or ``"branch"``
+            (:func:`class_weights`).
 
     Raises:
         CorpusError / SoundscapeError: no corpus, a class that cannot be split, a non-empty ``out_dir``.
@@ -220,7 +224,9 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
     items = [it for it in items if it.id in used]
     sources = load_items(items, cfg.sample_rate)
     counts = {"train": n_train, "validation": n_validation, "test": n_test}
-    weights = class_weights(vocab.classes, table.ancestors)
+    if class_draw not in CLASS_DRAWS:
+        raise SoundscapeError(f"class draw {class_draw!r}: expected one of {', '.join(CLASS_DRAWS)}")
+    weights = class_weights(vocab.classes, table.ancestors) if class_draw == "branch" else None
     rows = mix_splits(out, items, vocab.labels, vocab.classes, side, sources, counts, cfg, seed, validation_fraction,
                       split_seed, progress=progress, weights=weights)
     media = {"train": out / "audio" / "train", "test": out / "audio" / "test"}
@@ -316,7 +322,7 @@ def _write_records(out: Path, items, vocab: VocabularyV2, side, rows, cfg, seed,
     minutes = {c: round(sum(it.duration_s for it in items if c in vocab.labels[it.id]) / 60, 1) for c in vocab.classes}
     summary = {
         "seed": seed, "config": asdict(cfg), "max_minutes_per_class": max_minutes, "validation_fraction": vfrac,
-        "split_seed": vseed, "class_weights": {c: round(w, 4) for c, w in weights.items()},
+        "split_seed": vseed, "class_weights": {c: round(w, 4) for c, w in (weights or {}).items()} or "uniform",
         "classes": list(vocab.classes), "clips": {s: len(r) for s, r in rows.items()},
         "clips_per_class": {s: {c: clips[s].get(c, 0) for c in vocab.classes} for s in SPLITS},
         "recordings_per_class": {s: {c: recs[s].get(c, 0) for c in vocab.classes} for s in SPLITS},
