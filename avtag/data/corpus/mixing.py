@@ -295,7 +295,7 @@ def mix_splits(out: Path, items: list[CorpusItem], labels: dict[str, tuple[str, 
 
 
 def _write_records(out: Path, items, vocab: VocabularyV2, side, rows, cfg, seed, max_minutes, vfrac, vseed,
-                   weights) -> dict:
+                   weights: dict[str, float] | None = None) -> dict:
     """recordings.csv (every used recording, its labels, group, split, licence), ATTRIBUTION.md, summary.json."""
     with open(out / "recordings.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
