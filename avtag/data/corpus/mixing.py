@@ -214,6 +214,8 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
         raise SoundscapeError(f"{out}: already holds soundscapes; choose an empty folder")
     if min(n_train, n_validation, n_test) < 1:
         raise SoundscapeError("need at least one training, validation and test soundscape")
+    if class_draw not in CLASS_DRAWS:
+        raise SoundscapeError(f"class draw {class_draw!r}: expected one of {', '.join(CLASS_DRAWS)}")
     table = load_rules()
     items = read_corpus(corpus_dir, allow_restricted)
     if sounds_dir is not None:
@@ -224,8 +226,6 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
     items = [it for it in items if it.id in used]
     sources = load_items(items, cfg.sample_rate)
     counts = {"train": n_train, "validation": n_validation, "test": n_test}
-    if class_draw not in CLASS_DRAWS:
-        raise SoundscapeError(f"class draw {class_draw!r}: expected one of {', '.join(CLASS_DRAWS)}")
     weights = class_weights(vocab.classes, table.ancestors) if class_draw == "branch" else None
     rows = mix_splits(out, items, vocab.labels, vocab.classes, side, sources, counts, cfg, seed, validation_fraction,
                       split_seed, progress=progress, weights=weights)
