@@ -15,6 +15,7 @@ import soundfile as sf
 from avtag.data.corpus.degrade import codec, lowpass, mulaw, reverb, room_response
 from avtag.data.corpus.mixing import CLASS_BOOST, class_weights, generate_corpus_soundscapes
 from avtag.data.corpus.rules import load_rules
+from avtag.data.corpus.turns import join_turn
 from avtag.data.corpus.vocabulary import choose_vocabulary, read_corpus
 from avtag.data.dcase2017 import in_validation, read_split
 from avtag.data.soundscapes import PlacedEvent, SoundscapeConfig, event_stem, sample_soundscape
@@ -143,6 +144,41 @@ def test_mixture_is_exact_with_beds_and_degraded_events(mixed, corpus):
     assert test_beds and all(f"{name}.wav\t0.000\t10.000\tRain\n" in strong for name in test_beds)
 
 
+def test_speech_turns_join_one_speaker_and_rebuild_exactly(tmp_path, corpus):
+    """--speech-turns: every speech event is an excerpt of one speaker's chained utterances, rebuilt from turns.jsonl."""
+    cfg = replace(SoundscapeConfig(), min_recordings=4, test_fraction=0.2, events=(2, 4))
+    res = generate_corpus_soundscapes(tmp_path / "s", corpus, None, 16, 4, 6, seed=1, config=cfg, speech_turns=True)
+    turns = [json.loads(line) for line in (res.root / "turns.jsonl").read_text().splitlines()]
+    rows = {r["id"]: r for r in csv.DictReader(open(res.root / "recordings.csv"))}
+    speech = {i for i, r in rows.items() if "Speech" in r["labels"].split(";")}
+    assert turns and sorted(i for t in turns for i, _ in t["parts"]) == sorted(speech)  # each utterance once
+    manifest = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    sources = {r["id"]: sf.read(corpus / r["file"], dtype="float32")[0] for r in manifest}
+    speaker = {r["id"]: r["group"] for r in manifest}
+    for t in turns:
+        assert {speaker[i] for i, _ in t["parts"]} == {t["group"]}  # one speaker per turn
+        assert {rows[i]["split"] for i, _ in t["parts"]} == {t["split"]} and "Speech" in t["labels"]
+        for (i, a), (_, b) in zip(t["parts"], t["parts"][1:]):  # pauses of 0.15-0.8 s between utterances
+            assert 0.15 * SR <= b - a - len(sources[i]) <= 0.8 * SR
+        sources[t["id"]] = join_turn([tuple(p) for p in t["parts"]], sources)
+    summary = json.loads((res.root / "summary.json").read_text())
+    assert summary["speech_turns"] == len(turns)
+    events = [(rec, e) for rec in _recipes(res.root) for e in rec["events"]]
+    spoken = [e for _, e in events if "Speech" in e["labels"]]
+    assert spoken and all(e["file"].startswith("turn:") for e in spoken)
+    assert max(e["offset"] - e["onset"] for e in spoken) > 2.5 + 0.15  # longer than any single utterance
+    for rec in _recipes(res.root):
+        folder = res.media_dirs["test" if rec["split"] == "test" else "train"]
+        wav, _ = sf.read(folder / f"Y{rec['name']}.wav", dtype="float64")
+        stems = [event_stem(sources[e["file"]], PlacedEvent(**{**e, "labels": tuple(e["labels"])}), cfg)
+                 for e in rec["events"]]
+        floor = rec["background_dbfs"] + 20 * np.log10(rec["scale"])
+        assert 20 * np.log10(np.sqrt(np.mean((wav - np.sum(stems, axis=0)) ** 2))) == pytest.approx(floor, abs=0.3)
+    plain = generate_corpus_soundscapes(tmp_path / "p", corpus, None, 3, 2, 2, seed=1, config=cfg)
+    assert not (plain.root / "turns.jsonl").exists()
+    assert json.loads((plain.root / "summary.json").read_text())["speech_turns"] == 0
+
+
 def test_cap_limits_minutes_per_class_and_keeps_every_group(tmp_path, corpus):
     cfg = replace(SoundscapeConfig(), min_recordings=4, test_fraction=0.2)
     res = generate_corpus_soundscapes(tmp_path / "s", corpus, None, 3, 2, 2, seed=0, config=cfg, max_minutes=0.05)
@@ -226,15 +262,16 @@ def test_soundscapes_cli_with_corpus(tmp_path, corpus, capsys):
     soundscapes.register(parser.add_subparsers())
     args = parser.parse_args(["soundscapes", str(tmp_path / "s"), "--corpus", str(corpus), "--no-sounds",
                               "--n-train", "3", "--n-validation", "2", "--n-test", "2", "--min-recordings", "4",
-                              "--no-progress", "--reverb-probability", "0.5", "--class-draw", "branch"])
+                              "--no-progress", "--reverb-probability", "0.5", "--class-draw", "branch",
+                              "--speech-turns"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "wrote 3 training, 2 validation and 2 test soundscapes" in out and "Bark" in out
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert summary["config"]["reverb_probability"] == 0.5 and summary["config"]["lowpass_probability"] == 0.5
-    assert summary["class_weights"]["Speech"] > summary["class_weights"]["Music"]
+    assert summary["class_weights"]["Speech"] > summary["class_weights"]["Music"] and summary["speech_turns"] > 0
     bad = parser.parse_args(["soundscapes", str(tmp_path / "t"), "--corpus", str(corpus), "--bed-probability", "2"])
-    assert bad.reverb_probability == 0.0 and bad.class_draw == "uniform"  # the default model's recipe
+    assert bad.reverb_probability == 0.0 and bad.class_draw == "uniform" and not bad.speech_turns  # the default recipe
     with pytest.raises(Exception, match="bed-probability"):
         bad.func(bad)
     bad = parser.parse_args(["soundscapes", str(tmp_path / "t"), "--corpus", str(corpus), "--reverb-probability", "-1"])

@@ -64,6 +64,9 @@ def register(subparsers) -> None:
     p.add_argument("--class-draw", choices=("uniform", "branch"), default="uniform",
                    help="with --corpus: draw each event's class uniformly (default), or share each top-level branch "
                         "of the vocabulary (sqrt of its class count) with Speech x4")
+    p.add_argument("--speech-turns", action="store_true",
+                   help="with --corpus: mix speech as turns of one speaker talking on (utterances of a speaker "
+                        "chained with short pauses, excerpts of 2-10 s) instead of single utterances")
     p.add_argument("--allow-noncommercial", action="store_true",
                    help="also use non-commercial, share-alike and unknown-licence recordings (research models only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -124,7 +127,8 @@ def _run_corpus(args: argparse.Namespace, test_fraction: float) -> int:
     result = generate_corpus_soundscapes(args.out_dir, args.corpus, sounds, args.n_train or 6000,
                                          args.n_validation or 600, args.n_test or 1200, args.seed, cfg,
                                          args.max_minutes, args.validation_fraction, 0, args.allow_noncommercial,
-                                         progress=not args.no_progress, class_draw=args.class_draw)
+                                         progress=not args.no_progress, class_draw=args.class_draw,
+                                         speech_turns=args.speech_turns)
     c = result.clips
     print(f"wrote {c['train']} training, {c['validation']} validation and {c['test']} test soundscapes to {result.root}"
           + (f" (with the recordings of {sounds})" if sounds else ""))

@@ -39,6 +39,9 @@ onsets) with four additions for training data from the registry corpus:
   synthetic room first (RT60 ``U(0.3, 1.2)`` s, wet ``U(0.2, 0.5)``:
   :func:`avtag.data.corpus.degrade.reverb`), as the constructed babble and
   applause are, so that reverb alone does not say "babble".
+* **Speech turns** (``speech_turns``, off by default): Speech recordings are
+  mixed as turns of one speaker talking on (:mod:`avtag.data.corpus.turns`), so
+  that continuous talk alone does not say "babble" either.
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avtag.data.corpus.turns import make_turns, write_turns
 from avtag.data.corpus.vocabulary import CorpusItem, VocabularyV2, choose_vocabulary, read_corpus, sounds_items
 from avtag.data.soundscapes import (
     PlacedEvent,
@@ -189,7 +193,8 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
                                 n_train: int = 6000, n_validation: int = 600, n_test: int = 1200, seed: int = 0,
                                 config: SoundscapeConfig | None = None, max_minutes: float = 30.0,
                                 validation_fraction: float = 0.1, split_seed: int = 0, allow_restricted: bool = False,
-                                progress: bool = False, class_draw: str = "uniform") -> SoundscapeSet:
+                                progress: bool = False, class_draw: str = "uniform",
+                                speech_turns: bool = False) -> SoundscapeSet:
     """Mix train / validation / test soundscapes from a built corpus (see module docstring).
 
     Args:
@@ -202,6 +207,8 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
         allow_restricted: also use freeware/non-commercial/unknown-licence recordings (research only).
         class_draw: ``"uniform"`` (every class alike, as the packaged default model was trained) or ``"branch"``
             (:func:`class_weights`).
+        speech_turns: mix Speech as turns of one speaker talking on (:mod:`avtag.data.corpus.turns`), not as
+            single utterances; the turns are listed in ``turns.jsonl``.
 
     Raises:
         CorpusError / SoundscapeError: no corpus, a class that cannot be split, a non-empty ``out_dir``.
@@ -227,11 +234,17 @@ def generate_corpus_soundscapes(out_dir: str | Path, corpus_dir: str | Path, sou
     sources = load_items(items, cfg.sample_rate)
     counts = {"train": n_train, "validation": n_validation, "test": n_test}
     weights = class_weights(vocab.classes, table.ancestors) if class_draw == "branch" else None
-    rows = mix_splits(out, items, vocab.labels, vocab.classes, side, sources, counts, cfg, seed, validation_fraction,
+    labels, mixed_items, turns = vocab.labels, items, []
+    if speech_turns:
+        labels, side = dict(vocab.labels), dict(side)
+        mixed_items, turns = make_turns(items, labels, side, sources, cfg.sample_rate, seed)
+    rows = mix_splits(out, mixed_items, labels, vocab.classes, side, sources, counts, cfg, seed, validation_fraction,
                       split_seed, progress=progress, weights=weights)
+    if speech_turns:
+        write_turns(out, turns)
     media = {"train": out / "audio" / "train", "test": out / "audio" / "test"}
     summary = _write_records(out, items, vocab, side, rows, cfg, seed, max_minutes, validation_fraction, split_seed,
-                             weights)
+                             weights, len(turns))
     return SoundscapeSet(out, out / "metadata", media, vocab.classes, {s: len(r) for s, r in rows.items()},
                          summary["clips_per_class"], summary["recordings_per_class"], {})
 
@@ -295,7 +308,7 @@ def mix_splits(out: Path, items: list[CorpusItem], labels: dict[str, tuple[str, 
 
 
 def _write_records(out: Path, items, vocab: VocabularyV2, side, rows, cfg, seed, max_minutes, vfrac, vseed,
-                   weights: dict[str, float] | None = None) -> dict:
+                   weights: dict[str, float] | None = None, turns: int = 0) -> dict:
     """recordings.csv (every used recording, its labels, group, split, licence), ATTRIBUTION.md, summary.json."""
     with open(out / "recordings.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -323,7 +336,7 @@ def _write_records(out: Path, items, vocab: VocabularyV2, side, rows, cfg, seed,
     summary = {
         "seed": seed, "config": asdict(cfg), "max_minutes_per_class": max_minutes, "validation_fraction": vfrac,
         "split_seed": vseed, "class_weights": {c: round(w, 4) for c, w in (weights or {}).items()} or "uniform",
-        "classes": list(vocab.classes), "clips": {s: len(r) for s, r in rows.items()},
+        "speech_turns": turns, "classes": list(vocab.classes), "clips": {s: len(r) for s, r in rows.items()},
         "clips_per_class": {s: {c: clips[s].get(c, 0) for c in vocab.classes} for s in SPLITS},
         "recordings_per_class": {s: {c: recs[s].get(c, 0) for c in vocab.classes} for s in SPLITS},
         "source_groups_per_class": groups, "source_minutes_per_class": minutes, "folded_classes": vocab.folded,
