@@ -145,7 +145,7 @@ def test_mixture_is_exact_with_beds_and_degraded_events(mixed, corpus):
 
 
 def test_speech_turns_join_one_speaker_and_rebuild_exactly(tmp_path, corpus):
-    """--speech-turns: every speech event is an excerpt of one speaker's chained utterances, rebuilt from turns.jsonl."""
+    """--speech-turns: a speech event is an excerpt of one speaker's chained utterances, rebuilt from turns.jsonl."""
     cfg = replace(SoundscapeConfig(), min_recordings=4, test_fraction=0.2, events=(2, 4))
     res = generate_corpus_soundscapes(tmp_path / "s", corpus, None, 16, 4, 6, seed=1, config=cfg, speech_turns=True)
     turns = [json.loads(line) for line in (res.root / "turns.jsonl").read_text().splitlines()]
