@@ -32,8 +32,9 @@ class RateColumn(ProgressColumn):
 
 
 def track(items: Iterable[T], total: int | None, description: str, unit: str = "items",
-          enabled: bool = True) -> Iterator[T]:
-    """Yield from ``items`` while showing a progress bar with rate and ETA on stderr."""
+          enabled: bool = True, done: int = 0) -> Iterator[T]:
+    """Yield from ``items`` while showing a progress bar with rate and ETA on stderr; ``done``: items of
+    ``total`` finished before (a resumed job)."""
     if not enabled:
         yield from items
         return
@@ -41,7 +42,7 @@ def track(items: Iterable[T], total: int | None, description: str, unit: str = "
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(unit),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(description, total=total, completed=done)
         for item in items:
             yield item
             progress.advance(task)

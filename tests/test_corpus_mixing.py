@@ -179,6 +179,52 @@ def test_speech_turns_join_one_speaker_and_rebuild_exactly(tmp_path, corpus):
     assert json.loads((plain.root / "summary.json").read_text())["speech_turns"] == 0
 
 
+def test_killed_build_resumes_to_the_same_files(tmp_path, corpus, monkeypatch):
+    """A build killed mid-way (here in the validation split, a log line cut short) resumes where it stopped and
+    writes byte-identical clips and recipes; other settings refuse to resume the partial folder."""
+    import hashlib
+
+    from avtag.data.corpus import mixing
+    from avtag.data.soundscapes import SoundscapeError
+
+    cfg = replace(SoundscapeConfig(), min_recordings=4, test_fraction=0.2, bed_probability=0.5, codec_probability=0.3)
+
+    def build(out):
+        return generate_corpus_soundscapes(out, corpus, None, 6, 3, 3, seed=2, config=cfg, speech_turns=True)
+
+    def digest(root):
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+    whole = build(tmp_path / "whole").root
+    calls, render = [0], mixing.render
+
+    def dies_at_the_eighth(*args):
+        calls[0] += 1
+        if calls[0] == 8:
+            raise KeyboardInterrupt
+        return render(*args)
+
+    monkeypatch.setattr(mixing, "render", dies_at_the_eighth)
+    with pytest.raises(KeyboardInterrupt):
+        build(tmp_path / "killed")
+    monkeypatch.setattr(mixing, "render", render)
+    log = tmp_path / "killed" / ".mixing"
+    assert len((log / "train.jsonl").read_text().splitlines()) == 6
+    with open(log / "validation.jsonl", "a") as f:
+        f.write('{"recipe": {"name": "ssva')  # the kill came while the line was being written
+    with pytest.raises(SoundscapeError, match="other settings"):
+        generate_corpus_soundscapes(tmp_path / "killed", corpus, None, 6, 3, 3, seed=3, config=cfg)
+    calls[0] = 5
+    monkeypatch.setattr(mixing, "render", dies_at_the_eighth)
+    with pytest.raises(KeyboardInterrupt):  # killed again: two more clips written after the cut line
+        build(tmp_path / "killed")
+    monkeypatch.setattr(mixing, "render", render)
+    assert len([json.loads(x) for x in (log / "validation.jsonl").read_text().splitlines()]) == 3  # none lost
+    resumed = build(tmp_path / "killed").root
+    assert not log.exists() and digest(resumed) == digest(whole)
+
+
 def test_cap_limits_minutes_per_class_and_keeps_every_group(tmp_path, corpus):
     cfg = replace(SoundscapeConfig(), min_recordings=4, test_fraction=0.2)
     res = generate_corpus_soundscapes(tmp_path / "s", corpus, None, 3, 2, 2, seed=0, config=cfg, max_minutes=0.05)

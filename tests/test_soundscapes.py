@@ -171,8 +171,26 @@ def test_vocabulary_groups_rare_classes_under_their_audioset_parent(sounds_dir):
     assert set(strict.vocabulary.names) < set(sv.vocabulary.names)
 
 
-def test_same_seed_same_files_other_seed_other_files(tmp_path, sounds_dir, generated):
+def test_same_seed_same_files_other_seed_other_files(tmp_path, sounds_dir, generated, monkeypatch):
+    """Also when the second build is killed in its test split and run again (it resumes)."""
+    import avtag.data.soundscapes as soundscapes
+
+    calls, render = [0], soundscapes.render
+
+    def dies_at_clip_30(*args):
+        calls[0] += 1
+        if calls[0] == 30:
+            raise KeyboardInterrupt
+        return render(*args)
+
+    monkeypatch.setattr(soundscapes, "render", dies_at_clip_30)
+    with pytest.raises(KeyboardInterrupt):
+        generate_soundscapes(tmp_path / "again", sounds_dir, n_train=24, n_test=12, seed=3)
+    monkeypatch.setattr(soundscapes, "render", render)
+    assert len((tmp_path / "again" / ".mixing" / "test.jsonl").read_text().splitlines()) == 5
     again = generate_soundscapes(tmp_path / "again", sounds_dir, n_train=24, n_test=12, seed=3)
+    assert not (tmp_path / "again" / ".mixing").exists()
+    assert (again.root / "soundscapes.jsonl").read_text() == (generated.root / "soundscapes.jsonl").read_text()
     for split in ("train", "test"):
         for a in sorted(generated.media_dirs[split].iterdir()):
             assert (again.media_dirs[split] / a.name).read_bytes() == a.read_bytes()

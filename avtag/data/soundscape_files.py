@@ -73,3 +73,62 @@ def write_summary(out: Path, recordings, sv: SoundVocabulary, side, rows, exclud
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+class MixingLog:
+    """What a soundscape build has written so far, so that a killed build resumes where it stopped.
+
+    ``OUT/.mixing/SPLIT.jsonl`` gets one line per clip once its WAV is written: the clip's recipe and the
+    state of the split's random generator after it. A resumed build reads the recipes back, restores the
+    generator and goes on with the next clip, so its files equal those of an uninterrupted build.
+    ``OUT/.mixing/settings`` holds a fingerprint of everything the draws depend on (mixing distributions,
+    seeds, clip counts, recordings with their labels and splits, class weights); a build with other
+    settings refuses to resume. :meth:`finish` removes the folder.
+
+    Raises:
+        avtag.data.soundscapes.SoundscapeError: ``OUT`` holds a partial build made with other settings.
+    """
+
+    def __init__(self, out: Path, settings: object):
+        import hashlib
+
+        from avtag.data.soundscapes import SoundscapeError
+
+        self.dir = out / ".mixing"
+        key = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+        stamp = self.dir / "settings"
+        if stamp.is_file() and stamp.read_text() != key:
+            raise SoundscapeError(f"{out}: holds a partial build made with other settings; delete it or choose an "
+                                  "empty folder")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(key)
+
+    def written(self, split: str) -> tuple[list, dict | None]:
+        """``([Soundscape] already written, generator state after the last of them or None)``; a line cut
+        short by a kill is ignored (its clip is made again)."""
+        from avtag.data.soundscapes import PlacedEvent, Soundscape
+
+        path, scapes, state = self.dir / f"{split}.jsonl", [], None
+        lines = path.read_text().splitlines() if path.is_file() else []
+        for k, line in enumerate(lines):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                path.write_text("".join(x + "\n" for x in lines[:k]))  # later lines go after the good ones
+                break
+            events = [PlacedEvent(**{**e, "labels": tuple(e["labels"]), "room": e["room"] and tuple(e["room"])})
+                      for e in entry["recipe"].pop("events")]
+            scapes.append(Soundscape(**entry["recipe"], events=events))
+            state = entry["rng"]
+        return scapes, state
+
+    def append(self, split: str, scape, rng_state: dict) -> None:
+        """Record ``scape`` (its WAV written) and the generator state after it."""
+        with open(self.dir / f"{split}.jsonl", "a") as f:
+            f.write(json.dumps({"recipe": asdict(scape), "rng": rng_state}) + "\n")
+
+    def finish(self) -> None:
+        """The build is complete: remove the log."""
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -46,6 +46,10 @@ Output (every avtag command reads it as it reads the official release)::
     OUT/audio/{train,test}/Y<ytid>_0.000_10.000.wav      16-bit PCM
     OUT/soundscapes.jsonl                                 the recipe of every clip (sources, offsets, SNR, gain)
     OUT/recordings.csv, ATTRIBUTION.md, summary.json      split, labels and credits of the recordings
+
+A killed build resumes when run again with the same settings
+(:class:`avtag.data.soundscape_files.MixingLog`, ``OUT/.mixing/`` until it is done): the files are those
+of an uninterrupted build.
 """
 from __future__ import annotations
 
@@ -63,7 +67,7 @@ from avtag.data.recordings import (
     read_recordings,
     redistributable,
 )
-from avtag.data.soundscape_files import write_metadata, write_summary
+from avtag.data.soundscape_files import MixingLog, write_metadata, write_summary
 
 
 class SoundscapeError(AvtagError):
@@ -377,23 +381,29 @@ def generate_soundscapes(out_dir: str | Path, sounds_dir: str | Path, n_train: i
 
     media = {s: out / "audio" / s for s in ("train", "test")}
     rows: dict[str, list[Soundscape]] = {}
+    log = MixingLog(out, [asdict(cfg), seed, n_train, n_test, sorted((f, side[f], sv.labels[f]) for f in sources)])
     for k, (split, n) in enumerate((("train", n_train), ("test", n_test))):
         media[split].mkdir(parents=True, exist_ok=True)
         files = [f for f in sorted(sources) if side[f] == split]
         pools = {c: [f for f in files if c in sv.labels[f]] for c in sv.vocabulary.names}
         distractors = [f for f in files if not sv.labels[f]]
         rng = np.random.default_rng([seed, k])
-        rows[split] = []
-        for i in track(range(n), total=n, description=f"soundscapes {split}", unit="clips", enabled=progress):
+        rows[split], state = log.written(split)
+        if state is not None:
+            rng.bit_generator.state = state
+        for i in track(range(len(rows[split]), n), total=n, description=f"soundscapes {split}", unit="clips",
+                       enabled=progress, done=len(rows[split])):
             name = f"ss{split[:2]}{i:07d}_0.000_{cfg.duration:.3f}"
             scape = sample_soundscape(rng, name, split, pools, distractors, sources, sv.labels, cfg)
             mix, _, _ = render(scape, sources, cfg, rng)
             sf.write(media[split] / f"Y{name}.wav", mix, cfg.sample_rate, subtype="PCM_16")
             rows[split].append(scape)
+            log.append(split, scape, rng.bit_generator.state)
     write_metadata(out / "metadata", rows, sv.vocabulary.names)
     with open(out / "soundscapes.jsonl", "w") as f:
         for scape in rows["train"] + rows["test"]:
             f.write(json.dumps(asdict(scape)) + "\n")
     summary = write_summary(out, recordings, sv, side, rows, excluded, cfg, seed)
+    log.finish()
     return SoundscapeSet(out, out / "metadata", media, sv.vocabulary.names, {s: len(r) for s, r in rows.items()},
                          summary["clips_per_class"], summary["recordings_per_class"], excluded)

@@ -55,6 +55,7 @@ import numpy as np
 
 from avtag.data.corpus.turns import make_turns, write_turns
 from avtag.data.corpus.vocabulary import CorpusItem, VocabularyV2, choose_vocabulary, read_corpus, sounds_items
+from avtag.data.soundscape_files import MixingLog
 from avtag.data.soundscapes import (
     PlacedEvent,
     Soundscape,
@@ -272,6 +273,8 @@ def mix_splits(out: Path, items: list[CorpusItem], labels: dict[str, tuple[str, 
 
     media = {"train": out / "audio" / "train", "test": out / "audio" / "test"}
     rows: dict[str, list[Soundscape]] = {}
+    log = MixingLog(out, [asdict(cfg), seed, counts, validation_fraction, split_seed, weights, sorted(constructed),
+                          beds, [(it.id, side[it.id], labels[it.id], it.background) for it in items]])
     plan = (("train", "tr", False), ("validation", "va", True), ("test", "te", None))
     for k, (split, prefix, want_val) in enumerate(plan):
         n = counts[split]
@@ -283,9 +286,12 @@ def mix_splits(out: Path, items: list[CorpusItem], labels: dict[str, tuple[str, 
         distractors = [i for i in ids if not labels[i]]
         split_beds = [it.id for it in items if side[it.id] == split and it.background] if beds is None else beds[split]
         rng = np.random.default_rng([seed, 100 + k])
-        rows[split] = []
-        names = _names(prefix, n, want_val, validation_fraction, split_seed, cfg.duration)
-        for name in track(names, total=n, description=f"soundscapes {split}", unit="clips", enabled=progress):
+        rows[split], state = log.written(split)
+        if state is not None:
+            rng.bit_generator.state = state
+        names = _names(prefix, n, want_val, validation_fraction, split_seed, cfg.duration)[len(rows[split]):]
+        for name in track(names, total=n, description=f"soundscapes {split}", unit="clips", enabled=progress,
+                          done=len(rows[split])):
             scape = sample_soundscape(rng, name, split, pools, distractors, sources, labels, cfg, weights)
             if split_beds and rng.random() < cfg.bed_probability:
                 f = split_beds[int(rng.integers(len(split_beds)))]
@@ -299,11 +305,13 @@ def mix_splits(out: Path, items: list[CorpusItem], labels: dict[str, tuple[str, 
             mix, _, _ = render(scape, sources, cfg, rng)
             sf.write(folder / f"Y{name}.wav", mix, cfg.sample_rate, subtype="PCM_16")
             rows[split].append(scape)
+            log.append(split, scape, rng.bit_generator.state)
     write_metadata(out / "metadata", {"train": rows["train"] + rows["validation"], "test": rows["test"]}, classes)
     with open(out / "soundscapes.jsonl", "w") as f:
         for split in SPLITS:
             for scape in rows[split]:
                 f.write(json.dumps(asdict(scape)) + "\n")
+    log.finish()
     return rows
 
 
