@@ -184,6 +184,8 @@ def test_killed_build_resumes_to_the_same_files(tmp_path, corpus, monkeypatch):
     writes byte-identical clips and recipes; other settings refuse to resume the partial folder."""
     import hashlib
 
+    from helpers.faults import killed_at
+
     from avtag.data.corpus import mixing
     from avtag.data.soundscapes import SoundscapeError
 
@@ -197,15 +199,8 @@ def test_killed_build_resumes_to_the_same_files(tmp_path, corpus, monkeypatch):
         return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
 
     whole = build(tmp_path / "whole").root
-    calls, render = [0], mixing.render
-
-    def dies_at_the_eighth(*args):
-        calls[0] += 1
-        if calls[0] == 8:
-            raise KeyboardInterrupt
-        return render(*args)
-
-    monkeypatch.setattr(mixing, "render", dies_at_the_eighth)
+    render = mixing.render
+    monkeypatch.setattr(mixing, "render", killed_at(8, render))
     with pytest.raises(KeyboardInterrupt):
         build(tmp_path / "killed")
     monkeypatch.setattr(mixing, "render", render)
@@ -215,8 +210,7 @@ def test_killed_build_resumes_to_the_same_files(tmp_path, corpus, monkeypatch):
         f.write('{"recipe": {"name": "ssva')  # the kill came while the line was being written
     with pytest.raises(SoundscapeError, match="other settings"):
         generate_corpus_soundscapes(tmp_path / "killed", corpus, None, 6, 3, 3, seed=3, config=cfg)
-    calls[0] = 5
-    monkeypatch.setattr(mixing, "render", dies_at_the_eighth)
+    monkeypatch.setattr(mixing, "render", killed_at(3, render))
     with pytest.raises(KeyboardInterrupt):  # killed again: two more clips written after the cut line
         build(tmp_path / "killed")
     monkeypatch.setattr(mixing, "render", render)

@@ -173,17 +173,12 @@ def test_vocabulary_groups_rare_classes_under_their_audioset_parent(sounds_dir):
 
 def test_same_seed_same_files_other_seed_other_files(tmp_path, sounds_dir, generated, monkeypatch):
     """Also when the second build is killed in its test split and run again (it resumes)."""
+    from helpers.faults import killed_at
+
     import avtag.data.soundscapes as soundscapes
 
-    calls, render = [0], soundscapes.render
-
-    def dies_at_clip_30(*args):
-        calls[0] += 1
-        if calls[0] == 30:
-            raise KeyboardInterrupt
-        return render(*args)
-
-    monkeypatch.setattr(soundscapes, "render", dies_at_clip_30)
+    render = soundscapes.render
+    monkeypatch.setattr(soundscapes, "render", killed_at(30, render))
     with pytest.raises(KeyboardInterrupt):
         generate_soundscapes(tmp_path / "again", sounds_dir, n_train=24, n_test=12, seed=3)
     monkeypatch.setattr(soundscapes, "render", render)

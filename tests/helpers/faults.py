@@ -6,6 +6,7 @@
   file: nothing is faked but the choice of code path.
 * ``hang``: a decoder that never returns on files whose name contains ``hang``.
 * ``fast_timeouts``: time limits of seconds, so a test sees the hang detected.
+* ``killed_at``: a function that raises KeyboardInterrupt on its n-th call (a killed long job).
 
 In process: ``IsolatedDecoder(initializer=faults.legacy_downmix)``. For a CLI
 subprocess, :func:`sitecustomize_env` writes a ``sitecustomize.py`` that installs
@@ -93,3 +94,16 @@ def sitecustomize_env(folder: Path, faults: str, env: dict | None = None) -> dic
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), env.get("PYTHONPATH", "")]))
     env["AVTAG_TEST_FAULTS"] = faults
     return env
+
+
+def killed_at(call: int, fn):
+    """``fn`` wrapped to raise KeyboardInterrupt (a Ctrl-C, a kill) on its ``call``-th call; ``.calls`` counts."""
+
+    def wrapper(*args, **kwargs):
+        wrapper.calls += 1
+        if wrapper.calls == call:
+            raise KeyboardInterrupt
+        return fn(*args, **kwargs)
+
+    wrapper.calls = 0
+    return wrapper
