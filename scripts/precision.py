@@ -17,6 +17,7 @@ Usage: ``.venv/bin/python scripts/precision.py [--device cpu|cuda] [--tolerance 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -25,20 +26,28 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-CLIPS = REPO.parent / "shared" / "clips"
+sys.path.insert(0, str(REPO / "scripts"))
+from real_clips import CLIPS  # noqa: E402 - the real clips and their hand-label table: one place (scripts/)
+
 BRANCHES = ("audio_clipwise", "video_clipwise", "clipwise")
 
 
-def run(model, clip, device, dtype=None):
-    """The tagger's clip-wise outputs ``{branch: (classes,)}`` for one decoded clip, under autocast ``dtype``."""
+def autocast(device, dtype):
+    """``torch.autocast`` on ``device`` in ``dtype``; no cast (float32) when ``dtype`` is None."""
     import contextlib
 
     import torch
 
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def run(model, clip, device, dtype=None):
+    """The tagger's clip-wise outputs ``{branch: (classes,)}`` for one decoded clip, under autocast ``dtype``."""
+    import torch
+
     wave = torch.from_numpy(np.asarray(clip.waveform, np.float32))[None].to(device)
     frames = torch.as_tensor(np.asarray(clip.frames))[None].to(device) if len(clip.frames) else None
-    cast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    with torch.inference_mode(), cast:
+    with torch.inference_mode(), autocast(device, dtype):
         out = model(waveform=wave, frames=frames)
     return {b: None if getattr(out, b) is None else np.nan_to_num(getattr(out, b)[0].float().cpu().numpy())
             for b in BRANCHES}
@@ -46,14 +55,11 @@ def run(model, clip, device, dtype=None):
 
 def video_speed(model, device, dtype=None, n: int = 64, repeats: int = 5) -> float:
     """Frames per second of the frame network on ``n`` 224 x 224 images (best of ``repeats``)."""
-    import contextlib
-
     import torch
 
     images = torch.randn(n, 3, 224, 224, device=device)
-    cast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     best = float("inf")
-    with torch.inference_mode(), cast:
+    with torch.inference_mode(), autocast(device, dtype):
         for _ in range(repeats + 1):
             torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -75,13 +81,14 @@ def main() -> int:
     parser.add_argument("--tolerance", type=float, default=1e-3)
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     args = parser.parse_args()
-    if not CLIPS.is_dir():
-        print(f"precision.py: {CLIPS} is absent (the real clips live in ../shared/clips)", file=sys.stderr)
+    if not (CLIPS / "clips.csv").is_file():
+        print(f"precision.py: {CLIPS / 'clips.csv'} is absent (the real clips: ../shared/clips)", file=sys.stderr)
         return 2
     tagger = Tagger.from_pretrained("default", device=args.device, fast=False)
     model, device = tagger.model, tagger.device
     dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-    files = sorted(p for p in CLIPS.iterdir() if p.suffix in (".mp4", ".webm", ".mkv"))
+    files = [CLIPS / row["filename"] for row in csv.DictReader(open(CLIPS / "clips.csv"))]
+    decoded = 0
     worst = {(p, b): 0.0 for p in dtypes for b in BRANCHES}
     moved = {(p, b): 0 for p in dtypes for b in BRANCHES}
     top_changed = {p: 0 for p in dtypes}
@@ -91,6 +98,7 @@ def main() -> int:
         except MediaError as exc:
             print(f"precision.py: {path.name}: skipped ({exc})", file=sys.stderr)
             continue
+        decoded += 1
         ref = run(model, clip, device)
         for name, dtype in dtypes.items():
             out = run(model, clip, device, dtype)
@@ -101,20 +109,20 @@ def main() -> int:
                 worst[name, b] = max(worst[name, b], d)
                 moved[name, b] += d > args.tolerance
             top_changed[name] += list(np.argsort(-ref["clipwise"])[:3]) != list(np.argsort(-out["clipwise"])[:3])
+    base = video_speed(model, device) if device.type == "cuda" else None  # float32 frames/s, measured once
     rows = []
     for name in dtypes:
-        row = {"precision": name, "clips": len(files), "top3_changed": top_changed[name]}
+        row = {"precision": name, "clips": decoded, "top3_changed": top_changed[name]}
         for b in BRANCHES:
             row[f"{b}_max_abs_change"] = round(worst[name, b], 5)
             row[f"{b}_clips_over_tolerance"] = moved[name, b]
         row["within_tolerance"] = all(worst[name, b] <= args.tolerance for b in BRANCHES)
-        if device.type == "cuda":
-            base = video_speed(model, device)
+        if base is not None:
             row["video_frames_per_s"] = round(video_speed(model, device, dtypes[name]), 1)
             row["video_frames_per_s_float32"] = round(base, 1)
             row["video_speedup"] = round(row["video_frames_per_s"] / base, 2)
         rows.append(row)
-    print(f"device {device}, {len(files)} clips, tolerance {args.tolerance:g} on clip-wise probabilities\n")
+    print(f"device {device}, {decoded} clips, tolerance {args.tolerance:g} on clip-wise probabilities\n")
     print("| precision | audio max change (clips over) | video max change (clips over) | fused max change "
           "(clips over) | top-3 changed | within tolerance |")
     print("|---|--:|--:|--:|--:|---|")
