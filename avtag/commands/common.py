@@ -84,6 +84,7 @@ def tag_config(args):
     extra += [f"fusion.method={args.fusion}"] if args.fusion else []
     extra += [f"tag.objects={args.objects}"] if args.objects is not None else []
     extra += ["label_map.trust_pickle=true"] if args.trust_pickle else []
+    extra += ["tag.speech_detector=false"] if getattr(args, "no_speech_detector", False) else []
     config = load_args_config(args, extra)
     if args.encoder:
         config.label_map.encoder = args.encoder

@@ -121,6 +121,9 @@ class ModelConfig:
         freq_mask / time_mask: largest mask width, mel bins / log-mel frames.
         num_freq_masks / num_time_masks: masks of each kind per clip.
         crnn / efficientnet / waveform_cnn: backbone settings; waveform: the learnt front end's.
+        speech_detector: ``silero_vad``: at inference (``tag``, ``evaluate``, ``ablate``) the Speech
+            output and its ancestors are raised to Silero VAD's speech probability
+            (:mod:`avtag.models.speech`); not trained. ``none``: the network alone.
     """
 
     name: str = "crnn"
@@ -138,3 +141,4 @@ class ModelConfig:
     efficientnet: EfficientNetConfig = field(default_factory=EfficientNetConfig)
     waveform: WaveformConfig = field(default_factory=WaveformConfig)
     waveform_cnn: WaveformCNNConfig = field(default_factory=WaveformCNNConfig)
+    speech_detector: str = "none"

@@ -43,6 +43,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.frontend": ("logmel", "waveform", "wavegram_logmel"),
     "model.backbone": ("crnn", "efficientnet_lite0", "waveform_cnn"),
     "model.pooling": ("max", "mean", "linear_softmax", "exp_softmax", "attention"),
+    "model.speech_detector": ("none", "silero_vad"),
     "model.crnn.conv": ("plain", "glu"),
     "model.efficientnet.input_channels": ("repeat", "conv"),
     "training.sampler": ("shuffle", "balanced"),
@@ -336,6 +337,8 @@ class TagConfig:
         batch_clips: decoded clips whose frames go through the video network in one batch.
         isolate: decode in worker processes (a crashing or hanging decoder costs one file);
             false decodes in the tagging process itself (no start-up cost, no protection).
+        speech_detector: use the audio model's speech detector when it has one
+            (``model.speech_detector``; the default model does); false: the network's scores alone.
     """
 
     top_k: int = 5
@@ -349,6 +352,7 @@ class TagConfig:
     decode_workers: int = 0
     batch_clips: int = 4
     isolate: bool = True
+    speech_detector: bool = True
 
 
 @dataclass

@@ -193,6 +193,11 @@ def branch_scores(tagger, cache, names: list[str], clip_samples: int | None, bat
     Returns:
         ``(audio (N, C) float64 | None, framewise (N, T, C) float32 | None, frame_hop s | None,
         video (N, C) float64 | None)``; a video row is NaN for a clip without cached frame logits.
+        The audio model's speech detector (``model.speech_detector``, :mod:`avtag.models.speech`)
+        is joined to the audio scores, as ``avtag tag`` does.
+
+    Raises:
+        SpeechDetectorError: the model's speech detector cannot run here.
     """
     import torch
 
@@ -201,6 +206,12 @@ def branch_scores(tagger, cache, names: list[str], clip_samples: int | None, bat
 
     audio, frames, video, hop = [], [], [], None
     use_audio = tagger.has_audio and clip_samples is not None
+    speech = None
+    if use_audio and tagger.audio.model_config.speech_detector != "none":
+        from avtag.models.speech import speech_expert
+
+        speech = speech_expert(tagger.audio.model_config.speech_detector, tagger.classes, tagger.audio.sample_rate,
+                               tagger.unknown_to_audio)
     use_video = tagger.has_video and any(cache.entry(n).get("video_frames", 0) for n in names)
     batch: list[str] = []
 
@@ -221,9 +232,12 @@ def branch_scores(tagger, cache, names: list[str], clip_samples: int | None, bat
         with torch.inference_mode():
             out = tagger(waveform=wave, frame_logits=logits, frame_mask=mask)
         if out.audio_clipwise is not None:
-            audio.append(out.audio_clipwise.cpu().numpy().astype(np.float64))
-            frames.append(out.framewise.float().cpu().numpy())
             hop = float(out.frame_hop)
+            clipwise, framewise = out.audio_clipwise.cpu().numpy(), out.framewise.float().cpu().numpy()
+            if speech is not None:
+                clipwise, framewise = speech(wave.numpy(), clipwise, framewise, hop)
+            audio.append(clipwise.astype(np.float64))
+            frames.append(framewise)
         if out.video_clipwise is not None:
             video.append(out.video_clipwise.cpu().numpy().astype(np.float64))
         batch.clear()

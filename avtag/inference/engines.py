@@ -13,6 +13,9 @@ to an engine only through these methods::
 
 plus ``expect_long_audio()`` (a hint), ``classes``, ``objects``, ``sample_rate``, ``frame_hop``, ``unknown_to_audio``,
 ``has_audio`` (an audio model), ``has_frames`` (a frame network) and ``has_video`` (a label map).
+After ``use_speech_detector()`` (the :class:`~avtag.inference.tagger.Tagger` calls it), ``audio()``
+joins the audio model's speech detector (``model.speech_detector``, :mod:`avtag.models.speech`) to
+the audio scores.
 """
 from __future__ import annotations
 
@@ -30,7 +33,31 @@ class AudioTooShort(AvtagError):
     """A waveform shorter than the audio branch takes (the message says how long it must be)."""
 
 
-class TorchEngine:
+class _SpeechJoin:
+    """The speech detector step both engines share (``speech_detector``: the model's setting)."""
+
+    speech_detector = "none"
+    _speech = None
+
+    def use_speech_detector(self, on: bool = True) -> None:
+        """Join the model's speech detector to the audio scores (``on``), or not.
+
+        Raises:
+            SpeechDetectorError: the detector cannot run here (silero-vad missing, sample rate).
+        """
+        self._speech = None
+        if on and self.has_audio and self.speech_detector != "none":
+            from avtag.models.speech import speech_expert
+
+            self._speech = speech_expert(self.speech_detector, self.classes, self.sample_rate, self.unknown_to_audio)
+
+    def _join_speech(self, wave: np.ndarray, clipwise: np.ndarray, framewise: np.ndarray):
+        if self._speech is None:
+            return clipwise, framewise
+        return self._speech(wave, clipwise, framewise, self.frame_hop)
+
+
+class TorchEngine(_SpeechJoin):
     """The engine on a PyTorch :class:`~avtag.models.tagger.AudioVisualTagger` (on its device).
 
     Args:
@@ -47,6 +74,8 @@ class TorchEngine:
         self.unknown_to_audio = tuple(getattr(model, "unknown_to_audio", ()))
         self.sample_rate = model.audio.sample_rate if model.audio is not None else 16000
         self.frame_hop = model.audio.frame_hop if model.audio is not None else None
+        if model.audio is not None:
+            self.speech_detector = getattr(model.audio.model_config, "speech_detector", "none")
 
     def expect_long_audio(self) -> None:
         """A long file comes next (nothing to prepare here)."""
@@ -56,12 +85,13 @@ class TorchEngine:
 
         from avtag.models.frontends import AudioInputError
 
+        wave = np.ascontiguousarray(np.atleast_2d(waveform), dtype=np.float32)
         try:
             with torch.inference_mode():
-                out = self.model(waveform=torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)))
+                out = self.model(waveform=torch.from_numpy(wave))
         except AudioInputError as exc:
             raise AudioTooShort(str(exc)) from None
-        return out.audio_clipwise.float().cpu().numpy(), out.framewise.float().cpu().numpy()
+        return self._join_speech(wave, out.audio_clipwise.float().cpu().numpy(), out.framewise.float().cpu().numpy())
 
     def frame_logits(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
         import torch
@@ -110,7 +140,7 @@ def cpu_threads() -> int:
     return max(1, min(8, cores))
 
 
-class OnnxEngine:
+class OnnxEngine(_SpeechJoin):
     """The engine on an exported tagger (a folder written by :func:`avtag.models.export.export_onnx`),
     run by ONNX Runtime on the CPU; imports no torch. Same outputs as :class:`TorchEngine` to ~1e-5
     on frames at the decode size; frames of another size are resized by FFmpeg's scaler (bicubic)
@@ -139,6 +169,7 @@ class OnnxEngine:
         self.min_samples = int(meta.get("min_samples", 1))
         self.batch_size = int(meta.get("batch_size", 32))
         self.crop_fraction = float(meta.get("crop_fraction", 0.875))
+        self.speech_detector = str(meta.get("speech_detector", "none"))
         self.logmel = None
         if meta.get("audio_input") == "logmel":
             from avtag.features.logmel_numpy import NumpyLogMel
@@ -176,7 +207,7 @@ class OnnxEngine:
                                 f"{self.min_samples / self.sample_rate:.3f} s ({self.min_samples} samples)")
         feed = {"waveform": wave} if self.logmel is None else {"logmel": self.logmel(wave)}
         clipwise, framewise = self._session("audio").run(None, feed)
-        return clipwise, framewise
+        return self._join_speech(wave, clipwise, framewise)
 
     def _crop(self, frames: np.ndarray) -> np.ndarray:
         from avtag.models.frame_geometry import IMAGE_SIZE, crop_box

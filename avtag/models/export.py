@@ -188,7 +188,7 @@ def export_onnx(tagger, folder: str | Path, notes: list[str] | tuple = ()) -> Pa
             _check_audio(tagger, data, rate, min_samples, logmel)
             files["audio.onnx"] = data
             meta.update(sample_rate=rate, min_samples=min_samples, frame_hop=float(tagger.audio.frame_hop),
-                        audio_input=name)
+                        audio_input=name, speech_detector=tagger.audio.model_config.speech_detector)
         if tagger.video is not None:
             images = torch.zeros(1, 224, 224, 3, dtype=torch.uint8)
             files["frames.onnx"] = _export(_FramesGraph(tagger.video), (images,), ["images"], ["logits"],

