@@ -7,12 +7,18 @@ average precision, and precision / recall / F1 at 0.5, plus micro-F1 and mAP ove
 each model has. A class v1 does not have is left blank in its columns, and v1's figures are
 computed on its own classes that the test set also labels (its "mAP on shared classes").
 
+Scores come from ``avtag evaluate``'s inference (:func:`avtag.evaluation.inference.branch_scores`), so a
+model's speech detector (``model.speech_detector``) is joined as ``avtag tag`` joins it;
+``--no-speech-detector`` scores the networks alone.
+
 Usage: ``.venv/bin/python scripts/held_out.py [--config configs/default_model.yaml] [--models default,v1]
-[--checkpoint runs/default_model_v2/audio_model.pt]``; prints a markdown table and a JSON line.
+[--checkpoint runs/default_model_v2/audio_model.pt] [--no-speech-detector]``; prints a markdown table and a
+JSON line.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -23,17 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def scores_of(model, cache, names: list[str], samples: int, batch: int = 32) -> np.ndarray:
-    import torch
+    """Clip-wise audio scores ``(clips, model classes)`` of the cached clips ``names``."""
+    from avtag.evaluation.inference import branch_scores
+    from avtag.models.tagger import AudioVisualTagger
 
-    from avtag.data.clips import fit_length
-
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(names), batch):
-            wave = np.stack([fit_length(np.asarray(cache.waveform(n), np.float32), samples)
-                             for n in names[i:i + batch]])
-            out.append(model(torch.from_numpy(wave)).clipwise.float().numpy())
-    return np.concatenate(out)
+    tagger = AudioVisualTagger(model.classes, model).eval()
+    return branch_scores(tagger, cache, names, samples, batch, progress=False)[0]
 
 
 def per_class(y: np.ndarray, s: np.ndarray, classes) -> dict:
@@ -60,6 +61,8 @@ def main() -> int:
     parser.add_argument("--config", default=str(REPO / "configs" / "default_model.yaml"))
     parser.add_argument("--models", default="default,v1", help="packaged models, comma-separated")
     parser.add_argument("--checkpoint", help="a model file instead of the first packaged model")
+    parser.add_argument("--no-speech-detector", action="store_true",
+                        help="the networks alone (model.speech_detector none)")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
@@ -78,6 +81,8 @@ def main() -> int:
     results, order = {}, []
     for i, name in enumerate(args.models.split(",")):
         model = load_audio_model(args.checkpoint) if (i == 0 and args.checkpoint) else get_weights(name).load()
+        if args.no_speech_detector:
+            model.model_config = dataclasses.replace(model.model_config, speech_detector="none")
         shared = [c for c in model.classes if c in test_classes]
         s = scores_of(model, cache, names, int(round(config.data.clip_seconds * model.sample_rate)))
         cols = [model.classes.index(c) for c in shared]

@@ -8,6 +8,9 @@ the ``ontology`` section of ``avtag/resources/corpus_rules.yaml``). For every cl
 (``top_k 0, threshold 0``: all scores); the fusion rules are then applied to the same audio and
 video scores through :meth:`AudioVisualTagger.combine`, so the rows differ only in the rule.
 
+"Audio only" is the audio branch as ``avtag tag`` runs it (with the model's speech detector, Silero VAD
+for the default model); "audio network alone" is the network without it (``--no-speech-detector``).
+
 Metrics over (clip, class) pairs at threshold 0.5: micro precision, recall and F1; and the
 label-ranking average precision (scikit-learn; clips without any positive class in the
 vocabulary are left out of it, and counted). Prints a markdown table and a JSON line.
@@ -97,9 +100,10 @@ def main() -> int:
     tagger = Tagger.from_config(config, checkpoint=checkpoint, device="cpu")
     t0 = time.perf_counter()
     classes = tagger.classes
+    files = [CLIPS / row["filename"] for row in rows]
     y, audio, video, names = [], [], [], []
     with tagger:
-        for r in tagger.tag_files([CLIPS / row["filename"] for row in rows], top_k=0, threshold=0.0):
+        for r in tagger.tag_files(files, top_k=0, threshold=0.0):
             row = next(x for x in rows if Path(r.file).name == x["filename"])
             names.append(row["filename"])
             y.append(truth(classes, row["labels"].split(";")))
@@ -107,16 +111,26 @@ def main() -> int:
             video.append([np.nan if r.scores[c].video_score is None else r.scores[c].video_score for c in classes])
     seconds = time.perf_counter() - t0
     y, a, v = np.array(y), np.array(audio), np.array(video)
+    # the audio network alone, without the model's speech detector (tag.speech_detector false)
+    plain = dataclasses.replace(config, tag=dataclasses.replace(config.tag, speech_detector=False))
+    network = {}
+    with Tagger.from_config(plain, checkpoint=checkpoint, device="cpu", use_video=False) as alone:
+        for r in alone.tag_files(files, top_k=0, threshold=0.0):
+            network[Path(r.file).name] = [np.nan if r.scores[c].audio_score is None else r.scores[c].audio_score
+                                          for c in classes]
+    a_net = np.array([network[n] for n in names])
     if args.common_with:
         from avtag.models.weights import get_weights
 
         keep = [i for i, c in enumerate(classes) if c in get_weights(args.common_with).classes]
-        classes, y, a, v = tuple(classes[i] for i in keep), y[:, keep], a[:, keep], v[:, keep]
+        classes, y, a, v, a_net = tuple(classes[i] for i in keep), y[:, keep], a[:, keep], v[:, keep], a_net[:, keep]
         if tagger.model.object_map is not None:
             tagger.model.object_map = tagger.model.object_map[:, keep]
     results = {"model": args.checkpoint or args.model, "clips": len(names), "classes": len(classes),
                "fps": config.video.fps, "tag_seconds": round(seconds, 2), "positives": int(y.sum()), "systems": {}}
     results["systems"]["audio only"] = metrics(y, np.nan_to_num(a))
+    if not np.allclose(np.nan_to_num(a_net), np.nan_to_num(a)):
+        results["systems"]["audio network alone (no speech detector)"] = metrics(y, np.nan_to_num(a_net))
     results["systems"]["video only"] = metrics(y, np.nan_to_num(v))
     for rule in args.rules.split(","):
         fusion = fusion_for(rule.strip(), classes, tagger)
