@@ -18,7 +18,8 @@ from avtag.data.corpus.rules import load_rules
 from avtag.data.corpus.turns import join_turn
 from avtag.data.corpus.vocabulary import choose_vocabulary, read_corpus
 from avtag.data.dcase2017 import in_validation, read_split
-from avtag.data.soundscapes import PlacedEvent, SoundscapeConfig, event_stem, sample_soundscape
+from avtag.data.mixdown import event_stem
+from avtag.data.soundscapes import PlacedEvent, SoundscapeConfig, sample_soundscape
 from avtag.labels import Vocabulary
 
 SR = 16000

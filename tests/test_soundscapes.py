@@ -14,6 +14,7 @@ from conftest import shared_path
 from avtag import AvtagError
 from avtag.config import load_config
 from avtag.data.dcase2017 import read_class_list, read_split, resolve_media
+from avtag.data.mixdown import event_stem, render
 from avtag.data.recordings import (
     build_vocabulary,
     classify_licence,
@@ -26,10 +27,8 @@ from avtag.data.soundscapes import (
     PlacedEvent,
     Soundscape,
     SoundscapeConfig,
-    event_stem,
     generate_soundscapes,
     load_sources,
-    render,
 )
 from avtag.labels import Vocabulary
 

@@ -55,6 +55,7 @@ import numpy as np
 
 from avtag.data.corpus.turns import make_turns, write_turns
 from avtag.data.corpus.vocabulary import CorpusItem, VocabularyV2, choose_vocabulary, read_corpus, sounds_items
+from avtag.data.mixdown import render
 from avtag.data.soundscape_files import MixingLog
 from avtag.data.soundscapes import (
     PlacedEvent,
@@ -63,7 +64,6 @@ from avtag.data.soundscapes import (
     SoundscapeError,
     SoundscapeSet,
     draw_degradation,
-    render,
     sample_soundscape,
     write_metadata,
 )
