@@ -120,6 +120,9 @@ def test_config_accepts_only_known_detectors(tmp_path):
     path.write_text("model:\n  speech_detector: vad\n")
     with pytest.raises(ConfigError, match="model.speech_detector: 'vad' is not one of none, silero_vad"):
         load_config(path)
+    path.write_text("model:\n  speech_detector: silero_vad\naudio:\n  sample_rate: 32000\n")
+    with pytest.raises(ConfigError, match="needs audio.sample_rate 16000, got 32000"):
+        load_config(path)
     assert load_config(REPO / "configs" / "default_model.yaml").model.speech_detector == "silero_vad"
 
 

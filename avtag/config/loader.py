@@ -213,6 +213,9 @@ def _check_values(cfg: AvtagConfig, source: str) -> None:
     weights = cfg.fusion.audio_weight if isinstance(cfg.fusion.audio_weight, list) else [cfg.fusion.audio_weight]
     if any(not 0 <= w <= 1 for w in weights):
         problems.append(f"fusion.audio_weight must lie in [0, 1], got {cfg.fusion.audio_weight}")
+    if cfg.model.speech_detector != "none" and cfg.audio.sample_rate != 16000:
+        problems.append(f"model.speech_detector {cfg.model.speech_detector} needs audio.sample_rate 16000, "
+                        f"got {cfg.audio.sample_rate}")
     if not 0 <= cfg.tag.threshold <= 1:
         problems.append(f"tag.threshold must lie in [0, 1], got {cfg.tag.threshold}")
     if problems:
