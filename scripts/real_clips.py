@@ -15,7 +15,8 @@ Metrics over (clip, class) pairs at threshold 0.5: micro precision, recall and F
 label-ranking average precision (scikit-learn; clips without any positive class in the
 vocabulary are left out of it, and counted). Prints a markdown table and a JSON line.
 
-Usage: ``.venv/bin/python scripts/real_clips.py [--model default] [--rules boost:0.5,gated,weighted,max]``
+Usage: ``.venv/bin/python scripts/real_clips.py [--model default] [--checkpoint FILE] [--no-speech-detector]
+[--rules boost:0.5,gated,weighted,max]``
 """
 from __future__ import annotations
 
@@ -76,6 +77,8 @@ def main() -> int:
     parser.add_argument("--fps", type=float, help="video frames sampled per second (default: the config's, 1)")
     parser.add_argument("--rules", default="weighted:0.5,max,gated:0.5,boost:0.3,boost:0.5",
                         help="fusion rules to compare, method[:parameter], comma-separated")
+    parser.add_argument("--no-speech-detector", action="store_true",
+                        help="every row from the audio network alone (tag.speech_detector false)")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     args = parser.parse_args()
     if not (CLIPS / "clips.csv").is_file():
@@ -96,6 +99,8 @@ def main() -> int:
     config = AvtagConfig()
     if args.fps:
         config = dataclasses.replace(config, video=dataclasses.replace(config.video, fps=args.fps))
+    if args.no_speech_detector:
+        config = dataclasses.replace(config, tag=dataclasses.replace(config.tag, speech_detector=False))
     checkpoint = args.checkpoint or f"pretrained:{args.model}"
     tagger = Tagger.from_config(config, checkpoint=checkpoint, device="cpu")
     t0 = time.perf_counter()
