@@ -41,6 +41,11 @@ def truth(classes: tuple[str, ...], labels: list[str]) -> np.ndarray:
     return np.array([c in expanded for c in classes])
 
 
+def audio_scores(result, classes) -> list[float]:
+    """The audio branch's score of every class in a :class:`TagResult` (NaN where it has none)."""
+    return [np.nan if result.scores[c].audio_score is None else result.scores[c].audio_score for c in classes]
+
+
 def metrics(y: np.ndarray, scores: np.ndarray) -> dict:
     from sklearn.metrics import label_ranking_average_precision_score
 
@@ -112,29 +117,29 @@ def main() -> int:
             row = next(x for x in rows if Path(r.file).name == x["filename"])
             names.append(row["filename"])
             y.append(truth(classes, row["labels"].split(";")))
-            audio.append([np.nan if r.scores[c].audio_score is None else r.scores[c].audio_score for c in classes])
+            audio.append(audio_scores(r, classes))
             video.append([np.nan if r.scores[c].video_score is None else r.scores[c].video_score for c in classes])
     seconds = time.perf_counter() - t0
     y, a, v = np.array(y), np.array(audio), np.array(video)
-    # the audio network alone, without the model's speech detector (tag.speech_detector false)
-    plain = dataclasses.replace(config, tag=dataclasses.replace(config.tag, speech_detector=False))
-    network = {}
-    with Tagger.from_config(plain, checkpoint=checkpoint, device="cpu", use_video=False) as alone:
-        for r in alone.tag_files(files, top_k=0, threshold=0.0):
-            network[Path(r.file).name] = [np.nan if r.scores[c].audio_score is None else r.scores[c].audio_score
-                                          for c in classes]
-    a_net = np.array([network[n] for n in names])
+    a_net = None
+    if tagger.engine.joins_speech:  # the audio network alone, without the model's speech detector
+        plain = dataclasses.replace(config, tag=dataclasses.replace(config.tag, speech_detector=False))
+        with Tagger.from_config(plain, checkpoint=checkpoint, device="cpu", use_video=False) as alone:
+            network = {Path(r.file).name: audio_scores(r, classes) for r in alone.tag_files(files, top_k=0,
+                                                                                           threshold=0.0)}
+        a_net = np.array([network[n] for n in names])
     if args.common_with:
         from avtag.models.weights import get_weights
 
         keep = [i for i, c in enumerate(classes) if c in get_weights(args.common_with).classes]
-        classes, y, a, v, a_net = tuple(classes[i] for i in keep), y[:, keep], a[:, keep], v[:, keep], a_net[:, keep]
+        classes, y, a, v = tuple(classes[i] for i in keep), y[:, keep], a[:, keep], v[:, keep]
+        a_net = None if a_net is None else a_net[:, keep]
         if tagger.model.object_map is not None:
             tagger.model.object_map = tagger.model.object_map[:, keep]
     results = {"model": args.checkpoint or args.model, "clips": len(names), "classes": len(classes),
                "fps": config.video.fps, "tag_seconds": round(seconds, 2), "positives": int(y.sum()), "systems": {}}
     results["systems"]["audio only"] = metrics(y, np.nan_to_num(a))
-    if not np.allclose(np.nan_to_num(a_net), np.nan_to_num(a)):
+    if a_net is not None:
         results["systems"]["audio network alone (no speech detector)"] = metrics(y, np.nan_to_num(a_net))
     results["systems"]["video only"] = metrics(y, np.nan_to_num(v))
     for rule in args.rules.split(","):

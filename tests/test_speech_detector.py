@@ -115,14 +115,19 @@ def test_expert_refuses_what_it_cannot_run(monkeypatch):
         SileroSpeechDetector()
 
 
-def test_config_accepts_only_known_detectors(tmp_path):
+@pytest.mark.parametrize("text, problem", [
+    ("model:\n  speech_detector: vad\n", "model.speech_detector: 'vad' is not one of none, silero_vad"),
+    ("model:\n  speech_detector: silero_vad\naudio:\n  sample_rate: 32000\n",
+     "needs audio.sample_rate 16000, got 32000"),
+])
+def test_config_refuses_detectors_that_cannot_run(tmp_path, text, problem):
     path = tmp_path / "c.yaml"
-    path.write_text("model:\n  speech_detector: vad\n")
-    with pytest.raises(ConfigError, match="model.speech_detector: 'vad' is not one of none, silero_vad"):
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=problem):
         load_config(path)
-    path.write_text("model:\n  speech_detector: silero_vad\naudio:\n  sample_rate: 32000\n")
-    with pytest.raises(ConfigError, match="needs audio.sample_rate 16000, got 32000"):
-        load_config(path)
+
+
+def test_default_model_config_names_the_detector():
     assert load_config(REPO / "configs" / "default_model.yaml").model.speech_detector == "silero_vad"
 
 
@@ -132,6 +137,7 @@ def _speech_scores(fast: bool, on: bool) -> dict:
     config = AvtagConfig()
     config = dataclasses.replace(config, tag=dataclasses.replace(config.tag, speech_detector=on))
     with Tagger.from_pretrained("default", config=config, fast=fast, device="cpu", use_video=False) as tagger:
+        assert tagger.engine.joins_speech == on
         result = tagger.tag_file(shared_path("clips", READER), top_k=0, threshold=0.0)
     return {c: result.scores[c].audio_score for c in ("Speech", "Human voice", "Music")}
 

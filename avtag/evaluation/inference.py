@@ -21,6 +21,7 @@ A split whose cache is missing or incomplete is prepared first with
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,20 +203,16 @@ def branch_scores(tagger, cache, names: list[str], clip_samples: int | None, bat
     import torch
 
     from avtag.data.clips import fit_length
+    from avtag.models.speech import speech_expert
     from avtag.progress import track
 
     audio, frames, video, hop = [], [], [], None
     use_audio = tagger.has_audio and clip_samples is not None
-    speech = None
-    if use_audio and tagger.audio.model_config.speech_detector != "none":
-        from avtag.models.speech import speech_expert
-
-        speech = speech_expert(tagger.audio.model_config.speech_detector, tagger.classes, tagger.audio.sample_rate,
-                               tagger.unknown_to_audio)
+    speech = speech_expert(tagger.audio.model_config.speech_detector, tagger.classes, tagger.audio.sample_rate,
+                           tagger.unknown_to_audio) if use_audio else None
     use_video = tagger.has_video and any(cache.entry(n).get("video_frames", 0) for n in names)
-    batch: list[str] = []
 
-    def flush() -> None:
+    def flush(batch: list[str]) -> None:
         nonlocal hop
         wave = torch.from_numpy(np.stack([fit_length(np.asarray(cache.waveform(n), dtype=np.float32), clip_samples)
                                           for n in batch])) if use_audio else None
@@ -240,15 +237,11 @@ def branch_scores(tagger, cache, names: list[str], clip_samples: int | None, bat
             frames.append(framewise)
         if out.video_clipwise is not None:
             video.append(out.video_clipwise.cpu().numpy().astype(np.float64))
-        batch.clear()
 
     if use_audio or use_video:
-        for name in track(names, total=len(names), description=description, unit="clips", enabled=progress):
-            batch.append(name)
-            if len(batch) == batch_size:
-                flush()
-        if batch:
-            flush()
+        clips = iter(track(names, total=len(names), description=description, unit="clips", enabled=progress))
+        while batch := list(itertools.islice(clips, batch_size)):
+            flush(batch)
     cat = (lambda parts: np.concatenate(parts) if parts else None)
     return cat(audio), cat(frames), hop, cat(video)
 

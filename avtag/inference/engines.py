@@ -45,11 +45,15 @@ class _SpeechJoin:
         Raises:
             SpeechDetectorError: the detector cannot run here (silero-vad missing, sample rate).
         """
-        self._speech = None
-        if on and self.has_audio and self.speech_detector != "none":
-            from avtag.models.speech import speech_expert
+        from avtag.models.speech import speech_expert
 
-            self._speech = speech_expert(self.speech_detector, self.classes, self.sample_rate, self.unknown_to_audio)
+        self._speech = (speech_expert(self.speech_detector, self.classes, self.sample_rate, self.unknown_to_audio)
+                        if on and self.has_audio else None)
+
+    @property
+    def joins_speech(self) -> bool:
+        """Whether ``audio()`` joins a speech detector to the scores."""
+        return self._speech is not None
 
     def _join_speech(self, wave: np.ndarray, clipwise: np.ndarray, framewise: np.ndarray):
         if self._speech is None:
