@@ -8,12 +8,14 @@ each model has. A class v1 does not have is left blank in its columns, and v1's 
 computed on its own classes that the test set also labels (its "mAP on shared classes").
 
 Scores come from ``avtag evaluate``'s inference (:func:`avtag.evaluation.inference.branch_scores`), so a
-model's speech detector (``model.speech_detector``) is joined as ``avtag tag`` joins it;
-``--no-speech-detector`` scores the networks alone.
+model's class prior (``model.class_prior``) and speech detector (``model.speech_detector``) are applied
+as ``avtag tag`` applies them; ``--class-prior training`` leaves the scores at the training class
+frequencies (those of these soundscapes: in-domain F1), ``--no-speech-detector`` leaves the detector
+out. AP and mAP do not depend on the class prior.
 
 Usage: ``.venv/bin/python scripts/held_out.py [--config configs/default_model.yaml] [--models default,v1]
-[--checkpoint runs/default_model_v2/audio_model.pt] [--no-speech-detector]``; prints a markdown table and a
-JSON line.
+[--checkpoint runs/default_model_v2/audio_model.pt] [--no-speech-detector] [--class-prior training]``;
+prints a markdown table and a JSON line.
 """
 from __future__ import annotations
 
@@ -63,6 +65,8 @@ def main() -> int:
     parser.add_argument("--checkpoint", help="a model file instead of the first packaged model")
     parser.add_argument("--no-speech-detector", action="store_true",
                         help="the networks alone (model.speech_detector none)")
+    parser.add_argument("--class-prior", choices=("training", "audioset"),
+                        help="model.class_prior for every model (default: each model's own)")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
@@ -83,6 +87,8 @@ def main() -> int:
         model = load_audio_model(args.checkpoint) if (i == 0 and args.checkpoint) else get_weights(name).load()
         if args.no_speech_detector:
             model.model_config = dataclasses.replace(model.model_config, speech_detector="none")
+        if args.class_prior:
+            model.model_config = dataclasses.replace(model.model_config, class_prior=args.class_prior)
         shared = [c for c in model.classes if c in test_classes]
         s = scores_of(model, cache, names, int(round(config.data.clip_seconds * model.sample_rate)))
         cols = [model.classes.index(c) for c in shared]

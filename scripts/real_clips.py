@@ -8,15 +8,18 @@ the ``ontology`` section of ``avtag/resources/corpus_rules.yaml``). For every cl
 (``top_k 0, threshold 0``: all scores); the fusion rules are then applied to the same audio and
 video scores through :meth:`AudioVisualTagger.combine`, so the rows differ only in the rule.
 
-"Audio only" is the audio branch as ``avtag tag`` runs it (with the model's speech detector, Silero VAD
-for the default model); "audio network alone" is the network without it (``--no-speech-detector``).
+"Audio only" is the audio branch as ``avtag tag`` runs it: the network's scores moved to the model's
+class prior (AudioSet's for the default model, ``avtag/models/class_prior.py``), then the model's speech
+detector (Silero VAD for the default model) joined. "Audio, training prior" leaves the scores at the
+training class frequencies (``--class-prior training``); "audio network alone" is the network without
+either (``--class-prior training --no-speech-detector``).
 
 Metrics over (clip, class) pairs at threshold 0.5: micro precision, recall and F1; and the
 label-ranking average precision (scikit-learn; clips without any positive class in the
 vocabulary are left out of it, and counted). Prints a markdown table and a JSON line.
 
 Usage: ``.venv/bin/python scripts/real_clips.py [--model default] [--checkpoint FILE] [--no-speech-detector]
-[--rules boost:0.5,gated,weighted,max]``
+[--class-prior training|audioset] [--rules boost:0.5,gated,weighted,max]``
 """
 from __future__ import annotations
 
@@ -84,6 +87,8 @@ def main() -> int:
                         help="fusion rules to compare, method[:parameter], comma-separated")
     parser.add_argument("--no-speech-detector", action="store_true",
                         help="every row from the audio network alone (tag.speech_detector false)")
+    parser.add_argument("--class-prior", choices=("training", "audioset"),
+                        help="every row with this class prior (tag.class_prior; default: the model's)")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     args = parser.parse_args()
     if not (CLIPS / "clips.csv").is_file():
@@ -106,6 +111,8 @@ def main() -> int:
         config = dataclasses.replace(config, video=dataclasses.replace(config.video, fps=args.fps))
     if args.no_speech_detector:
         config = dataclasses.replace(config, tag=dataclasses.replace(config.tag, speech_detector=False))
+    if args.class_prior:
+        config = dataclasses.replace(config, tag=dataclasses.replace(config.tag, class_prior=args.class_prior))
     checkpoint = args.checkpoint or f"pretrained:{args.model}"
     tagger = Tagger.from_config(config, checkpoint=checkpoint, device="cpu")
     t0 = time.perf_counter()
@@ -121,26 +128,33 @@ def main() -> int:
             video.append([np.nan if r.scores[c].video_score is None else r.scores[c].video_score for c in classes])
     seconds = time.perf_counter() - t0
     y, a, v = np.array(y), np.array(audio), np.array(video)
-    a_net = None
-    if tagger.engine.joins_speech:  # the audio network alone, without the model's speech detector
-        plain = dataclasses.replace(config, tag=dataclasses.replace(config.tag, speech_detector=False))
-        with Tagger.from_config(plain, checkpoint=checkpoint, device="cpu", use_video=False) as alone:
-            network = {Path(r.file).name: audio_scores(r, classes) for r in alone.tag_files(files, top_k=0,
-                                                                                           threshold=0.0)}
-        a_net = np.array([network[n] for n in names])
+    def audio_with(**tag) -> np.ndarray:
+        """``(clips, classes)`` audio scores with these ``tag`` settings changed."""
+        changed = dataclasses.replace(config, tag=dataclasses.replace(config.tag, **tag))
+        with Tagger.from_config(changed, checkpoint=checkpoint, device="cpu", use_video=False) as other:
+            scores = {Path(r.file).name: audio_scores(r, classes) for r in other.tag_files(files, top_k=0,
+                                                                                          threshold=0.0)}
+        return np.array([scores[n] for n in names])
+
+    extra = {}
+    if tagger.engine.shifts_prior:
+        extra["audio, training prior"] = audio_with(class_prior="training")
+    if tagger.engine.joins_speech or tagger.engine.shifts_prior:
+        extra["audio network alone (training prior, no speech detector)"] = audio_with(class_prior="training",
+                                                                                      speech_detector=False)
     if args.common_with:
         from avtag.models.weights import get_weights
 
         keep = [i for i, c in enumerate(classes) if c in get_weights(args.common_with).classes]
         classes, y, a, v = tuple(classes[i] for i in keep), y[:, keep], a[:, keep], v[:, keep]
-        a_net = None if a_net is None else a_net[:, keep]
+        extra = {k: x[:, keep] for k, x in extra.items()}
         if tagger.model.object_map is not None:
             tagger.model.object_map = tagger.model.object_map[:, keep]
     results = {"model": args.checkpoint or args.model, "clips": len(names), "classes": len(classes),
                "fps": config.video.fps, "tag_seconds": round(seconds, 2), "positives": int(y.sum()), "systems": {}}
     results["systems"]["audio only"] = metrics(y, np.nan_to_num(a))
-    if a_net is not None:
-        results["systems"]["audio network alone (no speech detector)"] = metrics(y, np.nan_to_num(a_net))
+    for name, x in extra.items():
+        results["systems"][name] = metrics(y, np.nan_to_num(x))
     results["systems"]["video only"] = metrics(y, np.nan_to_num(v))
     for rule in args.rules.split(","):
         fusion = fusion_for(rule.strip(), classes, tagger)

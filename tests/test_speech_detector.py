@@ -135,7 +135,9 @@ def _speech_scores(fast: bool, on: bool) -> dict:
     from avtag.inference.tagger import Tagger
 
     config = AvtagConfig()
-    config = dataclasses.replace(config, tag=dataclasses.replace(config.tag, speech_detector=on))
+    # at the training prior: the detector's effect alone (AudioSet's prior raises Speech too)
+    tag = dataclasses.replace(config.tag, speech_detector=on, class_prior="training")
+    config = dataclasses.replace(config, tag=tag)
     with Tagger.from_pretrained("default", config=config, fast=fast, device="cpu", use_video=False) as tagger:
         assert tagger.engine.joins_speech == on
         result = tagger.tag_file(shared_path("clips", READER), top_k=0, threshold=0.0)
@@ -158,7 +160,8 @@ def test_avtag_tag_no_speech_detector_flag(tmp_path):
 
     def speech(*flags: str) -> float:
         out = subprocess.run([sys.executable, "-m", "avtag", "tag", "--only", "audio", "--format", "json",
-                              "--top-k", "0", "--threshold", "0", "--no-progress", *flags, str(clip)],
+                              "--top-k", "0", "--threshold", "0", "--no-progress", "--class-prior", "training",
+                              *flags, str(clip)],
                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         tags = json.loads(out.stdout.splitlines()[0])["tags"]
@@ -189,6 +192,7 @@ def test_evaluate_inference_joins_the_detector():
     from avtag.models.weights import get_weights
 
     model = get_weights("default").load()
+    model.model_config = dataclasses.replace(model.model_config, class_prior="training")
     cache = _Cache({"reader": _wave("clips", READER, seconds=10.0), "dog": _wave("sounds", "dog.wav", seconds=10.0)})
     with_detector = branch_scores(AudioVisualTagger(model.classes, model).eval(), cache, ["reader", "dog"],
                                   160000, progress=False)

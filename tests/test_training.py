@@ -281,6 +281,13 @@ def test_training_from_a_cached_frozen_prefix(synth, one_thread):
     data = AudioDataModule.from_config(config)
     data.setup()
     assert _exported_model_micro_f1(result, data) == pytest.approx(result.best_micro_f1, abs=1e-3)
+    # the model file stores the class priors of its training draw and AudioSet's (avtag.models.class_prior)
+    priors = load_audio_model(result.model_path).class_priors
+    expected = data.class_prior("train")
+    assert [p is None for p in priors["training"]] == [not 0 < p < 1 for p in expected]  # a class never drawn
+    np.testing.assert_allclose([p or 0.0 for p in priors["training"]], np.where((expected > 0) & (expected < 1),
+                                                                                expected, 0.0))
+    assert len(priors["audioset"]) == len(data.vocabulary) and all(p is None or 0 < p < 1 for p in priors["audioset"])
 
     again = load_config(synth["config"], overrides + ["training.max_epochs=1", f"output_dir={synth['root'] / 'f2'}"])
     stamps = {p: p.stat().st_mtime_ns for p in prefixes}

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from avtag.commands.common import add_config_args, add_device_arg, load_args_config
+from avtag.commands.common import (
+    add_audio_post_args,
+    add_config_args,
+    add_device_arg,
+    audio_post_overrides,
+    load_args_config,
+)
 
 HELP = "compare audio-only, video-only and fused systems on one split (markdown table, per-class F1 figure)"
 
@@ -29,6 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="DIR",
                    help="output folder (default: ablation.out or <output_dir>/ablation/<split>)")
     p.add_argument("--no-train", action="store_true", help="fail instead of training when no audio model exists")
+    add_audio_post_args(p)
     p.add_argument("--no-tune", action="store_true", help="default threshold only (no validation split)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figure")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per forward pass (default 16)")
@@ -65,7 +72,11 @@ def audio_model_for(config, checkpoint: str | None, train_if_missing: bool, devi
             notes.append(f"audio model trained for this ablation ({result.epochs} epochs)")
         else:
             notes.append(f"re-used the trained audio model {checkpoint}")
-    return load_audio_model(checkpoint, device), str(checkpoint), notes
+    from avtag.models.audio_post import with_tag_settings
+
+    model = load_audio_model(checkpoint, device)
+    with_tag_settings(model, config.tag)
+    return model, str(checkpoint), notes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from avtag.evaluation.report_writer import pct
     from avtag.models.device import resolve_device
 
-    config = load_args_config(args)
+    config = load_args_config(args, audio_post_overrides(args))
     split = args.split or config.ablation.split
     systems = args.systems.split(",") if args.systems else list(config.ablation.systems)
     systems = [s.strip() for s in systems if s.strip()]

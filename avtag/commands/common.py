@@ -23,6 +23,23 @@ def add_config_args(parser: argparse.ArgumentParser, config_positional: bool = F
                         help="override a config value, e.g. --set video.fps=2 (repeatable)")
 
 
+def add_audio_post_args(parser: argparse.ArgumentParser) -> None:
+    """``--class-prior`` and ``--no-speech-detector``: what follows the audio network (``tag.class_prior``,
+    ``tag.speech_detector``; :mod:`avtag.models.audio_post`)."""
+    parser.add_argument("--class-prior", choices=("training", "audioset"),
+                        help="class frequencies the audio scores are given for: as trained, or AudioSet's (YouTube "
+                             "video's); default: the model's (audioset for the default model; tag.class_prior)")
+    parser.add_argument("--no-speech-detector", action="store_true",
+                        help="Speech from the audio network alone, without the model's speech detector (Silero VAD "
+                             "for the default model; tag.speech_detector=false)")
+
+
+def audio_post_overrides(args) -> list[str]:
+    """The config overrides of :func:`add_audio_post_args`' options."""
+    extra = ["tag.speech_detector=false"] if getattr(args, "no_speech_detector", False) else []
+    return extra + ([f"tag.class_prior={args.class_prior}"] if getattr(args, "class_prior", None) else [])
+
+
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", metavar="DEV",
                         help="auto (GPU when available), cpu, cuda or cuda:N (default: auto)")
@@ -84,7 +101,7 @@ def tag_config(args):
     extra += [f"fusion.method={args.fusion}"] if args.fusion else []
     extra += [f"tag.objects={args.objects}"] if args.objects is not None else []
     extra += ["label_map.trust_pickle=true"] if args.trust_pickle else []
-    extra += ["tag.speech_detector=false"] if getattr(args, "no_speech_detector", False) else []
+    extra += audio_post_overrides(args)
     config = load_args_config(args, extra)
     if args.encoder:
         config.label_map.encoder = args.encoder

@@ -10,7 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avtag.commands.common import add_config_args, add_device_arg, load_args_config
+from avtag.commands.common import (
+    add_audio_post_args,
+    add_config_args,
+    add_device_arg,
+    audio_post_overrides,
+    load_args_config,
+)
 from avtag.config.schema import CHOICES
 
 HELP = "evaluate a trained model on the DCASE 2017 test or evaluation split (report, metrics, figures)"
@@ -37,6 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default: <output_dir>/evaluation/<split>-<system>)")
     p.add_argument("--only", choices=("audio", "video"), help="evaluate one branch alone")
     p.add_argument("--fusion", choices=CHOICES["fusion.method"], help="late-fusion method")
+    add_audio_post_args(p)
     p.add_argument("--no-tune", action="store_true", help="do not tune thresholds on the validation split")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per forward pass (default 16)")
@@ -64,7 +71,12 @@ def load_setup(args):
         raise EvaluationError("--only video needs --config (where the cache and the official files are)")
     extra = [f"fusion.mode={args.only}"] if args.only else []
     extra += [f"fusion.method={args.fusion}"] if args.fusion else []
-    config = load_args_config(args, extra, base=None if audio_model is None else audio_model.config)
+    config = load_args_config(args, extra + audio_post_overrides(args),
+                              base=None if audio_model is None else audio_model.config)
+    if audio_model is not None:
+        from avtag.models.audio_post import with_tag_settings
+
+        with_tag_settings(audio_model, config.tag)
     return config, audio_model
 
 

@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from avtag.commands.common import (
+    add_audio_post_args,
     add_config_args,
     add_device_arg,
     console,
@@ -55,9 +56,7 @@ def register(subparsers) -> None:
                         "(the video branch is zero-shot)")
     p.add_argument("--only", choices=("audio", "video"), help="run one branch only (ablation)")
     p.add_argument("--fusion", choices=CHOICES["fusion.method"], help="late-fusion method")
-    p.add_argument("--no-speech-detector", action="store_true",
-                   help="Speech from the audio network alone, without the model's speech detector (Silero VAD "
-                        "for the default model; tag.speech_detector=false)")
+    add_audio_post_args(p)
     p.add_argument("--encoder", metavar="minilm|FILE", help="label-map text encoder: minilm or a word-vector file")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow gensim .kv/.model word vectors: they are pickles and can run code; only your own files")

@@ -124,6 +124,8 @@ class ModelConfig:
         speech_detector: ``silero_vad``: at inference (``tag``, ``evaluate``, ``ablate``) the Speech
             output and its ancestors are raised to Silero VAD's speech probability
             (:mod:`avtag.models.speech`); not trained. ``none``: the network alone.
+        class_prior: the class frequencies the audio scores are given for at inference: ``training``
+            (as trained) or ``audioset`` (AudioSet's, i.e. YouTube video's; :mod:`avtag.models.class_prior`).
     """
 
     name: str = "crnn"
@@ -142,3 +144,4 @@ class ModelConfig:
     waveform: WaveformConfig = field(default_factory=WaveformConfig)
     waveform_cnn: WaveformCNNConfig = field(default_factory=WaveformCNNConfig)
     speech_detector: str = "none"
+    class_prior: str = "training"

@@ -44,6 +44,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.backbone": ("crnn", "efficientnet_lite0", "waveform_cnn"),
     "model.pooling": ("max", "mean", "linear_softmax", "exp_softmax", "attention"),
     "model.speech_detector": ("none", "silero_vad"),
+    "model.class_prior": ("training", "audioset"),
+    "tag.class_prior": ("model", "training", "audioset"),
     "model.crnn.conv": ("plain", "glu"),
     "model.efficientnet.input_channels": ("repeat", "conv"),
     "training.sampler": ("shuffle", "balanced"),
@@ -339,6 +341,7 @@ class TagConfig:
             false decodes in the tagging process itself (no start-up cost, no protection).
         speech_detector: use the audio model's speech detector when it has one
             (``model.speech_detector``; the default model does); false: the network's scores alone.
+        class_prior: ``model`` (the model's ``model.class_prior``), ``training`` or ``audioset``.
     """
 
     top_k: int = 5
@@ -353,6 +356,7 @@ class TagConfig:
     batch_clips: int = 4
     isolate: bool = True
     speech_detector: bool = True
+    class_prior: str = "model"
 
 
 @dataclass

@@ -194,22 +194,22 @@ def branch_scores(tagger, cache, names: list[str], clip_samples: int | None, bat
     Returns:
         ``(audio (N, C) float64 | None, framewise (N, T, C) float32 | None, frame_hop s | None,
         video (N, C) float64 | None)``; a video row is NaN for a clip without cached frame logits.
-        The audio model's speech detector (``model.speech_detector``, :mod:`avtag.models.speech`)
-        is joined to the audio scores, as ``avtag tag`` does.
+        The audio scores are moved to the model's class prior (``model.class_prior``,
+        :mod:`avtag.models.class_prior`) and its speech detector (``model.speech_detector``,
+        :mod:`avtag.models.speech`) is joined to them, as ``avtag tag`` does.
 
     Raises:
-        SpeechDetectorError: the model's speech detector cannot run here.
+        SpeechDetectorError, ClassPriorError: the model's speech detector or class prior cannot be used.
     """
     import torch
 
     from avtag.data.clips import fit_length
-    from avtag.models.speech import speech_expert
+    from avtag.models.audio_post import tagger_post
     from avtag.progress import track
 
     audio, frames, video, hop = [], [], [], None
     use_audio = tagger.has_audio and clip_samples is not None
-    speech = speech_expert(tagger.audio.model_config.speech_detector, tagger.classes, tagger.audio.sample_rate,
-                           tagger.unknown_to_audio) if use_audio else None
+    post = tagger_post(tagger) if use_audio else None
     use_video = tagger.has_video and any(cache.entry(n).get("video_frames", 0) for n in names)
 
     def flush(batch: list[str]) -> None:
@@ -231,8 +231,8 @@ def branch_scores(tagger, cache, names: list[str], clip_samples: int | None, bat
         if out.audio_clipwise is not None:
             hop = float(out.frame_hop)
             clipwise, framewise = out.audio_clipwise.cpu().numpy(), out.framewise.float().cpu().numpy()
-            if speech is not None:
-                clipwise, framewise = speech(wave.numpy(), clipwise, framewise, hop)
+            if post is not None:
+                clipwise, framewise = post(wave.numpy(), clipwise, framewise, hop)
             audio.append(clipwise.astype(np.float64))
             frames.append(framewise)
         if out.video_clipwise is not None:

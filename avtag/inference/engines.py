@@ -13,9 +13,10 @@ to an engine only through these methods::
 
 plus ``expect_long_audio()`` (a hint), ``classes``, ``objects``, ``sample_rate``, ``frame_hop``, ``unknown_to_audio``,
 ``has_audio`` (an audio model), ``has_frames`` (a frame network) and ``has_video`` (a label map).
-After ``use_speech_detector()`` (the :class:`~avtag.inference.tagger.Tagger` calls it), ``audio()``
-joins the audio model's speech detector (``model.speech_detector``, :mod:`avtag.models.speech`) to
-the audio scores.
+After ``use_audio_post()`` (the :class:`~avtag.inference.tagger.Tagger` calls it), ``audio()`` moves
+the network's scores to the model's class prior (``model.class_prior``, :mod:`avtag.models.class_prior`)
+and then joins its speech detector (``model.speech_detector``, :mod:`avtag.models.speech`) to them
+(:class:`~avtag.models.audio_post.AudioPost`).
 """
 from __future__ import annotations
 
@@ -27,41 +28,54 @@ from typing import Sequence
 import numpy as np
 
 from avtag import AvtagError
+from avtag.models.audio_post import AudioPost, tagger_priors
 
 
 class AudioTooShort(AvtagError):
     """A waveform shorter than the audio branch takes (the message says how long it must be)."""
 
 
-class _SpeechJoin:
-    """The speech detector step both engines share (``speech_detector``: the model's setting)."""
+class _AudioPost:
+    """The step after the audio network that both engines share (:class:`~avtag.models.audio_post.AudioPost`:
+    the class-prior shift, then the speech detector); ``speech_detector``, ``class_prior`` and
+    ``class_priors`` (in the order of ``classes``) are the model's."""
 
     speech_detector = "none"
-    _speech = None
+    class_prior = "training"
+    class_priors: dict = {}
+    _post_step = None
 
-    def use_speech_detector(self, on: bool = True) -> None:
-        """Join the model's speech detector to the audio scores (``on``), or not.
+    def use_audio_post(self, class_prior: str = "model", speech_detector: bool = True) -> None:
+        """Set what ``audio()`` does after the network: move its scores to ``class_prior`` (``model``:
+        the model's own ``model.class_prior``) and join the model's speech detector (``speech_detector``).
 
         Raises:
-            SpeechDetectorError: the detector cannot run here (silero-vad missing, sample rate).
+            ClassPriorError, SpeechDetectorError: a prior or detector this model cannot use.
         """
-        from avtag.models.speech import speech_expert
-
-        self._speech = (speech_expert(self.speech_detector, self.classes, self.sample_rate, self.unknown_to_audio)
-                        if on and self.has_audio else None)
+        if not self.has_audio:
+            self._post_step = None
+            return
+        self._post_step = AudioPost(self.classes, self.sample_rate, self.unknown_to_audio,
+                                    self.speech_detector if speech_detector else "none",
+                                    self.class_prior if class_prior == "model" else class_prior, self.class_priors)
 
     @property
     def joins_speech(self) -> bool:
         """Whether ``audio()`` joins a speech detector to the scores."""
-        return self._speech is not None
+        return self._post_step is not None and self._post_step.speech is not None
 
-    def _join_speech(self, wave: np.ndarray, clipwise: np.ndarray, framewise: np.ndarray):
-        if self._speech is None:
+    @property
+    def shifts_prior(self) -> bool:
+        """Whether ``audio()`` moves the scores to another class prior than the training one."""
+        return self._post_step is not None and self._post_step.prior is not None
+
+    def _post(self, wave: np.ndarray, clipwise: np.ndarray, framewise: np.ndarray):
+        if self._post_step is None:
             return clipwise, framewise
-        return self._speech(wave, clipwise, framewise, self.frame_hop)
+        return self._post_step(wave, clipwise, framewise, self.frame_hop)
 
 
-class TorchEngine(_SpeechJoin):
+class TorchEngine(_AudioPost):
     """The engine on a PyTorch :class:`~avtag.models.tagger.AudioVisualTagger` (on its device).
 
     Args:
@@ -80,6 +94,8 @@ class TorchEngine(_SpeechJoin):
         self.frame_hop = model.audio.frame_hop if model.audio is not None else None
         if model.audio is not None:
             self.speech_detector = getattr(model.audio.model_config, "speech_detector", "none")
+            self.class_prior = getattr(model.audio.model_config, "class_prior", "training")
+            self.class_priors = tagger_priors(model)
 
     def expect_long_audio(self) -> None:
         """A long file comes next (nothing to prepare here)."""
@@ -95,7 +111,7 @@ class TorchEngine(_SpeechJoin):
                 out = self.model(waveform=torch.from_numpy(wave))
         except AudioInputError as exc:
             raise AudioTooShort(str(exc)) from None
-        return self._join_speech(wave, out.audio_clipwise.float().cpu().numpy(), out.framewise.float().cpu().numpy())
+        return self._post(wave, out.audio_clipwise.float().cpu().numpy(), out.framewise.float().cpu().numpy())
 
     def frame_logits(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
         import torch
@@ -144,7 +160,7 @@ def cpu_threads() -> int:
     return max(1, min(8, cores))
 
 
-class OnnxEngine(_SpeechJoin):
+class OnnxEngine(_AudioPost):
     """The engine on an exported tagger (a folder written by :func:`avtag.models.export.export_onnx`),
     run by ONNX Runtime on the CPU; imports no torch. Same outputs as :class:`TorchEngine` to ~1e-5
     on frames at the decode size; frames of another size are resized by FFmpeg's scaler (bicubic)
@@ -174,6 +190,8 @@ class OnnxEngine(_SpeechJoin):
         self.batch_size = int(meta.get("batch_size", 32))
         self.crop_fraction = float(meta.get("crop_fraction", 0.875))
         self.speech_detector = str(meta.get("speech_detector", "none"))
+        self.class_prior = str(meta.get("class_prior", "training"))
+        self.class_priors = dict(meta.get("class_priors") or {})
         self.logmel = None
         if meta.get("audio_input") == "logmel":
             from avtag.features.logmel_numpy import NumpyLogMel
@@ -211,7 +229,7 @@ class OnnxEngine(_SpeechJoin):
                                 f"{self.min_samples / self.sample_rate:.3f} s ({self.min_samples} samples)")
         feed = {"waveform": wave} if self.logmel is None else {"logmel": self.logmel(wave)}
         clipwise, framewise = self._session("audio").run(None, feed)
-        return self._join_speech(wave, clipwise, framewise)
+        return self._post(wave, clipwise, framewise)
 
     def _crop(self, frames: np.ndarray) -> np.ndarray:
         from avtag.models.frame_geometry import IMAGE_SIZE, crop_box

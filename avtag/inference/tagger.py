@@ -91,7 +91,7 @@ class Tagger:
         self.engine = engine if engine is not None else TorchEngine(model)
         self.config = config or AvtagConfig()
         self.notes = list(notes)
-        self.engine.use_speech_detector(self.config.tag.speech_detector)
+        self.engine.use_audio_post(self.config.tag.class_prior, self.config.tag.speech_detector)
         self._pipeline = FilePipeline(self)
 
     @property

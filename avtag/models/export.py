@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from avtag import AvtagError
+from avtag.models.audio_post import tagger_priors
 
 #: bumped when the files written here change meaning (old cached exports are then ignored)
 RUNTIME_FORMAT = 1
@@ -188,7 +189,8 @@ def export_onnx(tagger, folder: str | Path, notes: list[str] | tuple = ()) -> Pa
             _check_audio(tagger, data, rate, min_samples, logmel)
             files["audio.onnx"] = data
             meta.update(sample_rate=rate, min_samples=min_samples, frame_hop=float(tagger.audio.frame_hop),
-                        audio_input=name, speech_detector=tagger.audio.model_config.speech_detector)
+                        audio_input=name, speech_detector=tagger.audio.model_config.speech_detector,
+                        class_prior=tagger.audio.model_config.class_prior, class_priors=tagger_priors(tagger))
         if tagger.video is not None:
             images = torch.zeros(1, 224, 224, 3, dtype=torch.uint8)
             files["frames.onnx"] = _export(_FramesGraph(tagger.video), (images,), ["images"], ["logits"],

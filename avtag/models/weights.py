@@ -3,7 +3,8 @@
 A model file (``audio_model.pt`` written by ``avtag train``, or a packaged one) is::
 
     {"format": "avtag-audio-model", "version": 2, "state_dict": {...tensors...},
-     "config": {...the training config, plain dicts...}, "classes": [...names...]}
+     "config": {...the training config, plain dicts...}, "classes": [...names...],
+     "class_priors": {"training": [...], "audioset": [...]}}   # optional (avtag.models.class_prior)
 
 It holds only tensors and plain containers, so it loads with ``torch.load(weights_only=True)``:
 no code from the file runs. Lightning training checkpoints (``last.ckpt``, ``best-*.ckpt``:
@@ -88,7 +89,8 @@ def load_audio_model(path: str | Path, device: str | torch.device = "cpu") -> Au
 
     Returns:
         An :class:`~avtag.models.audio.AudioModel` in eval mode that knows its ``classes``;
-        its training config is ``model.config`` (:class:`~avtag.config.AvtagConfig`).
+        its training config is ``model.config`` (:class:`~avtag.config.AvtagConfig`) and its stored
+        class priors ``model.class_priors`` (``{name: [p or None per class]}``, empty when none).
 
     Raises:
         CheckpointError: missing, corrupt or foreign file, a stored config the schema rejects,
@@ -114,7 +116,20 @@ def load_audio_model(path: str | Path, device: str | torch.device = "cpu") -> Au
         raise CheckpointError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]}); "
                               "the model would output nothing usable")
     model.config = config
+    model.class_priors = _class_priors(data.get("class_priors"), len(classes))
     return model.to(device).eval()
+
+
+def _class_priors(raw, n_classes: int) -> dict[str, list]:
+    """The stored class priors that are well formed (a list of n_classes numbers or None each)."""
+    if not isinstance(raw, dict):
+        return {}
+    ok = {}
+    for name, values in raw.items():
+        if isinstance(values, (list, tuple)) and len(values) == n_classes and all(
+                v is None or (isinstance(v, float) and 0.0 < v < 1.0) for v in values):
+            ok[str(name)] = list(values)
+    return ok
 
 
 def _classes(config: AvtagConfig) -> tuple[str, ...]:
@@ -123,23 +138,31 @@ def _classes(config: AvtagConfig) -> tuple[str, ...]:
     return get_vocabulary(config.data.classes).names
 
 
-def save_audio_model(state_dict: dict, config: AvtagConfig, out_path: str | Path) -> Path:
-    """Write a model file (see module docstring) atomically; returns the path."""
+def save_audio_model(state_dict: dict, config: AvtagConfig, out_path: str | Path,
+                     class_priors: dict | None = None) -> Path:
+    """Write a model file (see module docstring) atomically; returns the path.
+
+    ``class_priors``: ``{name: (C,) priors}`` (:mod:`avtag.models.class_prior`; NaN or None: unknown).
+    """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION,
                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
                "config": config_to_dict(config), "classes": list(_classes(config))}
+    if class_priors:
+        payload["class_priors"] = {str(k): [None if v is None or v != v else float(v) for v in values]
+                                   for k, values in class_priors.items() if values is not None}
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     torch.save(payload, tmp)
     tmp.replace(out_path)
     return out_path
 
 
-def export_audio_model(checkpoint: str | Path, out_path: str | Path) -> Path:
-    """Write the weights-only model file of a Lightning training checkpoint (no optimiser state)."""
+def export_audio_model(checkpoint: str | Path, out_path: str | Path, class_priors: dict | None = None) -> Path:
+    """Write the weights-only model file of a Lightning training checkpoint (no optimiser state),
+    with ``class_priors`` (see :func:`save_audio_model`; default: the checkpoint's own)."""
     model = load_audio_model(checkpoint)
-    return save_audio_model(model.state_dict(), model.config, out_path)
+    return save_audio_model(model.state_dict(), model.config, out_path, class_priors or model.class_priors)
 
 
 def tensor_digest(named_tensors, salt: str = "") -> str:

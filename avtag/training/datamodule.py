@@ -227,6 +227,16 @@ class AudioDataModule(L.LightningDataModule):
             counts.update(self.vocabulary.names[i] for i in np.flatnonzero(row))
         return {name: counts.get(name, 0) for name in self.vocabulary.names}
 
+    def class_prior(self, split: str = "train") -> np.ndarray | None:
+        """``(C,)`` share of the clips the training draw gives each class: label frequencies weighted by
+        the sampler (``balanced``: :func:`balanced_weights`); the prior the network's outputs are
+        calibrated to (:mod:`avtag.models.class_prior`). None for shards (no per-clip targets)."""
+        targets = getattr(self.datasets.get(split), "targets", None)
+        if targets is None or not len(targets):
+            return None
+        weights = balanced_weights(targets) if self.sampler == "balanced" else np.ones(len(targets))
+        return (weights[:, None] * targets).sum(axis=0) / weights.sum()
+
     def _loader(self, dataset: Dataset, shuffle: bool, sampler=None, drop_last: bool = False) -> DataLoader:
         if self.shards is not None:
             from litdata import StreamingDataLoader

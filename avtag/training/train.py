@@ -241,6 +241,20 @@ def use_frozen_prefix(module, data, config: AvtagConfig, progress: bool, say=pri
         "(SpecAugment off, mixing blends prefix tensors)")
 
 
+def class_priors(data) -> dict[str, list]:
+    """The class priors a model file stores (:mod:`avtag.models.class_prior`): ``training``, the label
+    frequencies of the training draw (:meth:`AudioDataModule.class_prior`; absent for shards), and
+    ``audioset``, AudioSet's (:mod:`avtag.data.audioset_prior`)."""
+    from avtag.data.audioset_prior import audioset_prior
+
+    names = data.vocabulary.names
+    training = data.class_prior("train")
+    priors = {"audioset": audioset_prior(names)}
+    if training is not None:
+        priors["training"] = [float(p) if 0.0 < p < 1.0 else None for p in training]
+    return priors
+
+
 def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True) -> TrainResult:
     """Train the audio branch as the config describes.
 
@@ -322,7 +336,7 @@ def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True
     model_path = None
     source = best if best and best.is_file() else (last if last.is_file() else None)
     if source is not None and trainer.is_global_zero:
-        model_path = export_audio_model(source, run_dir / "audio_model.pt")
+        model_path = export_audio_model(source, run_dir / "audio_model.pt", class_priors(data))
     return TrainResult(
         run_dir=run_dir,
         last_checkpoint=last if last.is_file() else None,
