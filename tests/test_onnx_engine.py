@@ -90,7 +90,7 @@ def test_export_key_covers_what_the_graphs_depend_on(tmp_path):
     assert base != export_key("pretrained:default", parse_labels("Speech;Dog"), config, True, True)
     assert base != export_key("pretrained:default", None, config, True, False)
     other = AvtagConfig()
-    other.fusion.method = "max"
+    other.fusion.method = "gated"  # not the default
     assert base != export_key("pretrained:default", None, other, True, True)
     # a checkpoint file: its path, size and modification time; a missing one has no key (PyTorch reports it)
     ckpt = tmp_path / "model.pt"
