@@ -288,6 +288,7 @@ def test_training_from_a_cached_frozen_prefix(synth, one_thread):
     np.testing.assert_allclose([p or 0.0 for p in priors["training"]], np.where((expected > 0) & (expected < 1),
                                                                                 expected, 0.0))
     assert len(priors["audioset"]) == len(data.vocabulary) and all(p is None or 0 < p < 1 for p in priors["audioset"])
+    assert load_audio_model(result.best_checkpoint).class_priors == priors  # the Lightning checkpoint too
 
     again = load_config(synth["config"], overrides + ["training.max_epochs=1", f"output_dir={synth['root'] / 'f2'}"])
     stamps = {p: p.stat().st_mtime_ns for p in prefixes}

@@ -116,7 +116,9 @@ def load_audio_model(path: str | Path, device: str | torch.device = "cpu") -> Au
         raise CheckpointError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]}); "
                               "the model would output nothing usable")
     model.config = config
-    model.class_priors = _class_priors(data.get("class_priors"), len(classes))
+    hp = data.get("hyper_parameters")  # a Lightning checkpoint keeps them with its config
+    stored = data.get("class_priors") or (hp.get("class_priors") if isinstance(hp, dict) else None)
+    model.class_priors = _class_priors(stored, len(classes))
     return model.to(device).eval()
 
 

@@ -55,12 +55,14 @@ class AudioTaggingModule(L.LightningModule):
         optim: optimiser and learning-rate schedule; mixing: mix-training / mixup.
         threshold: decision threshold of the validation micro-F1.
         config: the run's whole config as plain dicts, stored in checkpoints (hyper-parameters).
+        class_priors: the model's class priors (:mod:`avtag.models.class_prior`), stored the same way.
     """
 
     def __init__(self, classes: tuple[str, ...] | list[str], audio: LogMelConfig, model: ModelConfig,
-                 optim: OptimConfig, mixing: MixConfig, threshold: float = 0.5, config: dict | None = None):
+                 optim: OptimConfig, mixing: MixConfig, threshold: float = 0.5, config: dict | None = None,
+                 class_priors: dict | None = None):
         super().__init__()
-        self.save_hyperparameters({"config": config or {}, "format_version": 2})
+        self.save_hyperparameters({"config": config or {}, "format_version": 2, "class_priors": class_priors or {}})
         self.model = build_audio_model(model, audio, classes)
         self.optim, self.mixing, self.threshold = optim, mixing, float(threshold)
         num_classes = len(self.model.classes)

@@ -203,14 +203,15 @@ def build_trainer(config: AvtagConfig, run_dir: Path, progress: bool = True):
     )
 
 
-def build_module(config: AvtagConfig):
-    """The :class:`AudioTaggingModule` of a config (typed arguments; the config itself as hyper-parameters)."""
+def build_module(config: AvtagConfig, class_priors: dict | None = None):
+    """The :class:`AudioTaggingModule` of a config (typed arguments; the config itself and the class
+    priors (:func:`class_priors`) as hyper-parameters, so every checkpoint carries them)."""
     from avtag.labels import get_vocabulary
     from avtag.training.module import AudioTaggingModule
 
     t = config.training
     return AudioTaggingModule(get_vocabulary(config.data.classes).names, config.audio, config.model, t.optim(),
-                              t.mixing, t.threshold, config=config_to_dict(config))
+                              t.mixing, t.threshold, config=config_to_dict(config), class_priors=class_priors)
 
 
 def use_frozen_prefix(module, data, config: AvtagConfig, progress: bool, say=print) -> None:
@@ -307,7 +308,7 @@ def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True
     if rank0:
         skipped_report(data.skipped, run_dir / "skipped_clips.tsv")
     sizes = {s: len(d) for s, d in data.datasets.items()}
-    module = build_module(config)
+    module = build_module(config, class_priors(data))
     if config.training.cache_frozen:
         use_frozen_prefix(module, data, config, progress, say)
     n_params = sum(p.numel() for p in module.model.parameters())
@@ -336,7 +337,7 @@ def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True
     model_path = None
     source = best if best and best.is_file() else (last if last.is_file() else None)
     if source is not None and trainer.is_global_zero:
-        model_path = export_audio_model(source, run_dir / "audio_model.pt", class_priors(data))
+        model_path = export_audio_model(source, run_dir / "audio_model.pt")
     return TrainResult(
         run_dir=run_dir,
         last_checkpoint=last if last.is_file() else None,
