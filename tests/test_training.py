@@ -306,3 +306,21 @@ def _exported_model_micro_f1(result, data) -> float:
         pred = (model(wave).clipwise >= 0.5).numpy()
     tp = (pred * val.targets).sum()
     return float(2 * tp / (pred.sum() + val.targets.sum()))
+
+
+def test_prefix_key_ignores_inference_only_settings():
+    """The frozen-prefix cache survives a change of the speech detector or class prior (they act after
+    the network) but not of the architecture."""
+    import dataclasses
+
+    from avtag.labels import get_vocabulary
+    from avtag.models.audio import build_audio_model
+    from avtag.training.frozen import prefix_key
+
+    config = load_config(REPO / "configs" / "default_model.yaml")
+    model = build_audio_model(config.model, config.audio, get_vocabulary(config.data.classes).names)
+    key = prefix_key(model)
+    model.model_config = dataclasses.replace(model.model_config, speech_detector="none", class_prior="training")
+    assert prefix_key(model) == key
+    model.model_config = dataclasses.replace(model.model_config, dropout=0.5)
+    assert prefix_key(model) != key

@@ -61,12 +61,16 @@ def fit_input_norm(model, dataset: Dataset, batch_size: int = 16, progress: bool
 
 
 def prefix_key(model) -> str:
-    """A digest of everything the prefix depends on: settings, front-end statistics, frozen weights."""
+    """A digest of everything the prefix depends on: settings, front-end statistics, frozen weights.
+    The settings of what follows the network at inference (speech detector, class prior) are left out."""
+    import dataclasses
+
     from avtag.models.weights import tensor_digest
 
+    settings = dataclasses.replace(model.model_config, speech_detector="none", class_prior="training")
     tensors = list(model.frontend.state_dict().items()) + list(model.backbone.state_dict().items())
     return tensor_digest([(n, t) for n, t in tensors if not n.startswith(("classifier", "head"))],
-                         salt=repr((model.model_config, model.audio_config)))
+                         salt=repr((settings, model.audio_config)))
 
 
 class PrefixCache:
