@@ -20,7 +20,6 @@ prints a markdown table and a JSON line.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -71,7 +70,9 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from avtag.config import load_config, resolve_path
+    from avtag.config.schema import TagConfig
     from avtag.data.cache import FeatureCache
+    from avtag.models.audio_post import with_tag_settings
     from avtag.models.weights import get_weights, load_audio_model
 
     config = load_config(args.config)
@@ -85,10 +86,8 @@ def main() -> int:
     results, order = {}, []
     for i, name in enumerate(args.models.split(",")):
         model = load_audio_model(args.checkpoint) if (i == 0 and args.checkpoint) else get_weights(name).load()
-        if args.no_speech_detector:
-            model.model_config = dataclasses.replace(model.model_config, speech_detector="none")
-        if args.class_prior:
-            model.model_config = dataclasses.replace(model.model_config, class_prior=args.class_prior)
+        with_tag_settings(model, TagConfig(class_prior=args.class_prior or "model",
+                                           speech_detector=not args.no_speech_detector))
         shared = [c for c in model.classes if c in test_classes]
         s = scores_of(model, cache, names, int(round(config.data.clip_seconds * model.sample_rate)))
         cols = [model.classes.index(c) for c in shared]

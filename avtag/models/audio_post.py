@@ -54,11 +54,6 @@ class AudioPost:
             clipwise, framewise = self.speech(waveform, clipwise, framewise, frame_hop)
         return clipwise, framewise
 
-    @property
-    def active(self) -> bool:
-        """Whether either step changes anything."""
-        return self.prior is not None or self.speech is not None
-
 
 def with_tag_settings(model, tag) -> None:
     """Apply a config's ``tag.class_prior`` (unless ``model``) and ``tag.speech_detector: false`` to a
@@ -73,17 +68,16 @@ def with_tag_settings(model, tag) -> None:
         model.model_config = dataclasses.replace(model.model_config, **changes)
 
 
-def tagger_post(tagger, class_prior: str = "model", speech_detector: bool = True) -> AudioPost | None:
+def tagger_post(tagger) -> AudioPost | None:
     """The :class:`AudioPost` of a composed :class:`~avtag.models.tagger.AudioVisualTagger` (its audio
-    model's ``model_config`` and ``class_priors``, on the tagger's classes), or None without an audio
-    model. ``class_prior="model"`` keeps the model's own setting; ``speech_detector=False`` leaves it out."""
+    model's ``model_config`` and ``class_priors``, on the tagger's classes; :func:`with_tag_settings`
+    changes the settings), or None without an audio model."""
     audio = tagger.audio
     if audio is None:
         return None
     cfg = audio.model_config
-    return AudioPost(tagger.classes, audio.sample_rate, tagger.unknown_to_audio,
-                     cfg.speech_detector if speech_detector else "none",
-                     cfg.class_prior if class_prior == "model" else class_prior, tagger_priors(tagger))
+    return AudioPost(tagger.classes, audio.sample_rate, tagger.unknown_to_audio, cfg.speech_detector,
+                     cfg.class_prior, tagger_priors(tagger))
 
 
 def tagger_priors(tagger) -> dict[str, list]:

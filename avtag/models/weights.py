@@ -160,11 +160,11 @@ def save_audio_model(state_dict: dict, config: AvtagConfig, out_path: str | Path
     return out_path
 
 
-def export_audio_model(checkpoint: str | Path, out_path: str | Path, class_priors: dict | None = None) -> Path:
+def export_audio_model(checkpoint: str | Path, out_path: str | Path) -> Path:
     """Write the weights-only model file of a Lightning training checkpoint (no optimiser state),
-    with ``class_priors`` (see :func:`save_audio_model`; default: the checkpoint's own)."""
+    with the class priors the checkpoint carries."""
     model = load_audio_model(checkpoint)
-    return save_audio_model(model.state_dict(), model.config, out_path, class_priors or model.class_priors)
+    return save_audio_model(model.state_dict(), model.config, out_path, model.class_priors)
 
 
 def tensor_digest(named_tensors, salt: str = "") -> str:
