@@ -99,6 +99,7 @@ def tag_config(args):
     """The config a ``tag`` command line describes: ``--config``/``--set`` plus the tag options."""
     extra = [f"fusion.mode={args.only}"] if args.only else []
     extra += [f"fusion.method={args.fusion}"] if args.fusion else []
+    extra += [f"fusion.hierarchy={args.hierarchy}"] if getattr(args, "hierarchy", None) else []
     extra += [f"tag.objects={args.objects}"] if args.objects is not None else []
     extra += ["label_map.trust_pickle=true"] if args.trust_pickle else []
     extra += audio_post_overrides(args)

@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default: <output_dir>/evaluation/<split>-<system>)")
     p.add_argument("--only", choices=("audio", "video"), help="evaluate one branch alone")
     p.add_argument("--fusion", choices=CHOICES["fusion.method"], help="late-fusion method")
+    p.add_argument("--hierarchy", choices=CHOICES["fusion.hierarchy"],
+                   help="audioset: after fusion a parent class scores at least its children "
+                        "(true-path rule); none: off")
     add_audio_post_args(p)
     p.add_argument("--no-tune", action="store_true", help="do not tune thresholds on the validation split")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -71,6 +74,7 @@ def load_setup(args):
         raise EvaluationError("--only video needs --config (where the cache and the official files are)")
     extra = [f"fusion.mode={args.only}"] if args.only else []
     extra += [f"fusion.method={args.fusion}"] if args.fusion else []
+    extra += [f"fusion.hierarchy={args.hierarchy}"] if getattr(args, "hierarchy", None) else []
     config = load_args_config(args, extra + audio_post_overrides(args),
                               base=None if audio_model is None else audio_model.config)
     if audio_model is not None:

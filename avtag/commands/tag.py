@@ -56,6 +56,9 @@ def register(subparsers) -> None:
                         "(the video branch is zero-shot)")
     p.add_argument("--only", choices=("audio", "video"), help="run one branch only (ablation)")
     p.add_argument("--fusion", choices=CHOICES["fusion.method"], help="late-fusion method")
+    p.add_argument("--hierarchy", choices=CHOICES["fusion.hierarchy"],
+                   help="audioset: after fusion a parent class scores at least its children "
+                        "(true-path rule); none: off")
     add_audio_post_args(p)
     p.add_argument("--encoder", metavar="minilm|FILE", help="label-map text encoder: minilm or a word-vector file")
     p.add_argument("--trust-pickle", action="store_true",

@@ -55,6 +55,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "training.mixing.mode": ("none", "mix", "mixup"),
     "fusion.method": ("weighted", "logistic", "max", "boost", "gated"),
     "fusion.mode": ("both", "audio", "video"),
+    "fusion.hierarchy": ("audioset", "none"),
     "ablation.split": ("test", "eval", "validation"),
 }
 
@@ -311,6 +312,9 @@ class FusionConfig:
         mode: ``both``, ``audio`` or ``video``: the ablation switch.
         weights_file: JSON of a fitted fusion (``LateFusion.save``).
         fit: fit the method on validation clips with video (``logistic`` always is).
+        hierarchy: ``audioset``: after fusion a class scores at least its descendants in the AudioSet
+            ontology (the true-path rule, :mod:`avtag.ontology`); ``none`` for vocabularies whose labels
+            do not follow it (DCASE 2017 Task 4 marks "Car passing by" without "Car").
     """
 
     # max by measurement: on the real clips of ../shared/clips, with the default model's audio scores at
@@ -321,6 +325,7 @@ class FusionConfig:
     mode: str = "both"
     weights_file: Optional[str] = None
     fit: bool = False
+    hierarchy: str = "audioset"
 
 
 @dataclass

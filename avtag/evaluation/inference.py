@@ -351,7 +351,7 @@ def build_fusion(config: AvtagConfig, classes, validation: SplitScores | None) -
         notes.append(f"fusion '{fusion.method}' not fitted: fewer than 2 validation clips with audio and video; "
                      "weighted mean with audio_weight " + str(float(np.mean(fusion.audio_weight))) + " used")
         if must_fit:
-            fusion = LateFusion("weighted", section.audio_weight, "both", classes)
+            fusion = LateFusion.from_config(dataclasses.replace(section, method="weighted"), classes)
         return fusion, notes
     fusion.fit(validation.audio[rows], validation.video[rows], validation.targets[rows])
     notes.append(f"fusion '{fusion.method}' fitted on {int(rows.sum())} validation clips with audio and video")

@@ -19,6 +19,11 @@ after each has produced clip-level class scores (late fusion). Methods:
   alone for classes without any visual evidence (per-class weights from the label map's column
   mass; set by :class:`avtag.models.tagger.AudioVisualTagger`).
 
+After any method, the **true-path rule** (``fusion.hierarchy: audioset``, :meth:`LateFusion.true_path`):
+a class scores at least the largest score of its descendants in the AudioSet ontology
+(:mod:`avtag.ontology`), so a seen airliner's "Jet engine" also lifts "Aircraft engine" and "Engine",
+and a heard "Door" lifts "Domestic sounds, home sounds". It only raises scores, and only of parents.
+
 ``mode`` is the ablation switch: ``both``, ``audio`` (audio only) or ``video``.
 A branch that did not run is passed as None; a NaN marks a class one branch
 has no score for (e.g. a zero-shot label the audio model does not know). Either
@@ -99,6 +104,7 @@ class LateFusion(nn.Module):
         self.coef_: np.ndarray | None = None  # (classes, 2): audio logit, video logit
         self.intercept_: np.ndarray | None = None  # (classes,)
         self.fitted_: np.ndarray | None = None  # (classes,) bool: has its own regression
+        self.register_buffer("closure", None)  # (classes, classes) bool: [d, a] a is d or an ancestor of d
 
     @classmethod
     def from_config(cls, section, classes: Sequence[str] | None = None) -> LateFusion:
@@ -110,8 +116,14 @@ class LateFusion(nn.Module):
             fusion.mode = section.mode
             if classes is not None and fusion.classes is not None and tuple(classes) != fusion.classes:
                 raise FusionError(f"{section.weights_file}: fitted for other classes than the model's vocabulary")
-            return fusion
-        return cls(section.method, section.audio_weight, section.mode, classes, section.video_boost)
+        else:
+            fusion = cls(section.method, section.audio_weight, section.mode, classes, section.video_boost)
+        names = classes if classes is not None else fusion.classes
+        if getattr(section, "hierarchy", "none") == "audioset" and names is not None:
+            from avtag.ontology import load_ontology
+
+            fusion.true_path(load_ontology().closure(names))
+        return fusion
 
     def gate(self, visual_mass: np.ndarray, threshold: float = 1e-3) -> LateFusion:
         """``gated``: per-class audio weights, ``audio_weight`` where a class has visual evidence (the
@@ -119,6 +131,24 @@ class LateFusion(nn.Module):
         w = torch.broadcast_to(self.audio_weight, (len(visual_mass),)).clone()
         self.audio_weight = torch.where(torch.as_tensor(visual_mass) > threshold, w, torch.ones_like(w))
         return self
+
+    def true_path(self, closure: np.ndarray | None) -> LateFusion:
+        """Apply the true-path rule after fusion: ``closure`` ``(classes, classes)`` bool, ``[d, a]`` True
+        when class ``a`` is class ``d`` or an ancestor of it (:meth:`avtag.ontology.Ontology.closure`);
+        None switches the rule off."""
+        self.closure = None if closure is None else torch.as_tensor(np.asarray(closure, dtype=bool))
+        return self
+
+    def _close(self, out: torch.Tensor) -> torch.Tensor:
+        """Every class's score raised to the largest of its descendants' ``(..., classes)``; a class no
+        branch scored (NaN) stays NaN unless a descendant has a score."""
+        if self.closure is None:
+            return out
+        if self.closure.shape[0] != out.shape[-1]:
+            raise FusionError(f"the class hierarchy has {self.closure.shape[0]} classes, scores have {out.shape[-1]}")
+        filled = torch.nan_to_num(out, nan=-1.0).unsqueeze(-1)  # (..., descendants, 1)
+        closed = torch.where(self.closure.to(out.device), filled, torch.full_like(filled, -1.0)).amax(dim=-2)
+        return torch.where(closed < 0, out, closed)
 
     # ------------------------------------------------------------------ fit
     def fit(self, audio: np.ndarray, video: np.ndarray, targets: np.ndarray) -> LateFusion:
@@ -180,7 +210,7 @@ class LateFusion(nn.Module):
         else:
             out = self._combine(torch.nan_to_num(a, nan=0.0), torch.nan_to_num(v, nan=0.0))
             out = torch.where(torch.isnan(a), v, torch.where(torch.isnan(v), a, out))
-        return out.clamp(0.0, 1.0)
+        return self._close(out.clamp(0.0, 1.0))
 
     def fuse(self, audio, video) -> np.ndarray:
         """:meth:`forward` on NumPy arrays: ``(clips, classes)`` or ``(classes,)`` for one clip."""

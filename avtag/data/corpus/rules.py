@@ -5,7 +5,7 @@ leaving the file out) and names the file's *source group* (the speaker, the
 recording or the drum kit; a group never straddles train and test). Rules are
 tried in file order and the first match wins. Labels are expanded with their
 AudioSet ancestors from the table's ``ontology`` section (transcribed from the
-AudioSet ontology, Gemmeke et al. 2017), so a "Bark" file also carries "Dog",
+AudioSet ontology, Gemmeke et al. 2017; read by :mod:`avtag.ontology`), so a "Bark" file also carries "Dog",
 "Domestic animals, pets" and "Animal"; the abstract roots ("Sounds of things",
 ...) are never labels.
 """
@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from avtag.data.corpus import CorpusError
+from avtag.ontology import OntologyError, ontology_from_section
 
 REGISTRIES = ("deb", "pypi", "npm")
 USES = ("default", "optional")
@@ -107,10 +108,8 @@ class RuleTable:
             self.sources = {s["name"]: Source(**s) for s in raw.get("sources") or []}
             self.excluded: dict[str, str] = dict(raw.get("excluded") or {})
             self.aliases: dict[str, str] = dict(raw.get("aliases") or {})
-            onto = raw.get("ontology") or {}
-            self.roots = frozenset(onto.get("roots") or ())
-            self.parents: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in (onto.get("parents") or {}).items()}
-        except (TypeError, KeyError, AttributeError) as exc:
+            self.ontology = ontology_from_section(raw.get("ontology"), origin)
+        except (TypeError, KeyError, AttributeError, OntologyError) as exc:
             raise RulesError(f"{origin}: malformed sources/ontology section ({exc})") from None
         for s in self.sources.values():
             if s.registry not in REGISTRIES or s.use not in USES:
@@ -141,43 +140,34 @@ class RuleTable:
         for c in {lab for r in self.rules for lab in r.labels}:
             if c not in self.parents:
                 raise RulesError(f"{self.origin}: class {c!r} is used by a rule but not in the ontology section")
-        for c in self.parents:
-            self.ancestors(c)  # raises on cycles / unknown parents
+        try:
+            self.ontology.check()
+        except OntologyError as exc:
+            raise RulesError(str(exc)) from None
 
     # ------------------------------------------------------------------ ontology
     def ancestors(self, label: str) -> tuple[str, ...]:
-        """All AudioSet ancestors of ``label`` (every parent path), nearest first, roots left out.
-
-        Raises:
-            RulesError: a cycle, or a parent that is neither a class nor a root.
-        """
-        out: list[str] = []
-        frontier, seen = [label], {label}
-        while frontier:
-            nxt = []
-            for c in frontier:
-                for p in self.parents.get(c, ()):
-                    if p in self.roots:
-                        continue
-                    if p == label:
-                        raise RulesError(f"{self.origin}: ontology cycle through {label!r}")
-                    if p not in self.parents:
-                        raise RulesError(f"{self.origin}: parent {p!r} of {c!r} is not in the ontology section")
-                    if p not in seen:
-                        seen.add(p)
-                        out.append(p)
-                        nxt.append(p)
-            frontier = nxt
-        return tuple(out)
+        """All AudioSet ancestors of ``label`` (:meth:`avtag.ontology.Ontology.ancestors`)."""
+        return self.ontology.ancestors(label)
 
     def expand(self, labels) -> tuple[str, ...]:
         """``labels`` followed by all their ancestors, without duplicates."""
-        return tuple(dict.fromkeys([c for lab in labels for c in (lab, *self.ancestors(lab))]))
+        return self.ontology.expand(labels)
+
+    @property
+    def roots(self) -> frozenset[str]:
+        """Abstract categories that are never labels."""
+        return self.ontology.roots
+
+    @property
+    def parents(self) -> dict[str, tuple[str, ...]]:
+        """Class -> parents, as in the table's ``ontology`` section."""
+        return self.ontology.parents
 
     @cached_property
     def classes(self) -> tuple[str, ...]:
         """Every class of the ontology section (roots excluded)."""
-        return tuple(c for c in self.parents if c not in self.roots)
+        return self.ontology.classes
 
     # ------------------------------------------------------------------ matching
     def match(self, package: str, path: str) -> Match | None:
