@@ -143,6 +143,38 @@ def test_bad_override_file_names_the_file(tmp_path):
         load_overrides(bad, OBJECTS)
 
 
+def test_pairs_take_index_ranges(tmp_path):
+    f = tmp_path / "over.yaml"
+    f.write_text("pairs:\n  - {ranges: [[281, 285]], object: lion, sound: Cat, weight: 0.5}\n")
+    pairs = load_overrides(f, OBJECTS).pairs
+    assert sorted(o for o, _, _ in pairs) == [281, 282, 283, 284, 285, OBJECTS.index("lion")]
+    assert {(s, w) for _, s, w in pairs} == {("cat", 0.5)}
+    f.write_text("pairs:\n  - {ranges: [281], sound: Cat}\n")
+    with pytest.raises(LabelMapError, match=r"over\.yaml: pairs\[0\]: ranges must be"):
+        load_overrides(f, OBJECTS)
+
+
+def test_default_vocabulary_columns_are_reviewed():
+    """Every class of the default model has reviewed pairs only: no lexical neighbour survives."""
+    from avtag.models.weights import get_weights
+
+    classes = get_weights("default").classes
+    lm = build_label_map(classes)
+    overrides = load_overrides(lm_mod.default_overrides_path(), OBJECTS)
+    assert {c.lower() for c in classes} <= overrides.reviewed
+    assert set(col(lm, "Guitar")) == {"acoustic guitar", "electric guitar"}  # a violin is no guitar
+    assert set(col(lm, "Bowed string instrument")) == {"violin", "cello"}  # no archery bow, no bow tie
+    assert "brassiere" not in col(lm, "Brass instrument") and col(lm, "Brass instrument")["trombone"] == 1.0
+    assert "computer keyboard" not in col(lm, "Keyboard (musical)")
+    assert "fire engine" not in col(lm, "Fire") and "hand blower" not in col(lm, "Hands")
+    animal = col(lm, "Animal")
+    assert {"tabby", "Pomeranian", "goose", "lion", "sorrel", "bee"} <= set(animal)
+    assert "ladybug" not in animal and "tabby" not in col(lm, "Dog")
+    for silent in ("Speech", "Human voice", "Applause", "Hi-hat", "Wind", "Generic impact sounds"):
+        assert not col(lm, silent), silent  # no object makes these sounds: audio alone decides
+    assert col(lm, "Door") == {"sliding door": 1.0, "shoji": 1.0}
+
+
 def _tiny_word_vectors(path_kv, path_txt):
     """Random word vectors (dim 50) for every word of the ImageNet and test class names,
     with 'lorry' made a near-synonym of 'truck'. No download."""

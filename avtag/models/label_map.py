@@ -132,6 +132,12 @@ def load_overrides(path: str | Path | None, objects: Sequence[str]) -> Overrides
         if not 0.0 <= weight <= 1.0:
             raise LabelMapError(f"{path}: pairs[{k}]: weight {weight} outside [0, 1]")
         objs = _as_list(entry.get("object"))
+        for span in _as_list(entry.get("ranges")):
+            try:
+                lo, hi = (int(x) for x in span)
+            except (TypeError, ValueError):
+                raise LabelMapError(f"{path}: pairs[{k}]: ranges must be [[first, last], ...], got {span!r}") from None
+            objs += list(range(max(lo, 0), min(hi, len(objects) - 1) + 1))
         for ref in objs:
             for sound in _as_list(entry.get("sound")):
                 out.pairs.append((obj(ref, f"pairs[{k}]"), str(sound).lower(), weight))
