@@ -227,3 +227,16 @@ def test_fast_path_changes_no_result(env, monkeypatch):
                 assert tag.score == pytest.approx(other.score, abs=1e-3), (clip.name, name)
                 for x, y in ((tag.audio_score, other.audio_score), (tag.video_score, other.video_score)):
                     assert (x is None) == (y is None) and (x is None or x == pytest.approx(y, abs=1e-3))
+
+
+def test_labels_longer_than_a_file_name_are_names(tmp_path):
+    """``--labels`` with many names (longer than the OS allows a file name) is a list, not a crash."""
+    from avtag.inference.tagger import parse_labels
+
+    names = [f"Sound number {i}" for i in range(40)]
+    assert parse_labels(";".join(names)).names == tuple(names)
+    assert parse_labels("Dog;Cat\x00").names == ("Dog", "Cat\x00")  # a NUL byte is no path either
+    long = ";".join(["Speech", "Music", *(f"Class {i} with a long AudioSet-style name" for i in range(20))])
+    out = subprocess.run([sys.executable, "-m", "avtag", "labelmap", "--labels", long, "--top", "1", "--json"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0 and "internal error" not in out.stderr, out.stderr

@@ -42,7 +42,11 @@ def parse_labels(spec: str | Sequence[str] | Vocabulary | None) -> Vocabulary | 
     if spec.lower() == "dcase2017":
         return get_vocabulary("dcase2017")
     path = Path(spec).expanduser()
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):  # a list of names longer than a file name may be, or a NUL byte
+        is_file = False
+    if is_file:
         try:
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
