@@ -37,10 +37,9 @@ CLIPS = REPO.parent / "shared" / "clips"
 
 def truth(classes: tuple[str, ...], labels: list[str]) -> np.ndarray:
     """``(classes,)`` bool: the hand labels and their AudioSet ancestors that are model classes."""
-    from avtag.data.corpus.rules import load_rules
+    from avtag.ontology import load_ontology
 
-    ontology = load_rules()
-    expanded = set(ontology.expand(labels))
+    expanded = set(load_ontology().expand(labels))
     return np.array([c in expanded for c in classes])
 
 
@@ -63,14 +62,21 @@ def metrics(y: np.ndarray, scores: np.ndarray) -> dict:
             "clips_in_lrap": int(rows.sum())}
 
 
-def fusion_for(rule: str, classes, tagger):
-    """A :class:`LateFusion` from ``method[:parameter]`` (``boost:0.5``, ``weighted:0.5``, ``gated``, ``max``)."""
+def fusion_for(rule: str, classes, tagger, section):
+    """A :class:`LateFusion` from ``method[:parameter]`` (``boost:0.5``, ``weighted:0.5``, ``gated``, ``max``,
+    ``audio``, ``video``: one branch alone), with the config ``section``'s other settings (the hierarchy)."""
+    import dataclasses
+
     from avtag.models.fusion import LateFusion
 
     method, _, value = rule.partition(":")
-    if method == "boost":
-        return LateFusion("boost", classes=classes, video_boost=float(value or 0.5))
-    fusion = LateFusion(method, float(value or 0.5), classes=classes)
+    if method in ("audio", "video"):
+        section = dataclasses.replace(section, mode=method)
+    elif method == "boost":
+        section = dataclasses.replace(section, method=method, video_boost=float(value or 0.5))
+    else:
+        section = dataclasses.replace(section, method=method, audio_weight=float(value or 0.5))
+    fusion = LateFusion.from_config(section, classes)
     if method == "gated":
         fusion.gate(tagger.model.object_map.sum(dim=0).cpu().numpy())
     return fusion
@@ -89,7 +95,11 @@ def main() -> int:
                         help="every row from the audio network alone (tag.speech_detector false)")
     parser.add_argument("--class-prior", choices=("training", "audioset"),
                         help="every row with this class prior (tag.class_prior; default: the model's)")
+    parser.add_argument("--hierarchy", choices=("audioset", "none"),
+                        help="every row with or without the true-path rule (fusion.hierarchy; default: audioset)")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
+    parser.add_argument("--scores", metavar="FILE",
+                        help="also write the per-clip scores (NumPy .npz: clips, classes, truth, audio, video, fused)")
     args = parser.parse_args()
     if not (CLIPS / "clips.csv").is_file():
         print(f"skipped: {CLIPS / 'clips.csv'} not found (the ../shared folder beside the repository)")
@@ -113,6 +123,8 @@ def main() -> int:
         config = dataclasses.replace(config, tag=dataclasses.replace(config.tag, speech_detector=False))
     if args.class_prior:
         config = dataclasses.replace(config, tag=dataclasses.replace(config.tag, class_prior=args.class_prior))
+    if args.hierarchy:
+        config = dataclasses.replace(config, fusion=dataclasses.replace(config.fusion, hierarchy=args.hierarchy))
     checkpoint = args.checkpoint or f"pretrained:{args.model}"
     tagger = Tagger.from_config(config, checkpoint=checkpoint, device="cpu")
     t0 = time.perf_counter()
@@ -152,15 +164,22 @@ def main() -> int:
             tagger.model.object_map = tagger.model.object_map[:, keep]
     results = {"model": args.checkpoint or args.model, "clips": len(names), "classes": len(classes),
                "fps": config.video.fps, "tag_seconds": round(seconds, 2), "positives": int(y.sum()), "systems": {}}
-    results["systems"]["audio only"] = metrics(y, np.nan_to_num(a))
-    for name, x in extra.items():
-        results["systems"][name] = metrics(y, np.nan_to_num(x))
-    results["systems"]["video only"] = metrics(y, np.nan_to_num(v))
-    for rule in args.rules.split(","):
-        fusion = fusion_for(rule.strip(), classes, tagger)
+    def system(rule: str, audio: np.ndarray, video: np.ndarray) -> np.ndarray:
+        """``(clips, classes)`` scores of a rule, through the tagger's own late fusion (and hierarchy)."""
+        fusion = fusion_for(rule, classes, tagger, config.fusion)
         with torch.no_grad():
-            fused = AudioVisualTagger(classes, fusion=fusion).combine(torch.as_tensor(a), torch.as_tensor(v)).numpy()
-        results["systems"][f"fused, {rule.strip()}"] = metrics(y, fused)
+            return AudioVisualTagger(classes, fusion=fusion).combine(torch.as_tensor(audio),
+                                                                    torch.as_tensor(video)).numpy()
+
+    per_rule = {"audio": system("audio", a, v)}
+    results["systems"]["audio only"] = metrics(y, per_rule["audio"])
+    for name, x in extra.items():
+        results["systems"][name] = metrics(y, system("audio", x, v))
+    per_rule["video"] = system("video", a, v)
+    results["systems"]["video only"] = metrics(y, per_rule["video"])
+    for rule in args.rules.split(","):
+        per_rule[rule.strip()] = system(rule.strip(), a, v)
+        results["systems"][f"fused, {rule.strip()}"] = metrics(y, per_rule[rule.strip()])
     print(f"{results['model']} model, {len(names)} real clips of ../shared/clips, {len(classes)} classes, "
           f"{int(y.sum())} positive (clip, class) pairs (hand labels + AudioSet ancestors); video at "
           f"{config.video.fps:g} frames/s, {seconds:.1f} s to tag them all\n")
@@ -171,6 +190,9 @@ def main() -> int:
     print(json.dumps(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.scores:
+        np.savez(args.scores, clips=np.array(names), classes=np.array(classes), truth=y, audio=a, video=v,
+                 **{f"system_{k}": x for k, x in per_rule.items()})
     return 0
 
 
