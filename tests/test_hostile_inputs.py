@@ -496,3 +496,20 @@ def test_hostile_input(row: Row, results):
         assert len(failures) == n and f"avtag: {n} of " in proc.stderr, where
     if row.check is not None:
         row.check(result, row)
+
+
+@pytest.mark.parametrize("command, rc", [
+    (["tag", "{long}.mp4"], 1),                   # a file that cannot be opened: reported, skipped
+    (["labelmap", "--encoder", "{long}.bin"], 2),
+    (["evaluate", "--checkpoint", "{long}.pt"], 2),
+    (["train", "{long}.yaml"], 2),
+    (["score", "{long}.csv", "{long}.csv"], 2),
+])
+def test_a_file_name_longer_than_the_file_system_allows(tmp_path, command, rc):
+    """ENAMETOOLONG from the OS is bad input: one line naming the file, never an internal error."""
+    long = "n" * 300
+    out = subprocess.run([sys.executable, "-m", "avtag", *(a.format(long=long) for a in command)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == rc, out.stderr
+    assert "internal error" not in out.stderr and "Traceback" not in out.stderr
+    assert any("too long" in line and "avtag" in line for line in out.stderr.splitlines()), out.stderr

@@ -67,7 +67,11 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
 
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        try:
+            is_dir = p.is_dir()
+        except (OSError, ValueError):  # a name too long for the file system: its decode reports it
+            is_dir = False
+        if is_dir:
             out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS))
         else:
             out.append(p)
