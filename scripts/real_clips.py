@@ -19,7 +19,7 @@ label-ranking average precision (scikit-learn; clips without any positive class 
 vocabulary are left out of it, and counted). Prints a markdown table and a JSON line.
 
 Usage: ``.venv/bin/python scripts/real_clips.py [--model default] [--checkpoint FILE] [--no-speech-detector]
-[--class-prior training|audioset] [--rules boost:0.5,gated,weighted,max]``
+[--class-prior training|audioset] [--rules boost:0.5,gated,weighted,max] [--bootstrap 2000]``
 """
 from __future__ import annotations
 
@@ -62,6 +62,23 @@ def metrics(y: np.ndarray, scores: np.ndarray) -> dict:
             "clips_in_lrap": int(rows.sum())}
 
 
+def paired_bootstrap(y: np.ndarray, systems: dict[str, np.ndarray], reference: str, n: int,
+                     seed: int = 0) -> dict[str, dict]:
+    """Each system's F1 and LRAP minus the ``reference`` system's, over ``n`` resamples of the clips
+    (drawn with replacement, the same draw for every system: a paired bootstrap, Efron & Tibshirani
+    1993); returns the 5th and 95th percentiles of both differences (a 90 % interval)."""
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(y), len(y)) for _ in range(n)]
+    ref = [metrics(y[d], systems[reference][d]) for d in draws]
+    out = {}
+    for name, scores in systems.items():
+        diffs = [(m["f1"] - r["f1"], m["lrap"] - r["lrap"])
+                 for m, r in zip((metrics(y[d], scores[d]) for d in draws), ref)]
+        lo, hi = np.nanpercentile(np.array(diffs), [5, 95], axis=0)
+        out[name] = {"f1_diff_90": [float(lo[0]), float(hi[0])], "lrap_diff_90": [float(lo[1]), float(hi[1])]}
+    return out
+
+
 def fusion_for(rule: str, classes, tagger, section):
     """A :class:`LateFusion` from ``method[:parameter]`` (``boost:0.5``, ``weighted:0.5``, ``gated``, ``max``,
     ``audio``, ``video``: one branch alone), with the config ``section``'s other settings (the hierarchy)."""
@@ -97,6 +114,9 @@ def main() -> int:
                         help="every row with this class prior (tag.class_prior; default: the model's)")
     parser.add_argument("--hierarchy", choices=("audioset", "none"),
                         help="every row with or without the true-path rule (fusion.hierarchy; default: audioset)")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="also give 90 %% intervals of each row's F1 and LRAP minus the audio branch's, from N "
+                             "paired resamples of the clips (e.g. 2000)")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     parser.add_argument("--scores", metavar="FILE",
                         help="also write the per-clip scores (NumPy .npz: clips, classes, truth, audio, video, fused)")
@@ -172,21 +192,27 @@ def main() -> int:
                                                                     torch.as_tensor(video)).numpy()
 
     per_rule = {"audio": system("audio", a, v)}
-    results["systems"]["audio only"] = metrics(y, per_rule["audio"])
+    rows = {"audio only": per_rule["audio"]}
     for name, x in extra.items():
-        results["systems"][name] = metrics(y, system("audio", x, v))
-    per_rule["video"] = system("video", a, v)
-    results["systems"]["video only"] = metrics(y, per_rule["video"])
+        rows[name] = system("audio", x, v)
+    per_rule["video"] = rows["video only"] = system("video", a, v)
     for rule in args.rules.split(","):
-        per_rule[rule.strip()] = system(rule.strip(), a, v)
-        results["systems"][f"fused, {rule.strip()}"] = metrics(y, per_rule[rule.strip()])
+        per_rule[rule.strip()] = rows[f"fused, {rule.strip()}"] = system(rule.strip(), a, v)
+    results["systems"] = {name: metrics(y, x) for name, x in rows.items()}
+    if args.bootstrap:
+        for name, ci in paired_bootstrap(y, rows, "audio only", args.bootstrap).items():
+            results["systems"][name].update(ci)
     print(f"{results['model']} model, {len(names)} real clips of ../shared/clips, {len(classes)} classes, "
           f"{int(y.sum())} positive (clip, class) pairs (hand labels + AudioSet ancestors); video at "
           f"{config.video.fps:g} frames/s, {seconds:.1f} s to tag them all\n")
-    print("| system | micro P @0.5 | micro R @0.5 | micro F1 @0.5 | label-ranking AP |")
-    print("|---|--:|--:|--:|--:|")
+    ci = args.bootstrap > 0
+    print("| system | micro P @0.5 | micro R @0.5 | micro F1 @0.5 | label-ranking AP |"
+          + (" F1 - audio, 90 % | LRAP - audio, 90 % |" if ci else ""))
+    print("|---|--:|--:|--:|--:|" + ("--:|--:|" if ci else ""))
     for name, m in results["systems"].items():
-        print(f"| {name} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['lrap']:.2f} |")
+        band = (lambda k: f" {m[k][0]:+.2f} .. {m[k][1]:+.2f} |") if ci else (lambda k: "")
+        print(f"| {name} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['lrap']:.2f} |"
+              + band("f1_diff_90") + band("lrap_diff_90"))
     print(json.dumps(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
