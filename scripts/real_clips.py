@@ -210,9 +210,8 @@ def main() -> int:
           + (" F1 - audio, 90 % | LRAP - audio, 90 % |" if ci else ""))
     print("|---|--:|--:|--:|--:|" + ("--:|--:|" if ci else ""))
     for name, m in results["systems"].items():
-        band = (lambda k: f" {m[k][0]:+.2f} .. {m[k][1]:+.2f} |") if ci else (lambda k: "")
-        print(f"| {name} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['lrap']:.2f} |"
-              + band("f1_diff_90") + band("lrap_diff_90"))
+        bands = "".join(f" {m[k][0]:+.2f} .. {m[k][1]:+.2f} |" for k in ("f1_diff_90", "lrap_diff_90") if ci)
+        print(f"| {name} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['lrap']:.2f} |{bands}")
     print(json.dumps(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
