@@ -313,12 +313,10 @@ class FusionConfig:
         weights_file: JSON of a fitted fusion (``LateFusion.save``).
         fit: fit the method on validation clips with video (``logistic`` always is).
         hierarchy: ``audioset``: after fusion a class scores at least its descendants in the AudioSet
-            ontology (the true-path rule, :mod:`avtag.ontology`); ``none`` for vocabularies whose labels
-            do not follow it (DCASE 2017 Task 4 marks "Car passing by" without "Car").
+            ontology (true-path rule, :mod:`avtag.ontology`); ``none`` where labels do not follow it (DCASE 2017).
     """
 
-    # max by measurement: on the real clips of ../shared/clips, with the default model's audio scores at
-    # AudioSet's class prior, the best F1 and the best LRAP but one (scripts/real_clips.py; README, model card)
+    # max by measurement on the real clips (scripts/real_clips.py; README, model card)
     method: str = "max"
     audio_weight: Union[float, List[float]] = 0.5
     video_boost: float = 0.5
