@@ -100,6 +100,30 @@ def test_export_key_covers_what_the_graphs_depend_on(tmp_path):
     assert export_key(str(ckpt), None, config, True, True) != first
     assert export_key(str(tmp_path / "missing.pt"), None, config, True, True) is None
     assert export_key("pretrained:nonesuch", None, config, True, True) is None
+    other = AvtagConfig()
+    other.fusion.hierarchy = "none"
+    assert base != export_key("pretrained:default", None, other, True, True)
+
+
+def test_export_key_follows_the_packaged_tables(monkeypatch, tmp_path):
+    """The reviewed label-map pairs and the ontology are baked into the export: editing either (in an
+    installed copy; here a copy of the package) must give a new key, or a stale export would run."""
+    import shutil
+
+    import avtag
+    from avtag.inference import runtime
+
+    copy = tmp_path / "avtag"
+    shutil.copytree(Path(avtag.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__", "models"))
+    shutil.copytree(Path(avtag.__file__).parent / "models", copy / "models",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.ckpt", "*.pt"))
+    monkeypatch.setattr(avtag, "__file__", str(copy / "__init__.py"))
+    first = runtime._source_digest()
+    for name in ("label_map_overrides.yaml", "corpus_rules.yaml"):
+        table = copy / "resources" / name
+        table.write_text(table.read_text() + "\n# edited\n")
+        assert runtime._source_digest() != first, name
+        first = runtime._source_digest()
 
 
 def test_engine_choice(monkeypatch):

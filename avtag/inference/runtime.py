@@ -53,13 +53,16 @@ def _file_stamp(value) -> list | None:
 
 
 def _source_digest() -> str:
-    """SHA-1 of the source of the packages the exported graphs are traced from."""
+    """SHA-1 of what the exported graphs are built from: the source of ``models/`` and ``features/``,
+    the ontology module, and the packaged tables baked into them (the reviewed label-map pairs, the
+    ontology of the true-path rule), so editing any of them exports afresh."""
     h = hashlib.sha1()
     root = Path(avtag.__file__).parent
-    for folder in ("models", "features"):
-        for path in sorted((root / folder).glob("*.py")):
-            h.update(path.name.encode())
-            h.update(path.read_bytes())
+    files = [*sorted((root / "models").glob("*.py")), *sorted((root / "features").glob("*.py")),
+             root / "ontology.py", *sorted((root / "resources").glob("*.yaml"))]
+    for path in files:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 
