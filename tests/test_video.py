@@ -90,3 +90,18 @@ def test_aggregate_frames():
         aggregate_frames(x, "median")
     with pytest.raises(VideoBranchError, match="frames >= 1"):
         aggregate_frames(np.zeros((0, 2)), "mean")
+
+
+@pytest.mark.parametrize("override, problem", [
+    ("video.fps=0", "video.fps must be > 0"), ("video.fps=-1", "video.fps must be > 0"),
+    ("video.fps=.nan", "video.fps must be > 0"), ("video.num_frames=0", "video.num_frames must be >= 1"),
+    ("video.batch_size=0", "video.batch_size must be >= 1"),
+    ("video.frame_short_side=-5", "video.frame_short_side must be >= 1"),
+])
+def test_frame_sampling_settings_are_checked_at_config_load(override, problem):
+    """A frame rate of 0 or a batch of 0 frames used to be accepted (and sampled something anyway)."""
+    from avtag.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=problem):
+        load_config(None, [override])
+    assert load_config(None, ["video.num_frames=4", "video.frame_short_side=null"]).video.num_frames == 4

@@ -218,6 +218,11 @@ def _check_values(cfg: AvtagConfig, source: str) -> None:
                         f"got {cfg.audio.sample_rate}")
     if not 0 <= cfg.tag.threshold <= 1:
         problems.append(f"tag.threshold must lie in [0, 1], got {cfg.tag.threshold}")
+    if not cfg.video.fps > 0:
+        problems.append(f"video.fps must be > 0 frames per second, got {cfg.video.fps}")
+    for key in ("video.num_frames", "video.frame_short_side", "video.batch_size"):
+        if _lookup(cfg, key) is not None and _lookup(cfg, key) < 1:
+            problems.append(f"{key} must be >= 1, got {_lookup(cfg, key)}")
     if problems:
         raise ConfigError(f"{source}: {problems[0]}")
 
