@@ -218,6 +218,17 @@ def _check_values(cfg: AvtagConfig, source: str) -> None:
                         f"got {cfg.audio.sample_rate}")
     if not 0 <= cfg.tag.threshold <= 1:
         problems.append(f"tag.threshold must lie in [0, 1], got {cfg.tag.threshold}")
+    for key, low, high in (("tag.top_k", 0, None), ("tag.objects", 0, None), ("tag.decode_workers", 0, None),
+                           ("tag.batch_clips", 1, None), ("tag.median_filter_s", 0, None),
+                           ("tag.min_duration_s", 0, None), ("tag.segment_threshold", 0, 1),
+                           ("evaluate.frame_threshold", 0, 1)):
+        value = _lookup(cfg, key)
+        if not (value >= low and (high is None or value <= high)):  # NaN fails too
+            problems.append(f"{key} must be {'in [%s, %s]' % (low, high) if high is not None else '>= %s' % low}, "
+                            f"got {value}")
+    for key in ("tag.long_file_s", "tag.window_s"):
+        if not _lookup(cfg, key) > 0:
+            problems.append(f"{key} must be > 0 seconds, got {_lookup(cfg, key)}")
     if not cfg.video.fps > 0:
         problems.append(f"video.fps must be > 0 frames per second, got {cfg.video.fps}")
     for key in ("video.num_frames", "video.frame_short_side", "video.batch_size"):
