@@ -224,8 +224,8 @@ def _check_values(cfg: AvtagConfig, source: str) -> None:
                            ("evaluate.frame_threshold", 0, 1)):
         value = _lookup(cfg, key)
         if not (value >= low and (high is None or value <= high)):  # NaN fails too
-            problems.append(f"{key} must be {'in [%s, %s]' % (low, high) if high is not None else '>= %s' % low}, "
-                            f"got {value}")
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            problems.append(f"{key} must be {bound}, got {value}")
     for key in ("tag.long_file_s", "tag.window_s"):
         if not _lookup(cfg, key) > 0:
             problems.append(f"{key} must be > 0 seconds, got {_lookup(cfg, key)}")
