@@ -245,7 +245,8 @@ def test_labels_longer_than_a_file_name_are_names(tmp_path):
 @pytest.mark.parametrize("override, problem", [
     ("tag.window_s=0", "tag.window_s must be > 0"), ("tag.long_file_s=-1", "tag.long_file_s must be > 0"),
     ("tag.batch_clips=0", "tag.batch_clips must be >= 1"), ("tag.decode_workers=-2", "tag.decode_workers must be >= 0"),
-    ("tag.top_k=-1", "tag.top_k must be >= 0"), ("tag.segment_threshold=5", r"tag.segment_threshold must be in \[0, 1\]"),
+    ("tag.top_k=-1", "tag.top_k must be >= 0"),
+    ("tag.segment_threshold=5", r"tag.segment_threshold must be in \[0, 1\]"),
     ("tag.min_duration_s=.nan", "tag.min_duration_s must be >= 0"),
     ("evaluate.frame_threshold=2", r"evaluate.frame_threshold must be in \[0, 1\]"),
 ])
