@@ -87,6 +87,30 @@ def test_bad_arrays_are_one_line_errors(tagger, clip):
     result = tagger(np.zeros(100, np.float32), sample_rate=16000, frames=clip.frames)  # 6 ms: too short for audio
     assert result.branches == {"audio": False, "video": True}
     assert any("too short" in n for n in result.notes)
+    wave = clip.waveform[:44100 * 3]
+    for bad, problem in ((np.full(32000, np.nan, np.float32), "NaN or infinite"),
+                         (np.array(["a", "b"]), "must hold numbers"), (np.zeros(9, bool), "must hold numbers")):
+        with pytest.raises(TagError, match=problem):
+            tagger(bad, sample_rate=16000)
+    for rate in (float("nan"), -1, "44100", float("inf")):
+        with pytest.raises(TagError, match="positive number"):
+            tagger(wave, sample_rate=rate)
+    with pytest.raises(TagError, match="one time per frame"):
+        tagger(frames=clip.frames, frame_times=clip.frame_times[:1])
+
+
+def test_integer_pcm_is_scaled_by_its_type(tagger, clip):
+    """int16 / int32 / uint8 audio (as soundfile or scipy read it) tags like the same float samples."""
+    wave = np.clip(clip.waveform[:44100 * 4], -1, 1 - 2 ** -15)
+    as_float = tagger(wave, sample_rate=44100).scores
+    for pcm, back in (((wave * 32768).astype(np.int16), lambda p: p / 32768),
+                      ((wave * 2 ** 31).astype(np.int32), lambda p: p / 2 ** 31),
+                      (np.round(wave * 127 + 128).astype(np.uint8), lambda p: (p.astype(float) - 128) / 128)):
+        got = tagger(pcm, sample_rate=44100).scores
+        want = tagger(back(pcm).astype(np.float32), sample_rate=44100).scores
+        assert all(got[c].score == pytest.approx(want[c].score, abs=1e-4) for c in got), pcm.dtype
+    int16 = tagger((wave * 32768).astype(np.int16), sample_rate=44100).scores
+    assert all(int16[c].score == pytest.approx(as_float[c].score, abs=0.02) for c in int16)
 
 
 def test_tag_files_returns_failures_as_values(tagger, tmp_path):

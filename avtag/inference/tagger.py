@@ -224,21 +224,31 @@ class Tagger:
 
         Args:
             waveform: ``(samples,)`` mono or ``(channels, samples)`` (averaged to mono) float audio
-                in [-1, 1], at ``sample_rate`` Hz (resampled inside), or None.
+                in [-1, 1] (integer PCM is scaled by its type's range), at ``sample_rate`` Hz (resampled
+                inside), or None.
             frames: ``(n, H, W, 3)`` uint8 RGB video frames, or None.
             frame_times: ``(n,)`` seconds of the frames (for the duration when there is no audio).
             segments, top_k, threshold: as :meth:`tag_file`.
 
         Raises:
-            TagError: both inputs None, shapes or types that cannot be tagged.
+            TagError: both inputs None, shapes or types that cannot be tagged, NaN or infinite samples,
+                a sample rate that is not a positive number, frame times that do not match the frames.
         """
         from avtag.io.media import Clip
 
         wave = rate = None
         if waveform is not None:
-            if not sample_rate or sample_rate <= 0:
-                raise TagError("a waveform needs its sample_rate (Hz)")
-            wave = np.asarray(waveform, dtype=np.float32)
+            if not isinstance(sample_rate, (int, float, np.number)) or not 0 < sample_rate < float("inf"):
+                raise TagError(f"a waveform needs its sample_rate (Hz, a positive number), got {sample_rate!r}")
+            wave = np.asarray(waveform)
+            if wave.dtype.kind not in "iuf":
+                raise TagError(f"waveform must hold numbers, got dtype {wave.dtype}")
+            if wave.dtype.kind in "iu":  # integer PCM: scaled to [-1, 1] by its type's range
+                half = (int(np.iinfo(wave.dtype).max) + 1) // (2 if wave.dtype.kind == "u" else 1)
+                wave = (wave.astype(np.float64) - (half if wave.dtype.kind == "u" else 0)) / half
+            wave = wave.astype(np.float32, copy=False)
+            if not np.isfinite(wave).all():
+                raise TagError("waveform holds NaN or infinite samples")
             if wave.ndim == 2:
                 wave = wave.mean(axis=0)
             if wave.ndim != 1:
@@ -256,6 +266,8 @@ class Tagger:
             raise TagError("nothing to tag: give a waveform, frames or both")
         times = None if frames is None else (np.asarray(frame_times, dtype=np.float64) if frame_times is not None
                                              else np.arange(len(frames), dtype=np.float64))
+        if times is not None and times.shape != (len(frames),):
+            raise TagError(f"frame_times must hold one time per frame ({len(frames)}), got shape {times.shape}")
         duration = len(wave) / rate if wave is not None else float(times[-1] + 1.0 if len(times) else 0.0)
         clip = Clip(path=None, start=0.0, duration=duration, waveform=wave, sample_rate=rate, frames=frames,
                     frame_times=times)
