@@ -304,3 +304,28 @@ def test_audio_files_take_the_libsndfile_path_and_agree_with_pyav(tmp_path, suff
     assert abs(streamed.size - fast.size) <= 2 and np.abs(streamed[: n - 100] - fast[: n - 100]).max() < 1e-3
     video = write_media(tmp_path / "v.mp4", seconds=1.0, audio=tone(1.0, 48000), sample_rate=48000)
     assert not SoundFileBackend().accepts_audio(probe(video))  # video containers go to decord / PyAV
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"sample_rate": -16000}, "sample_rate must be a positive whole number"),
+    ({"sample_rate": 22050.5}, "sample_rate must be a positive whole number"),
+    ({"fps": 0}, "fps must be a positive number"), ({"fps": float("nan")}, "fps must be a positive number"),
+    ({"num_frames": 0}, "num_frames must be a positive whole number"),
+    ({"frame_short_side": 0}, "frame_short_side must be a positive whole number"),
+    ({"end": float("nan")}, "end must be a number of seconds"),
+])
+def test_bad_decode_settings_are_refused_before_decoding(corpus, settings, problem):
+    with pytest.raises(MediaError, match=f"bad decode settings: {problem}"):
+        load_clip(corpus["mp4"], **settings)
+    if "end" not in settings:  # iter_windows has no span
+        with pytest.raises(MediaError, match="bad decode settings"):
+            next(iter_windows(corpus["mp4"], 1.0, **settings))
+
+
+def test_a_zero_sample_rate_no_longer_kills_the_process(corpus):
+    """decord divided by it: SIGFPE took the interpreter down. Run in a child, so a regression fails one test."""
+    code = (f"import avtag\ntry:\n    avtag.load_clip({str(corpus['mp4'])!r}, sample_rate=0)\n"
+            "except avtag.AvtagError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, (out.returncode, out.stderr[-500:])
+    assert "sample_rate must be a positive whole number, got 0" in out.stdout

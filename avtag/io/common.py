@@ -90,6 +90,30 @@ def reason(exc: BaseException) -> str:
     return one_line(str(exc)) or type(exc).__name__
 
 
+def check_decode_settings(sample_rate=16000, fps=None, num_frames=None, frame_short_side=None,
+                          start=None, end=None) -> None:
+    """Refuse decode settings a decoder cannot take (a sample rate of 0 crashes decord with SIGFPE).
+
+    Raises:
+        MediaError: ``bad decode settings: ...`` naming the first bad value.
+    """
+    def positive(value, whole: bool) -> bool:
+        try:
+            return 0 < value < float("inf") and (not whole or float(value) == int(value))
+        except (TypeError, ValueError):
+            return False
+
+    for name, value, whole, optional in (("sample_rate", sample_rate, True, False), ("fps", fps, False, True),
+                                         ("num_frames", num_frames, True, True),
+                                         ("frame_short_side", frame_short_side, True, True)):
+        if not ((optional and value is None) or positive(value, whole)):
+            raise MediaError(f"bad decode settings: {name} must be a positive {'whole ' if whole else ''}number, "
+                             f"got {value!r}")
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not (isinstance(value, (int, float, np.number)) and np.isfinite(value)):
+            raise MediaError(f"bad decode settings: {name} must be a number of seconds, got {value!r}")
+
+
 def check_file(path: str | Path) -> Path:
     """``path`` as a Path, after checking it is an existing, non-empty regular file.
 

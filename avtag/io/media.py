@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from avtag.io.backends import EMPTY_FRAMES, FallbackDecoder, PyAVBackend
-from avtag.io.common import Clip, MediaError, MediaInfo, media_error
+from avtag.io.common import Clip, MediaError, MediaInfo, check_decode_settings, media_error
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus")
@@ -99,8 +99,11 @@ def load_clip(
 
     Raises:
         MediaError: the file is missing, empty, not media, undecodable, or the span
-            lies outside the file.
+            lies outside the file; or a setting no decoder can take (a sample rate, frame rate,
+            frame count or frame size that is not a positive number: a sample rate of 0 used to
+            crash decord with SIGFPE).
     """
+    check_decode_settings(sample_rate, fps, num_frames, frame_short_side, start, end)
     info = probe(path)
     path = info.path
     t0 = float(start or 0.0)
@@ -192,6 +195,7 @@ def iter_windows(
     Yields:
         :class:`Clip` per window, with ``start`` in seconds from the file start.
     """
+    check_decode_settings(sample_rate, fps, num_frames, frame_short_side)
     info = probe(path)
     hop_s = float(hop_s or window_s)
     if window_s <= 0 or hop_s <= 0:
@@ -235,8 +239,9 @@ def stream_audio(path: str | Path, sample_rate: int, start: float = 0.0) -> Iter
     Streams with PyAV (one packet in memory at a time); mono is the channel mean.
 
     Raises:
-        MediaError: unreadable file, no audio track, or a decoding error.
+        MediaError: unreadable file, no audio track, a decoding error, or bad settings.
     """
+    check_decode_settings(sample_rate, start=start)
     return FallbackDecoder().stream_audio(path, sample_rate, start)
 
 
