@@ -97,6 +97,19 @@ def test_bad_arrays_are_one_line_errors(tagger, clip):
             tagger(wave, sample_rate=rate)
     with pytest.raises(TagError, match="one time per frame"):
         tagger(frames=clip.frames, frame_times=clip.frame_times[:1])
+    for kw, problem in (({"top_k": -1}, "top_k must be a whole number"), ({"threshold": 1.5}, "threshold must lie"),
+                        ({"threshold": float("nan")}, "threshold must lie")):
+        with pytest.raises(TagError, match=problem):
+            tagger(wave, sample_rate=44100, **kw)
+        with pytest.raises(TagError, match=problem):
+            tagger.tag_file(DEMO, **kw)
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        tagger(wave, sample_rate=44100).top(k=-1)
+
+
+def test_tag_files_takes_one_path_as_one_file(tagger):
+    """A str is a path, not a sequence of one-letter paths."""
+    assert [Path(r.file).name for r in tagger.tag_files(str(DEMO))] == [Path(DEMO).name]
 
 
 def test_integer_pcm_is_scaled_by_its_type(tagger, clip):

@@ -15,6 +15,7 @@ pooled together, and events are cut per window and joined where they touch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -27,6 +28,18 @@ from avtag.inference.results import Tag, TagResult
 
 class TagError(AvtagError):
     """A file or array that cannot be tagged (the message names the file and why)."""
+
+
+def check_top(top_k, threshold) -> None:
+    """Refuse a ``top_k`` below 0 or a ``threshold`` outside [0, 1] (None: the config's).
+
+    Raises:
+        TagError: naming the value.
+    """
+    if top_k is not None and not (isinstance(top_k, (int, np.integer)) and top_k >= 0):
+        raise TagError(f"top_k must be a whole number >= 0 (0: all), got {top_k!r}")
+    if threshold is not None and not (isinstance(threshold, (int, float, np.number)) and 0 <= threshold <= 1):
+        raise TagError(f"threshold must lie in [0, 1], got {threshold!r}")
 
 
 @dataclass
@@ -260,6 +273,9 @@ class FilePipeline:
             threshold: float | None = None) -> Iterator[TagResult]:
         """Yield one :class:`TagResult` per path, in input order; a file that cannot be tagged is a
         result with ``error`` set (one line naming the file and the problem)."""
+        check_top(top_k, threshold)
+        if isinstance(paths, (str, Path)):  # one path, not its characters
+            paths = [paths]
         cfg = self.tagger.config.tag
         head = cfg.long_file_s + 1e-3  # decode at most this much of a file at once: longer ones go by windows
         batch: list[tuple[str, object]] = []

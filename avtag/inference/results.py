@@ -62,7 +62,12 @@ class TagResult:
         return tuple(self.scores)
 
     def top(self, k: int = 5, threshold: float = 0.0) -> list[Tag]:
-        """The ``k`` best classes (0: all) with fused score >= ``threshold``, best first."""
+        """The ``k`` best classes (0: all) with fused score >= ``threshold``, best first.
+
+        Raises:
+            ValueError: ``k`` below 0."""
+        if k < 0:
+            raise ValueError(f"k must be >= 0 (0: all), got {k}")
         ranked = sorted(self.scores.values(), key=lambda t: -t.score)
         return [t for t in ranked if t.score >= threshold][: k or None]
 

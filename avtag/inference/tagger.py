@@ -24,7 +24,7 @@ import numpy as np
 
 from avtag.config import AvtagConfig, LabelMapConfig
 from avtag.inference.engines import OnnxEngine, TorchEngine
-from avtag.inference.pipeline import FilePipeline, TagError, combine, infer_clip
+from avtag.inference.pipeline import FilePipeline, TagError, check_top, combine, infer_clip
 from avtag.inference.results import TagResult
 from avtag.labels import Vocabulary, get_vocabulary
 
@@ -278,8 +278,9 @@ class Tagger:
         """Tag an already decoded :class:`avtag.io.Clip` (waveform at :attr:`sample_rate`, uint8 frames).
 
         Raises:
-            TagError: neither branch can use the clip.
+            TagError: neither branch can use the clip; a ``top_k`` < 0 or ``threshold`` outside [0, 1].
         """
+        check_top(top_k, threshold)
         logits = None
         if clip.frames is not None and len(clip.frames) and self.engine.has_frames:
             logits = self.engine.frame_logits([clip.frames])[0]
