@@ -212,6 +212,18 @@ def test_gensim_keyed_vectors_encoder(tmp_path):
         assert lm.settings["encoder"].startswith("kv:")
 
 
+def test_word_vectors_with_nan_are_refused(tmp_path):
+    """NaN in a vector file made every similarity NaN, and `avtag labelmap --json` wrote NaN (not JSON)."""
+    bad = tmp_path / "nan.txt"
+    bad.write_text("2 3\ndog nan inf 1\ncat 0 0 1\n")
+    with pytest.raises(AvtagError, match=r"nan\.txt: word vectors hold NaN or infinite values"):
+        KeyedVectorsEncoder(bad).encode(["dog"])
+    short = tmp_path / "short.txt"
+    short.write_text("2 4\ndog 1 2 3 4\ncat 1 2\n")
+    with pytest.raises(AvtagError, match=r"short\.txt: cannot load word vectors"):
+        KeyedVectorsEncoder(short).encode(["dog"])
+
+
 def test_labelmap_command_prints_top_objects(capsys):
     from avtag.cli import main
 

@@ -224,6 +224,9 @@ class KeyedVectorsEncoder(TextEncoder):
                     self._kv = KeyedVectors.load_word2vec_format(str(p), binary=False, no_header=not _has_header(p))
             except Exception as exc:
                 raise TextEncoderError(f"{p}: cannot load word vectors ({type(exc).__name__}: {exc})") from None
+            if not np.isfinite(self._kv.vectors).all():
+                self._kv = None
+                raise TextEncoderError(f"{p}: word vectors hold NaN or infinite values")
         return self._kv
 
     def phrase_vector(self, text: str) -> np.ndarray | None:
