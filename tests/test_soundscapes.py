@@ -216,9 +216,11 @@ def test_cli(tmp_path, sounds_dir, capsys):
     out = capsys.readouterr().out
     assert "wrote 3 training and 2 test soundscapes" in out and "Speech" in out and "pibble.ogg" in out
     assert len(list((tmp_path / "s" / "audio" / "test").glob("Y*.wav"))) == 2
-    bad = parser.parse_args(["soundscapes", str(tmp_path / "t"), "--test-fraction", "1.5"])
-    with pytest.raises(AvtagError, match="test-fraction"):
-        bad.func(bad)
+    for flags, problem in ((["--test-fraction", "1.5"], "test-fraction"), (["--max-minutes", "-1"], "max-minutes"),
+                           (["--renditions", "0"], "renditions"), (["--n-test", "-1"], "n-test")):
+        bad = parser.parse_args(["soundscapes", str(tmp_path / "t"), *flags])
+        with pytest.raises(AvtagError, match=problem):
+            bad.func(bad)
 
 
 def test_speed_perturbation_changes_pitch_and_keeps_the_labelled_span():

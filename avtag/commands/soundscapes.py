@@ -86,6 +86,13 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("lowpass_probability", "codec_probability", "bed_probability", "reverb_probability"):
         if not 0.0 <= getattr(args, flag) <= 1.0:
             raise SoundscapeError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must lie between 0 and 1")
+    for flag, value in (("--devices", args.devices), ("--renditions", args.renditions),
+                        ("--min-recordings", args.min_recordings), ("--max-minutes", args.max_minutes)):
+        if value is not None and not value > 0:
+            raise SoundscapeError(f"{flag} {value}: must be > 0")
+    for flag, value in (("--n-train", args.n_train), ("--n-validation", args.n_validation), ("--n-test", args.n_test)):
+        if value is not None and value < 0:
+            raise SoundscapeError(f"{flag} {value}: must be >= 0")
     if args.vocabulary == "dcase2017":
         if not corpus:
             raise SoundscapeError("--vocabulary dcase2017 needs --corpus DIR")
