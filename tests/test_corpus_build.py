@@ -255,6 +255,9 @@ def test_cli_build_and_one_line_errors(built, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("avtag: error: source hedgewars-data: excluded")
     assert main(["corpus", "sources"]) == 0 and "flight-of-the-amazon-queen" in capsys.readouterr().out
+    missing = tmp_path / "no such folder"
+    assert main(["corpus", "build", str(tmp_path / "e"), "--package-dir", str(missing), "--sources", PKG]) == 2
+    assert capsys.readouterr().err.strip() == f"avtag: error: --package-dir {missing}: not a folder"
 
 
 @pytest.mark.slow

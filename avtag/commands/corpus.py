@@ -45,10 +45,16 @@ def register(subparsers) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from avtag.data.corpus import CorpusError
     from avtag.data.corpus.build import build_corpus
     from avtag.data.corpus.summary import ENOUGH_GROUPS
 
     names = [n.strip() for n in args.sources.split(",") if n.strip()] if args.sources else None
+    for folder in args.package_dir:
+        if not Path(folder).is_dir():
+            raise CorpusError(f"--package-dir {folder}: not a folder")
     result = build_corpus(args.out_dir, names, args.rules, args.package_dir, construct=not args.no_construct,
                           seed=args.seed, progress=not args.no_progress, retry=args.retry_undecodable,
                           force_relabel=args.relabel)
