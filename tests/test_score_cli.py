@@ -97,3 +97,14 @@ def test_large_prediction_file_is_streamed_and_summarised(tmp_path):
     assert len(out.stdout) < 10_000
     peak_mb = int(out.stderr.split("maxrss_kb")[1].split()[0]) / 1024
     assert peak_mb < 150, f"peak RSS {peak_mb:.0f} MB: the prediction file was held in memory"
+
+
+def test_notes_quote_long_names_cut_short(tmp_path):
+    """A 100,000-character label in a prediction file is named in a note of at most a few hundred characters."""
+    gt, pred = tmp_path / "gt.tsv", tmp_path / "pred.tsv"
+    gt.write_text("clip\t0\t1\tCar\n")
+    pred.write_text("clip\t0\t1\t" + "x" * 100_000 + "\n")
+    out = avtag("score", str(pred), str(gt))
+    assert out.returncode == 0, out.stderr[-300:]
+    note = next(line for line in out.stderr.splitlines() if "never occur" in line)
+    assert len(note) < 300 and "xxx..." in note

@@ -135,13 +135,13 @@ class ScoreResult:
         out = list(self.format_warnings)
         if self.ignored_prediction_count:
             out.append(f"{self.ignored_prediction_count} prediction clip(s) not in the ground truth were ignored "
-                       f"(e.g. {self.ignored_prediction_clips[0]!r})")
+                       f"(e.g. {_short(self.ignored_prediction_clips[0])})")
         if self.unscored_groundtruth_clips:
             out.append(f"{len(self.unscored_groundtruth_clips)} ground-truth clip(s) have no prediction row and were "
-                       f"not scored, as the official scorer does (e.g. {self.unscored_groundtruth_clips[0]!r}); "
+                       f"not scored, as the official scorer does (e.g. {_short(self.unscored_groundtruth_clips[0])}); "
                        "write a label-less row per clip to count their labels as misses")
         if self.unknown_labels:
-            shown = ", ".join(repr(x) for x in self.unknown_labels[:3])
+            shown = ", ".join(_short(x) for x in self.unknown_labels[:3])
             out.append(f"{len(self.unknown_labels)} predicted label(s) never occur in the ground truth and count as "
                        f"false positives: {shown}")
         return out
@@ -362,3 +362,8 @@ def read_strong_labels(path: str | Path) -> tuple[list[tuple[str, float, float, 
         if not (onset == 0.0 and offset == 0.0):
             events.append((fields[0], onset, offset, fields[3]))
     return events, list(clips)
+
+
+def _short(name: str, limit: int = 60) -> str:
+    """``repr`` of a clip or label name cut to ``limit`` characters, for one-line notes."""
+    return repr(name if len(name) <= limit else name[:limit] + "...")
