@@ -198,6 +198,13 @@ def test_bad_requests_are_one_line_errors(tagger, tone_model):
         tagger.explain(np.full(SR, np.nan, np.float32), SR)
 
 
+def test_digital_silence_is_said(tagger):
+    """A muted track (the failing-audio clip goes silent after 4.7 s) is explained with a note, not as a sound."""
+    expl = tagger.explain(np.zeros(SR * 4, np.float32), SR, classes=["Tone"])
+    assert any("the audio is silent" in n for n in expl.notes)
+    assert not any("the audio is silent" in n for n in tagger.explain(tone_clip(), SR, classes=["Tone"]).notes)
+
+
 def test_mel_mask_reaches_the_stft_bins_of_the_front_end():
     fb = mel_filterbank(AUDIO)
     torch.testing.assert_close(fb, LogMel(AUDIO).mel.mel_scale.fb)  # the front end's own filterbank

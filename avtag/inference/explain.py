@@ -223,6 +223,9 @@ def explain_clip(tagger, waveform: np.ndarray, sample_rate: int, frames: np.ndar
                                 f"got shape {np.shape(waveform)} at {sample_rate} Hz")
     if not np.all(np.isfinite(wave_in)):
         raise ExplainInputError(f"{where}the waveform holds NaN or infinite samples")
+    if wave_in.size and float(np.max(np.abs(wave_in))) < 1e-5:  # below -100 dBFS: nothing was heard
+        notes.append("the audio is silent (peak below -100 dBFS): its maps and WAVs show the network's "
+                     "response to silence, not to a sound")
     cfg, rate, device = audio.audio_config, audio.sample_rate, tagger.device
     wave = torch.from_numpy(wave_in)
     if int(sample_rate) != rate:
