@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("AVTAG_DEBUG"):
             raise
         if isinstance(exc, OSError) and exc.filename is not None:  # a file the system refuses: bad input
-            name = str(exc.filename)
-            name = name if len(name) <= 80 else name[:60] + "..." + name[-17:]
-            print(f"avtag: error: {name}: {exc.strerror or exc}", file=sys.stderr)
+            from avtag.io.common import shorten
+
+            print(f"avtag: error: {shorten(exc.filename)}: {exc.strerror or exc}", file=sys.stderr)
             return 2
         print(f"avtag: internal error: {type(exc).__name__}: {exc} (set AVTAG_DEBUG=1 for the traceback)",
               file=sys.stderr)

@@ -232,8 +232,8 @@ def _check_values(cfg: AvtagConfig, source: str) -> None:
     if not cfg.video.fps > 0:
         problems.append(f"video.fps must be > 0 frames per second, got {cfg.video.fps}")
     for key in ("video.num_frames", "video.frame_short_side", "video.batch_size"):
-        if _lookup(cfg, key) is not None and _lookup(cfg, key) < 1:
-            problems.append(f"{key} must be >= 1, got {_lookup(cfg, key)}")
+        if (value := _lookup(cfg, key)) is not None and value < 1:
+            problems.append(f"{key} must be >= 1, got {value}")
     if problems:
         raise ConfigError(f"{source}: {problems[0]}")
 

@@ -82,6 +82,7 @@ from avtag.evaluation.scorer_files import (
     iter_lines,
     read_label_file,
 )
+from avtag.io.common import shorten
 from avtag.labels import DCASE2017_CLASSES
 
 _SEGMENT_TIMES = re.compile(r"_(-?\d+(?:\.\d+)?)_(-?\d+(?:\.\d+)?)(?:\.wav|\.flac)?$")
@@ -135,13 +136,14 @@ class ScoreResult:
         out = list(self.format_warnings)
         if self.ignored_prediction_count:
             out.append(f"{self.ignored_prediction_count} prediction clip(s) not in the ground truth were ignored "
-                       f"(e.g. {_short(self.ignored_prediction_clips[0])})")
+                       f"(e.g. {shorten(self.ignored_prediction_clips[0])!r})")
         if self.unscored_groundtruth_clips:
+            first = shorten(self.unscored_groundtruth_clips[0])
             out.append(f"{len(self.unscored_groundtruth_clips)} ground-truth clip(s) have no prediction row and were "
-                       f"not scored, as the official scorer does (e.g. {_short(self.unscored_groundtruth_clips[0])}); "
+                       f"not scored, as the official scorer does (e.g. {first!r}); "
                        "write a label-less row per clip to count their labels as misses")
         if self.unknown_labels:
-            shown = ", ".join(_short(x) for x in self.unknown_labels[:3])
+            shown = ", ".join(repr(shorten(x)) for x in self.unknown_labels[:3])
             out.append(f"{len(self.unknown_labels)} predicted label(s) never occur in the ground truth and count as "
                        f"false positives: {shown}")
         return out
@@ -362,8 +364,3 @@ def read_strong_labels(path: str | Path) -> tuple[list[tuple[str, float, float, 
         if not (onset == 0.0 and offset == 0.0):
             events.append((fields[0], onset, offset, fields[3]))
     return events, list(clips)
-
-
-def _short(name: str, limit: int = 60) -> str:
-    """``repr`` of a clip or label name cut to ``limit`` characters, for one-line notes."""
-    return repr(name if len(name) <= limit else name[:limit] + "...")

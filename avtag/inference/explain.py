@@ -206,6 +206,7 @@ def explain_clip(tagger, waveform: np.ndarray, sample_rate: int, frames: np.ndar
 
     from avtag.features.inverse import apply_mel_mask, mel_band_edges
     from avtag.features.logmel import LogMel
+    from avtag.io.common import MediaError, mono_waveform
     from avtag.models import explain as mx
     from avtag.models.frontends import AudioInputError
 
@@ -216,13 +217,10 @@ def explain_clip(tagger, waveform: np.ndarray, sample_rate: int, frames: np.ndar
         raise ExplainInputError(f"{where}explaining needs an audio model; this tagger has no audio branch")
     if method not in mx.METHODS:
         raise ExplainInputError(f"unknown method {method!r}; choose one of {', '.join(mx.METHODS)}")
-    wave_in = np.asarray(waveform, dtype=np.float32)
-    wave_in = wave_in.mean(axis=0) if wave_in.ndim == 2 else wave_in
-    if wave_in.ndim != 1 or not sample_rate or sample_rate <= 0:
-        raise ExplainInputError(f"{where}need a (samples,) or (channels, samples) waveform and its sample rate; "
-                                f"got shape {np.shape(waveform)} at {sample_rate} Hz")
-    if not np.all(np.isfinite(wave_in)):
-        raise ExplainInputError(f"{where}the waveform holds NaN or infinite samples")
+    try:
+        wave_in = mono_waveform(waveform, sample_rate)
+    except MediaError as exc:
+        raise ExplainInputError(f"{where}{exc}") from None
     if wave_in.size and float(np.max(np.abs(wave_in))) < 1e-5:  # below -100 dBFS: nothing was heard
         notes.append("the audio is silent (peak below -100 dBFS): its maps and WAVs show the network's "
                      "response to silence, not to a sound")

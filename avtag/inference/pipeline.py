@@ -31,11 +31,7 @@ class TagError(AvtagError):
 
 
 def check_top(top_k, threshold) -> None:
-    """Refuse a ``top_k`` below 0 or a ``threshold`` outside [0, 1] (None: the config's).
-
-    Raises:
-        TagError: naming the value.
-    """
+    """Raise :class:`TagError` for a ``top_k`` below 0 or a ``threshold`` outside [0, 1] (None: the config's)."""
     if top_k is not None and not (isinstance(top_k, (int, np.integer)) and top_k >= 0):
         raise TagError(f"top_k must be a whole number >= 0 (0: all), got {top_k!r}")
     if threshold is not None and not (isinstance(threshold, (int, float, np.number)) and 0 <= threshold <= 1):

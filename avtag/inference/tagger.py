@@ -42,11 +42,7 @@ def parse_labels(spec: str | Sequence[str] | Vocabulary | None) -> Vocabulary | 
     if spec.lower() == "dcase2017":
         return get_vocabulary("dcase2017")
     path = Path(spec).expanduser()
-    try:
-        is_file = path.is_file()
-    except (OSError, ValueError):  # a list of names longer than a file name may be, or a NUL byte
-        is_file = False
-    if is_file:
+    if _exists_as(path.is_file):  # else a list of names (maybe longer than a file name may be)
         try:
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
@@ -61,17 +57,21 @@ def parse_labels(spec: str | Sequence[str] | Vocabulary | None) -> Vocabulary | 
     return get_vocabulary(list(dict.fromkeys(names)))
 
 
+def _exists_as(test) -> bool:
+    """``path.is_file`` / ``path.is_dir`` called, False where the OS refuses the name (too long, a NUL byte)."""
+    try:
+        return test()
+    except (OSError, ValueError):
+        return False
+
+
 def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
     """Files to tag: files as given, folders searched recursively for media files (sorted)."""
     from avtag.io.media import MEDIA_EXTENSIONS
 
     out: list[Path] = []
     for p in map(Path, paths):
-        try:
-            is_dir = p.is_dir()
-        except (OSError, ValueError):  # a name too long for the file system: its decode reports it
-            is_dir = False
-        if is_dir:
+        if _exists_as(p.is_dir):  # a name too long for the file system is a file: its decode reports it
             out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in MEDIA_EXTENSIONS))
         else:
             out.append(p)
@@ -234,25 +234,14 @@ class Tagger:
             TagError: both inputs None, shapes or types that cannot be tagged, NaN or infinite samples,
                 a sample rate that is not a positive number, frame times that do not match the frames.
         """
-        from avtag.io.media import Clip
+        from avtag.io.common import Clip, MediaError, mono_waveform
 
         wave = rate = None
         if waveform is not None:
-            if not isinstance(sample_rate, (int, float, np.number)) or not 0 < sample_rate < float("inf"):
-                raise TagError(f"a waveform needs its sample_rate (Hz, a positive number), got {sample_rate!r}")
-            wave = np.asarray(waveform)
-            if wave.dtype.kind not in "iuf":
-                raise TagError(f"waveform must hold numbers, got dtype {wave.dtype}")
-            if wave.dtype.kind in "iu":  # integer PCM: scaled to [-1, 1] by its type's range
-                half = (int(np.iinfo(wave.dtype).max) + 1) // (2 if wave.dtype.kind == "u" else 1)
-                wave = (wave.astype(np.float64) - (half if wave.dtype.kind == "u" else 0)) / half
-            wave = wave.astype(np.float32, copy=False)
-            if not np.isfinite(wave).all():
-                raise TagError("waveform holds NaN or infinite samples")
-            if wave.ndim == 2:
-                wave = wave.mean(axis=0)
-            if wave.ndim != 1:
-                raise TagError(f"waveform must be (samples,) or (channels, samples), got shape {np.shape(waveform)}")
+            try:
+                wave = mono_waveform(waveform, sample_rate)
+            except MediaError as exc:
+                raise TagError(str(exc)) from None
             rate = self.sample_rate
             if int(sample_rate) != rate:
                 from avtag.io.soundfile_backend import resample

@@ -85,9 +85,40 @@ def one_line(text: str, limit: int = 200) -> str:
     return ""
 
 
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to about ``limit`` characters, keeping its start and end (a path's file name)."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 20] + "..." + text[-17:]
+
+
 def reason(exc: BaseException) -> str:
     """A decoder exception as one short line (its type name when it has no message)."""
     return one_line(str(exc)) or type(exc).__name__
+
+
+def mono_waveform(waveform, sample_rate) -> np.ndarray:
+    """A waveform given in Python as ``(samples,)`` float32 mono: ``(channels, samples)`` is averaged,
+    integer PCM is scaled by its type's range (int16 / 32768; uint8 (x - 128) / 128).
+
+    Raises:
+        MediaError: a sample rate that is not a positive number (Hz), values that are not numbers,
+            another shape, NaN or infinite samples.
+    """
+    if not isinstance(sample_rate, (int, float, np.number)) or not 0 < sample_rate < float("inf"):
+        raise MediaError(f"a waveform needs its sample_rate (Hz, a positive number), got {sample_rate!r}")
+    wave = np.asarray(waveform)
+    if wave.dtype.kind not in "iuf":
+        raise MediaError(f"waveform must hold numbers, got dtype {wave.dtype}")
+    if wave.dtype.kind in "iu":
+        half = (int(np.iinfo(wave.dtype).max) + 1) // (2 if wave.dtype.kind == "u" else 1)
+        wave = (wave.astype(np.float64) - (half if wave.dtype.kind == "u" else 0)) / half
+    wave = wave.astype(np.float32, copy=False)
+    wave = wave.mean(axis=0) if wave.ndim == 2 else wave
+    if wave.ndim != 1:
+        raise MediaError(f"waveform must be (samples,) or (channels, samples), got shape {np.shape(waveform)}")
+    if not np.isfinite(wave).all():
+        raise MediaError("waveform holds NaN or infinite samples")
+    return wave
 
 
 def check_decode_settings(sample_rate=16000, fps=None, num_frames=None, frame_short_side=None,

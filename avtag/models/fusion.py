@@ -119,7 +119,7 @@ class LateFusion(nn.Module):
         else:
             fusion = cls(section.method, section.audio_weight, section.mode, classes, section.video_boost)
         names = classes if classes is not None else fusion.classes
-        if getattr(section, "hierarchy", "none") == "audioset" and names is not None:
+        if section.hierarchy == "audioset" and names is not None:
             from avtag.ontology import load_ontology
 
             fusion.true_path(load_ontology().closure(names))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
@@ -164,7 +163,7 @@ class RuleTable:
         """Class -> parents, as in the table's ``ontology`` section."""
         return self.ontology.parents
 
-    @cached_property
+    @property
     def classes(self) -> tuple[str, ...]:
         """Every class of the ontology section (roots excluded)."""
         return self.ontology.classes
