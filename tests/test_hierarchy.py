@@ -101,6 +101,23 @@ def test_config_default_on_dcase_off_and_bad_value_refused(tmp_path):
         load_config(bad)
 
 
+def test_evaluate_scores_every_branch_with_the_rule_as_tag_does():
+    from avtag.evaluation.inference import SplitScores, system_scores
+
+    classes = ["Animal", "Dog"]
+    targets = np.array([[True, True], [False, False]])
+    audio = np.array([[0.1, 0.9], [0.2, 0.3]])
+    video = np.array([[0.0, 0.6], [np.nan, np.nan]])  # the second clip has no video
+    split = SplitScores("test", ["a", "b"], tuple(classes), targets, audio, None, None, video, None, 10.0, None)
+    on = LateFusion.from_config(FusionConfig(method="max"), classes)
+    off = LateFusion.from_config(FusionConfig(method="max", hierarchy="none"), classes)
+    np.testing.assert_allclose(system_scores(split, "audio", on), [[0.9, 0.9], [0.3, 0.3]])
+    np.testing.assert_allclose(system_scores(split, "video", on), [[0.6, 0.6], [0.0, 0.0]])
+    np.testing.assert_allclose(system_scores(split, "fused", on), [[0.9, 0.9], [0.3, 0.3]])
+    np.testing.assert_allclose(system_scores(split, "audio", off), audio)
+    np.testing.assert_allclose(system_scores(split, "fused", off), [[0.1, 0.9], [0.2, 0.3]])
+
+
 def test_weights_file_fusion_gets_the_configured_hierarchy(tmp_path):
     classes = ("Human voice", "Speech")
     path = LateFusion("weighted", 0.3, classes=classes).save(tmp_path / "fusion.json")

@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from avtag.evaluation.inference import build_fusion, score_with_validation
     from avtag.evaluation.report import describe_fusion, evaluate_system, official_groundtruth
     from avtag.evaluation.report_writer import write_evaluation
+    from avtag.models.fusion import LateFusion
 
     config, audio_model = load_setup(args)
     progress = not args.no_progress
@@ -125,12 +126,14 @@ def run(args: argparse.Namespace) -> int:
                          "the fused system equals the audio branch")
         fusion, fit_notes = build_fusion(config, scores.classes, validation)
         notes += fit_notes
+    else:  # one branch: the fusion section's true-path rule only, as `avtag tag --only` applies it
+        fusion = LateFusion.from_config(config.fusion, scores.classes)
     ev = evaluate_system(system, scores, fusion, validation, config.evaluate, notes)
     out_dir = resolve_path(args.out) if args.out else \
         resolve_path(config.output_dir) / "evaluation" / f"{args.split}-{system}"
     setup = {"avtag": avtag.__version__, "checkpoint": args.checkpoint, "config": args.config or "stored in checkpoint",
              "cache": str(resolve_path(config.cache.dir)),
-             "fusion": describe_fusion(fusion)}
+             "fusion": describe_fusion(fusion, system)}
     write_evaluation(ev, out_dir, coverage=scores.coverage, setup=setup,
                      groundtruth=official_groundtruth(config, args.split), figures=not args.no_figures,
                      extra={"fusion": None if fusion is None else fusion.to_dict()})

@@ -79,10 +79,13 @@ def run_ablation(config: AvtagConfig, split: str = "test", audio_model=None, che
     scores, validation, score_notes = score_with_validation(config, split, audio_model, tune=tune,
                                                             batch_size=batch_size, progress=progress)
     notes += score_notes
-    fusion = None
     if "fused" in systems and scores.audio is not None:
         fusion, fit_notes = build_fusion(config, scores.classes, validation)
         notes += fit_notes
+    else:  # no fused system: the fusion section's true-path rule still ends every branch
+        from avtag.models.fusion import LateFusion
+
+        fusion = LateFusion.from_config(config.fusion, scores.classes)
     out = AblationResult(split, {}, scores.coverage, None if checkpoint is None else str(checkpoint), fusion, notes)
     for system in systems:
         if system in ("audio", "fused") and scores.audio is None:
@@ -130,7 +133,7 @@ def ablation_markdown(result: AblationResult, figure: str | None) -> str:
     if result.fusion is not None:
         from avtag.evaluation.report import describe_fusion
 
-        out += [f"- fusion: {describe_fusion(result.fusion)}"]
+        out += [f"- fusion: {describe_fusion(result.fusion, 'fused' if 'fused' in result.systems else 'audio')}"]
     first = next(iter(result.systems.values()))
     out += [f"- clips: {len(first.names)}; all systems are scored on the same clips from one inference pass", ""]
     rows = []

@@ -362,7 +362,8 @@ def system_scores(scores: SplitScores, system: str, fusion=None) -> np.ndarray:
     """Clip-wise scores ``(N, C)`` in [0, 1] of one system: ``audio``, ``video``, ``fused`` or ``prior``.
 
     ``video``: clips without video score 0 (the video-only system cannot tag them).
-    ``fused``: late fusion; a clip without video keeps its audio scores.
+    ``fused``: late fusion; a clip without video keeps its audio scores. With a ``fusion`` whose
+    true-path rule is on, every system but ``prior`` ends with it, as ``avtag tag`` does.
     ``prior``: the validation class frequencies for every clip; with tuned thresholds it is
     the best constant predictor (always the same classes), the floor any system must beat.
 
@@ -380,16 +381,15 @@ def system_scores(scores: SplitScores, system: str, fusion=None) -> np.ndarray:
         if scores.prior is None:
             raise EvaluationError("the prior reference needs the validation split's labels")
         return np.broadcast_to(scores.prior, scores.targets.shape).astype(np.float64)
-    if system == "audio":
-        return scores.audio
-    if system == "video":
-        return np.nan_to_num(scores.video, nan=0.0)
-    if scores.video is None:
-        return scores.audio
-    if fusion is None:
-        raise EvaluationError("system 'fused' needs a fusion (see build_fusion)")
     import torch
 
+    if system in ("audio", "video") or scores.video is None:  # one branch: the true-path rule alone, as `tag --only`
+        branch = scores.audio if system != "video" else np.nan_to_num(scores.video, nan=0.0)
+        if fusion is None or fusion.closure is None:
+            return branch
+        return fusion.close(torch.as_tensor(branch)).numpy()
+    if fusion is None:
+        raise EvaluationError("system 'fused' needs a fusion (see build_fusion)")
     from avtag.models.tagger import AudioVisualTagger
 
     with torch.no_grad():  # the tagger's own late fusion, on the branch scores of this split

@@ -260,15 +260,25 @@ def official_groundtruth(config: dict, split: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def describe_fusion(fusion) -> str | None:
-    """One line: the fusion method and its weight(s)."""
+def describe_fusion(fusion, system: str = "fused") -> str | None:
+    """One line: the fusion method and its weight(s), and whether the true-path rule follows;
+    for a one-branch ``system`` (``audio``, ``video``) only the rule, which is all that applies."""
     if fusion is None:
         return None
-    if fusion.method == "weighted":
-        w = fusion.audio_weight
-        return (f"weighted mean, audio weight {float(w):.2f}" if w.ndim == 0
+    rule = "" if fusion.closure is None else ", then the true-path rule (AudioSet ontology)"
+    if system != "fused":
+        return "none (one branch)" + rule
+    w = fusion.audio_weight
+    if fusion.method in ("weighted", "gated"):
+        text = (f"weighted mean, audio weight {float(w):.2f}" if w.ndim == 0
                 else "weighted mean, per-class audio weights")
-    if fusion.method == "logistic":
+        text = "gated: audio alone where no object stands for the class, else " + text \
+            if fusion.method == "gated" else text
+    elif fusion.method == "logistic":
         n = 0 if fusion.fitted_ is None else int(fusion.fitted_.sum())
-        return f"per-class logistic regression ({n} classes fitted on validation, weighted mean for the others)"
-    return "element-wise maximum"
+        text = f"per-class logistic regression ({n} classes fitted on validation, weighted mean for the others)"
+    elif fusion.method == "boost":
+        text = f"boost: audio raised towards 1 by {fusion.video_boost:.2f} x video (noisy-OR)"
+    else:
+        text = "element-wise maximum"
+    return text + rule

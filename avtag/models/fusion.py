@@ -139,9 +139,10 @@ class LateFusion(nn.Module):
         self.closure = None if closure is None else torch.as_tensor(np.asarray(closure, dtype=bool))
         return self
 
-    def _close(self, out: torch.Tensor) -> torch.Tensor:
-        """Every class's score raised to the largest of its descendants' ``(..., classes)``; a class no
-        branch scored (NaN) stays NaN unless a descendant has a score."""
+    def close(self, out: torch.Tensor) -> torch.Tensor:
+        """The true-path rule alone: every class's score raised to the largest of its descendants'
+        ``(..., classes)``; a class no branch scored (NaN) stays NaN unless a descendant has a score.
+        Identity when the rule is off. Raises FusionError when the scores have another class count."""
         if self.closure is None:
             return out
         if self.closure.shape[0] != out.shape[-1]:
@@ -210,7 +211,7 @@ class LateFusion(nn.Module):
         else:
             out = self._combine(torch.nan_to_num(a, nan=0.0), torch.nan_to_num(v, nan=0.0))
             out = torch.where(torch.isnan(a), v, torch.where(torch.isnan(v), a, out))
-        return self._close(out.clamp(0.0, 1.0))
+        return self.close(out.clamp(0.0, 1.0))
 
     def fuse(self, audio, video) -> np.ndarray:
         """:meth:`forward` on NumPy arrays: ``(clips, classes)`` or ``(classes,)`` for one clip."""
