@@ -161,3 +161,23 @@ def test_avtag_tag_hierarchy_switch_on_a_real_clip(tmp_path):
         assert score == pytest.approx(max(below), abs=1e-6), label
         assert off[label][0] == pytest.approx(audio, abs=1e-6), label  # off: the branch's own score
     assert on["Human voice"][0] >= on["Speech"][0] > 0.5
+
+
+@pytest.mark.parametrize("hierarchy", ["audioset", "none"])
+def test_segments_follow_the_rule_a_parent_is_active_where_its_child_is(hierarchy):
+    import avtag
+    from avtag.inference.pipeline import _events
+    from avtag.io.common import Clip
+
+    config = load_config(None, [f"fusion.hierarchy={hierarchy}"])
+    tagger = avtag.Tagger.from_pretrained("default", device="cpu", config=config, use_video=False)
+    classes = list(tagger.engine.classes)
+    framewise = np.zeros((16, len(classes)), np.float32)  # (frames, classes), one frame per 0.64 s
+    framewise[3:9, classes.index("Dog")] = 0.9  # the child barks from frame 3 to 8; Animal itself stays low
+    clip = Clip(path=Path("x.wav"), start=2.0, duration=10.24)
+    events = {(e.label, e.onset, e.offset) for e in _events(tagger, framewise, clip)}
+    hop = float(tagger.engine.frame_hop)
+    dog = ("Dog", round(2.0 + 3 * hop, 3), round(2.0 + 9 * hop, 3))
+    assert dog in events
+    parents = {(name, dog[1], dog[2]) for name in ("Animal", "Domestic animals, pets")}
+    assert parents <= events if hierarchy == "audioset" else not parents & events

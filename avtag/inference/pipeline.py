@@ -94,12 +94,14 @@ def infer_clips(tagger, clips: list, logits: list, segments: bool) -> list[ClipO
 
 
 def _events(tagger, framewise: np.ndarray, clip) -> list[Event]:
-    """Events of the classes the audio model knows (``framewise`` ``(T, C)``), in seconds from the file start."""
+    """Events of the classes the audio model knows (``framewise`` ``(T, C)``), in seconds from the file start;
+    frames pass the fusion without video: only its true-path rule acts (a parent is on where a child is)."""
     cfg, engine = tagger.config.tag, tagger.engine
     unknown = set(engine.unknown_to_audio)
     known = [c for c, name in enumerate(engine.classes) if name not in unknown]
     if not known:
         return []
+    framewise = np.stack([engine.fuse(frame, None) for frame in framewise]) if len(framewise) else framewise
     names = [engine.classes[c] for c in known]
     found = framewise_to_events(framewise[:, known], float(engine.frame_hop), names,
                                 threshold=cfg.segment_threshold, median_filter_s=cfg.median_filter_s,
