@@ -36,6 +36,9 @@ DCASE2017_CLASSES: tuple[str, ...] = (
 )
 
 
+MAX_CLASSES = 5000  #: the largest vocabulary (zero-shot ``--labels`` included)
+
+
 class LabelError(AvtagError):
     """A label name that is not part of the vocabulary."""
 
@@ -52,6 +55,8 @@ class Vocabulary:
     names: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        if len(self.names) > MAX_CLASSES:  # each class is a label-map column and a row of the hierarchy
+            raise LabelError(f"{len(self.names)} classes, at most {MAX_CLASSES} (AudioSet has 527)")
         if len(set(self.names)) != len(self.names):
             raise LabelError("vocabulary has duplicate class names")
         object.__setattr__(self, "_index", {n: i for i, n in enumerate(self.names)})

@@ -143,6 +143,23 @@ def test_bad_override_file_names_the_file(tmp_path):
         load_overrides(bad, OBJECTS)
 
 
+@pytest.mark.parametrize("text, problem", [
+    ("- a\n", "label-map overrides must be a mapping of sections"), ("object_groups: 5\n", "object_groups: expected a list, got int"),
+    ("object_aliases:\n  Chihuahua: 5\n", "object_aliases: expected a list, got dict"),
+    ("pairs:\n  - 5\n", r"pairs\[0\]: expected a mapping"), ("pears: []\n", "unknown section 'pears'"),
+    ('object_groups:\n  - {range: [7, 24], texts: ["{0} {1}"]}\n', r"object_groups\[0\]: texts must hold"),
+])
+def test_override_files_of_the_wrong_shape_are_one_line(tmp_path, text, problem):
+    """Each of these ended in an internal error (AttributeError, TypeError, IndexError)."""
+    bad = tmp_path / "over.yaml"
+    bad.write_text(text)
+    with pytest.raises(LabelMapError, match=r"over\.yaml: " + problem):
+        load_overrides(bad, OBJECTS)
+    bad.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(LabelMapError, match="cannot read"):
+        load_overrides(bad, OBJECTS)
+
+
 def test_pairs_take_index_ranges(tmp_path):
     f = tmp_path / "over.yaml"
     f.write_text("pairs:\n  - {ranges: [[281, 285]], object: lion, sound: Cat, weight: 0.5}\n")

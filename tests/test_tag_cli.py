@@ -242,6 +242,23 @@ def test_labels_longer_than_a_file_name_are_names(tmp_path):
     assert out.returncode == 0 and "internal error" not in out.stderr, out.stderr
 
 
+def test_a_vocabulary_too_large_to_map_is_refused_at_once(tmp_path):
+    """100,000 names ran for two minutes, then failed allocating 40 GB (an internal error)."""
+    from avtag.inference.tagger import TagError, parse_labels
+    from avtag.labels import MAX_CLASSES, LabelError, get_vocabulary
+
+    many = tmp_path / "many.txt"
+    many.write_text("\n".join(f"c{i}" for i in range(100_000)))
+    with pytest.raises(TagError, match=r"many\.txt: 100000 classes, at most 5000"):
+        parse_labels(str(many))
+    with pytest.raises(LabelError, match="at most"):
+        get_vocabulary([f"c{i}" for i in range(MAX_CLASSES + 1)])
+    assert len(get_vocabulary([f"c{i}" for i in range(MAX_CLASSES)])) == MAX_CLASSES
+    out = subprocess.run([sys.executable, "-m", "avtag", "tag", "--labels", str(many), "x.mp4"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("avtag: error: --labels"), out.stderr
+
+
 @pytest.mark.parametrize("override, problem", [
     ("tag.window_s=0", "tag.window_s must be > 0"), ("tag.long_file_s=-1", "tag.long_file_s must be > 0"),
     ("tag.batch_clips=0", "tag.batch_clips must be >= 1"), ("tag.decode_workers=-2", "tag.decode_workers must be >= 0"),

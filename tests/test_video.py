@@ -97,6 +97,14 @@ def test_aggregate_frames():
     ("video.fps=.nan", "video.fps must be > 0"), ("video.num_frames=0", "video.num_frames must be >= 1"),
     ("video.batch_size=0", "video.batch_size must be >= 1"),
     ("video.frame_short_side=-5", "video.frame_short_side must be >= 1"),
+    # a frame count or rate no clip has decoded for minutes before timing out
+    ("video.num_frames=1000000000", r"video.num_frames must be >= 1 and <= 1000"),
+    ("video.fps=1e308", "video.fps must be > 0 and <= 240"), ("video.fps=.inf", "video.fps must be > 0"),
+    ("video.frame_short_side=100000", "frame_short_side must be >= 1 and <= 4096"),
+    # label-map templates went straight to str.format: internal errors
+    ("label_map.object_template={", "object_template: not a format string"),
+    ("label_map.sound_template={}{}", "sound_template: needs exactly one"),
+    ("label_map.sound_template=no field", "sound_template: needs exactly one"),
 ])
 def test_frame_sampling_settings_are_checked_at_config_load(override, problem):
     """A frame rate of 0 or a batch of 0 frames used to be accepted (and sampled something anyway)."""
@@ -105,3 +113,4 @@ def test_frame_sampling_settings_are_checked_at_config_load(override, problem):
     with pytest.raises(ConfigError, match=problem):
         load_config(None, [override])
     assert load_config(None, ["video.num_frames=4", "video.frame_short_side=null"]).video.num_frames == 4
+    assert load_config(None, ["label_map.sound_template=the sound of {0}"]).label_map.sound_template.endswith("{0}")

@@ -191,6 +191,23 @@ def build_config(tree: dict, source: str = "config") -> AvtagConfig:
     return cfg
 
 
+#: upper bounds of the video sampling settings: beyond them a tiny file decodes for minutes
+MAX_FPS, MAX_FRAMES, MAX_SHORT_SIDE = 240.0, 1000, 4096
+
+
+def _template_problem(template: str) -> str | None:
+    """Why ``template`` is not a format string with exactly one empty field ``{}``, or None."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        return f"not a format string ({exc}): {template[:60]!r}"
+    if fields not in ([""], ["0"]):
+        return f"needs exactly one '{{}}' where the name goes, got {template[:60]!r}"
+    return None
+
+
 def _check_values(cfg: AvtagConfig, source: str) -> None:
     """Ranges and cross-field rules the types cannot express."""
     crnn = cfg.model.crnn
@@ -229,11 +246,15 @@ def _check_values(cfg: AvtagConfig, source: str) -> None:
     for key in ("tag.long_file_s", "tag.window_s"):
         if not _lookup(cfg, key) > 0:
             problems.append(f"{key} must be > 0 seconds, got {_lookup(cfg, key)}")
-    if not cfg.video.fps > 0:
-        problems.append(f"video.fps must be > 0 frames per second, got {cfg.video.fps}")
-    for key in ("video.num_frames", "video.frame_short_side", "video.batch_size"):
-        if (value := _lookup(cfg, key)) is not None and value < 1:
-            problems.append(f"{key} must be >= 1, got {value}")
+    if not 0 < cfg.video.fps <= MAX_FPS:  # NaN and inf fail too
+        problems.append(f"video.fps must be > 0 and <= {MAX_FPS} frames per second, got {cfg.video.fps}")
+    for key, high in (("video.num_frames", MAX_FRAMES), ("video.frame_short_side", MAX_SHORT_SIDE),
+                      ("video.batch_size", None)):
+        if (value := _lookup(cfg, key)) is not None and not (value >= 1 and (high is None or value <= high)):
+            problems.append(f"{key} must be >= 1" + (f" and <= {high}" if high else "") + f", got {value}")
+    for key in ("label_map.object_template", "label_map.sound_template"):
+        if (why := _template_problem(_lookup(cfg, key))) is not None:
+            problems.append(f"{key}: {why}")
     if problems:
         raise ConfigError(f"{source}: {problems[0]}")
 

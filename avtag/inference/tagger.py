@@ -26,7 +26,8 @@ from avtag.config import AvtagConfig, LabelMapConfig
 from avtag.inference.engines import OnnxEngine, TorchEngine
 from avtag.inference.pipeline import FilePipeline, TagError, check_top, combine, infer_clip
 from avtag.inference.results import TagResult
-from avtag.labels import Vocabulary, get_vocabulary
+from avtag.io.common import shorten
+from avtag.labels import LabelError, Vocabulary, get_vocabulary
 
 
 def parse_labels(spec: str | Sequence[str] | Vocabulary | None) -> Vocabulary | None:
@@ -54,7 +55,11 @@ def parse_labels(spec: str | Sequence[str] | Vocabulary | None) -> Vocabulary | 
         names = [n.strip() for n in spec.split(";") if n.strip()]
     if not names:
         raise TagError(f"--labels {spec!r}: no class names (give 'dcase2017', a file, or names separated by ';')")
-    return get_vocabulary(list(dict.fromkeys(names)))
+    try:
+        return get_vocabulary(list(dict.fromkeys(names)))
+    except LabelError as exc:
+        raise TagError(f"--labels {shorten(spec)}: {exc}") from None
+
 
 
 def _exists_as(test) -> bool:

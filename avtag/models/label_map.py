@@ -99,8 +99,9 @@ def load_overrides(path: str | Path | None, objects: Sequence[str]) -> Overrides
     try:
         text = path.read_text()
         data = yaml.safe_load(text) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise LabelMapError(f"{path}: cannot read label-map overrides ({str(exc).splitlines()[0]})") from None
+    _check_override_sections(path, data)
     index = {name.lower(): i for i, name in enumerate(objects)}
 
     def obj(ref: Any, where: str) -> int:
@@ -118,11 +119,15 @@ def load_overrides(path: str | Path | None, objects: Sequence[str]) -> Overrides
         except (KeyError, TypeError, ValueError):
             raise LabelMapError(f"{path}: object_groups[{k}]: needs range: [first, last] and texts: [...]") from None
         for i in range(max(lo, 0), min(hi, len(objects) - 1) + 1):
-            out.object_aliases[i] = [t.format(objects[i]) for t in texts]
+            try:
+                out.object_aliases[i] = [str(t).format(objects[i]) for t in texts]
+            except (ValueError, IndexError, KeyError) as exc:
+                raise LabelMapError(f"{path}: object_groups[{k}]: texts must hold at most one '{{}}' ({exc})") from None
     for k, entry in enumerate(data.get("object_aliases") or []):
-        out.object_aliases[obj(entry.get("object"), f"object_aliases[{k}]")] = list(_as_list(entry.get("text")))
+        texts = [str(t) for t in _as_list(entry.get("text"))]
+        out.object_aliases[obj(entry.get("object"), f"object_aliases[{k}]")] = texts
     for name, texts in (data.get("sound_aliases") or {}).items():
-        out.sound_aliases[str(name).lower()] = list(_as_list(texts))
+        out.sound_aliases[str(name).lower()] = [str(t) for t in _as_list(texts)]
     out.reviewed = {str(name).lower() for name in data.get("reviewed_classes") or []}
     for k, entry in enumerate(data.get("pairs") or []):
         try:
@@ -142,6 +147,27 @@ def load_overrides(path: str | Path | None, objects: Sequence[str]) -> Overrides
             for sound in _as_list(entry.get("sound")):
                 out.pairs.append((obj(ref, f"pairs[{k}]"), str(sound).lower(), weight))
     return out
+
+
+#: the sections of an override file: the type of the section, and of each of its entries (None: any)
+_SECTIONS = {"object_groups": (list, dict), "object_aliases": (list, dict), "sound_aliases": (dict, None),
+             "reviewed_classes": (list, None), "pairs": (list, dict)}
+
+
+def _check_override_sections(path: Path, data: Any) -> None:
+    """LabelMapError naming the first section of ``data`` (parsed YAML) of the wrong shape."""
+    if not isinstance(data, dict):
+        raise LabelMapError(f"{path}: label-map overrides must be a mapping of sections "
+                            f"({', '.join(_SECTIONS)}), got {type(data).__name__}")
+    for key, value in data.items():
+        if key not in _SECTIONS:
+            raise LabelMapError(f"{path}: unknown section {str(key)[:60]!r} (one of {', '.join(_SECTIONS)})")
+        kind, entry_kind = _SECTIONS[key]
+        if value is not None and not isinstance(value, kind):
+            raise LabelMapError(f"{path}: {key}: expected a {kind.__name__}, got {type(value).__name__}")
+        bad = next((k for k, e in enumerate(value or []) if entry_kind and not isinstance(e, entry_kind)), None)
+        if bad is not None:
+            raise LabelMapError(f"{path}: {key}[{bad}]: expected a mapping, got {value[bad]!r:.60}")
 
 
 def _as_list(value: Any) -> list:
