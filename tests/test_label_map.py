@@ -144,7 +144,8 @@ def test_bad_override_file_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("text, problem", [
-    ("- a\n", "label-map overrides must be a mapping of sections"), ("object_groups: 5\n", "object_groups: expected a list, got int"),
+    ("- a\n", "label-map overrides must be a mapping of sections"),
+    ("object_groups: 5\n", "object_groups: expected a list, got int"),
     ("object_aliases:\n  Chihuahua: 5\n", "object_aliases: expected a list, got dict"),
     ("pairs:\n  - 5\n", r"pairs\[0\]: expected a mapping"), ("pears: []\n", "unknown section 'pears'"),
     ('object_groups:\n  - {range: [7, 24], texts: ["{0} {1}"]}\n', r"object_groups\[0\]: texts must hold"),
