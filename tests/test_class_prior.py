@@ -86,14 +86,19 @@ def test_training_prior_follows_the_sampler():
 
 
 def test_model_file_keeps_its_priors(tmp_path):
+    from avtag.models.registry import CheckpointError
     from avtag.models.weights import get_weights, load_audio_model, read_checkpoint, save_audio_model
 
     packaged = get_weights("default").load()
     assert set(packaged.class_priors) == {"training", "audioset"} and get_weights("default").class_prior == "audioset"
     raw = read_checkpoint(get_weights("default").path)
-    priors = {"training": [0.2] * len(packaged.classes), "audioset": [None] + [1.5] * (len(packaged.classes) - 1)}
+    priors = {"training": [0.2] * len(packaged.classes), "audioset": [None] + [0.3] * (len(packaged.classes) - 1)}
     path = save_audio_model(raw["state_dict"], packaged.config, tmp_path / "m.pt", priors)
-    assert load_audio_model(path).class_priors == {"training": priors["training"]}  # 1.5 is not a prior
+    assert load_audio_model(path).class_priors == priors
+    priors["audioset"][1] = 1.5  # not a prior: the file is refused in one line, not silently adjusted otherwise
+    path = save_audio_model(raw["state_dict"], packaged.config, tmp_path / "bad.pt", priors)
+    with pytest.raises(CheckpointError, match=r"bad\.pt: stored class priors 'audioset' are not"):
+        load_audio_model(path)
     bare = save_audio_model(raw["state_dict"], packaged.config, tmp_path / "bare.pt")
     assert load_audio_model(bare).class_priors == {}
 

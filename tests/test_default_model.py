@@ -77,8 +77,18 @@ def test_corrupt_or_foreign_checkpoints_give_one_line_errors(tmp_path):
     torch.save({**data, "version": 99}, newer)
     code = tmp_path / "code.ckpt"
     torch.save({"format": "avtag-audio-model", "obj": np.random.default_rng(0)}, code)  # needs unpickling code
+    bad_fields = []  # stored fields of the wrong type ended in internal errors (int('abc'), iterating 5)
+    for i, field in enumerate(({"version": "abc"}, {"version": float("nan")}, {"classes": 5}, {"classes": [1, 2]},
+                               {"class_priors": {"audioset": [float("nan")] * 61}},
+                               {"class_priors": {"audioset": [0.1]}}, {"class_priors": [0.1]})):
+        torch.save({**data, **field}, tmp_path / f"field{i}.ckpt")
+        bad_fields.append((tmp_path / f"field{i}.ckpt", "version|classes must be|class priors"))
+    lightning = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": {"model.x": torch.zeros(1)},
+                "hyper_parameters": {"config": data["config"], "format_version": "zz"}}, lightning)
     for path, message in ((truncated, "not a readable checkpoint"), (foreign, "not an avtag audio-model checkpoint"),
-                          (newer, "newer avtag"), (code, "not a readable checkpoint")):
+                          (newer, "newer avtag"), (code, "not a readable checkpoint"),
+                          (lightning, "format version 'zz'"), *bad_fields):
         with pytest.raises(CheckpointError, match=message) as err:
             load_audio_model(path)
         assert "\n" not in str(err.value) and str(path) in str(err.value)

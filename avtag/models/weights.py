@@ -59,16 +59,19 @@ _V1_KEYS = (("frontend.mel.", "frontend.logmel.mel."), ("input_norm.", "frontend
 def _unpack(path: Path, data: dict) -> tuple[dict, dict, int]:
     """``(model state_dict, config mapping, format version)`` from either file kind."""
     if data.get("format") == FORMAT:
-        version = int(data.get("version", 0))
+        version = _version(path, data.get("version", 0))
         if version > VERSION:
             raise CheckpointError(f"{path}: written by a newer avtag (format version {version})")
         state, config = data.get("state_dict"), data.get("config")
         if isinstance(config, dict) and data.get("classes") is not None:
-            config = {**config, "data": {**(config.get("data") or {}), "classes": list(data["classes"])}}
+            names = data["classes"]
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+                raise CheckpointError(f"{path}: not an avtag audio-model checkpoint (classes must be a list of names)")
+            config = {**config, "data": {**(config.get("data") or {}), "classes": list(names)}}
     else:
         hp = data.get("hyper_parameters") or {}
         config = hp.get("config") if isinstance(hp, dict) else None
-        version = int(hp.get("format_version", 1)) if isinstance(hp, dict) else 1
+        version = _version(path, hp.get("format_version", 1)) if isinstance(hp, dict) else 1
         full = data.get("state_dict")
         state = ({k[len("model."):]: v for k, v in full.items() if k.startswith("model.")}
                  if isinstance(full, dict) else None)
@@ -78,6 +81,13 @@ def _unpack(path: Path, data: dict) -> tuple[dict, dict, int]:
         for old, new in _V1_KEYS:
             state = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in state.items()}
     return state, config, version
+
+
+def _version(path: Path, value) -> int:
+    """A stored format version as an int; CheckpointError for anything else (text, NaN, 1.5)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CheckpointError(f"{path}: not an avtag audio-model checkpoint (format version {str(value)[:40]!r})")
+    return value
 
 
 def load_audio_model(path: str | Path, device: str | torch.device = "cpu") -> AudioModel:
@@ -118,20 +128,26 @@ def load_audio_model(path: str | Path, device: str | torch.device = "cpu") -> Au
     model.config = config
     hp = data.get("hyper_parameters")  # a Lightning checkpoint keeps them with its config
     stored = data.get("class_priors") or (hp.get("class_priors") if isinstance(hp, dict) else None)
-    model.class_priors = _class_priors(stored, len(classes))
+    model.class_priors = _class_priors(path, stored, len(classes))
     return model.to(device).eval()
 
 
-def _class_priors(raw, n_classes: int) -> dict[str, list]:
-    """The stored class priors that are well formed (a list of n_classes numbers or None each)."""
-    if not isinstance(raw, dict):
+def _class_priors(path: Path, raw, n_classes: int) -> dict[str, list]:
+    """The stored class priors: a list of ``n_classes`` numbers in (0, 1) or None each, per name.
+
+    Raises:
+        CheckpointError: a stored prior of another shape (a model adjusted by it would be wrong).
+    """
+    if raw is None:
         return {}
-    ok = {}
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: stored class priors must map a name to {n_classes} numbers")
     for name, values in raw.items():
-        if isinstance(values, (list, tuple)) and len(values) == n_classes and all(
-                v is None or (isinstance(v, float) and 0.0 < v < 1.0) for v in values):
-            ok[str(name)] = list(values)
-    return ok
+        if not (isinstance(values, (list, tuple)) and len(values) == n_classes and all(
+                v is None or (isinstance(v, float) and 0.0 < v < 1.0) for v in values)):
+            raise CheckpointError(f"{path}: stored class priors {str(name)[:40]!r} are not {n_classes} numbers "
+                                  "in (0, 1) or null")
+    return {str(name): list(values) for name, values in raw.items()}
 
 
 def _classes(config: AvtagConfig) -> tuple[str, ...]:
