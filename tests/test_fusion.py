@@ -116,3 +116,19 @@ def test_gated_uses_audio_alone_where_nothing_can_be_seen():
     f = LateFusion("gated", 0.5, classes=["Speech", "Dog"]).gate(np.array([0.0, 2.5]))
     np.testing.assert_allclose(f.fuse(np.array([0.8, 0.2]), np.array([0.0, 0.9])), [0.8, 0.55])
     assert LateFusion.from_dict(f.to_dict()).fuse(np.array([0.8, 0.2]), np.array([0.0, 0.9]))[0] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[1, 2]", r"expected a JSON object, got list"),  # was AttributeError: internal error
+    ('{"method": "logistic", "classes": ["Dog"], "coef": [[NaN, 1]], "intercept": [Infinity], "fitted": [true]}',
+     "must be finite"),
+    ('{"method": "logistic", "classes": ["Dog"], "coef": [[0, 1]], "intercept": [0]}', r"missing 'fitted'"),
+    ('{"method": "logistic", "coef": [[0, 1], [1, 0]], "intercept": [0], "fitted": [true]}', "one entry per class"),
+    ('{"audio_weight": 7}', r"audio_weight must lie in \[0, 1\]"), ("{not json", "Expecting"),
+])
+def test_bad_weights_files_are_one_line_naming_the_file(tmp_path, text, problem):
+    path = tmp_path / "fw.json"
+    path.write_text(text)
+    with pytest.raises(FusionError, match=r"fw\.json: not a readable fusion weights file.*" + problem):
+        LateFusion.load(path)
+    assert LateFusion.load(LateFusion("max").save(tmp_path / "ok.json")).method == "max"

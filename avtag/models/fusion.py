@@ -253,12 +253,20 @@ class LateFusion(nn.Module):
 
     @classmethod
     def from_dict(cls, d: dict) -> LateFusion:
+        """The fusion :meth:`to_dict` wrote. Raises FusionError (a field of the wrong kind or shape,
+        non-finite regression weights), KeyError (a regression field missing) or TypeError / ValueError."""
+        if not isinstance(d, dict):
+            raise FusionError(f"expected a JSON object, got {type(d).__name__}")
         fusion = cls(d.get("method", "weighted"), d.get("audio_weight", 0.5), d.get("mode", "both"), d.get("classes"),
                      d.get("video_boost", 0.5))
         if "coef" in d:
             fusion.coef_ = np.asarray(d["coef"], dtype=np.float64).reshape(-1, 2)
-            fusion.intercept_ = np.asarray(d["intercept"], dtype=np.float64)
-            fusion.fitted_ = np.asarray(d["fitted"], dtype=bool)
+            fusion.intercept_ = np.asarray(d["intercept"], dtype=np.float64).reshape(-1)
+            fusion.fitted_ = np.asarray(d["fitted"], dtype=bool).reshape(-1)
+            if not (len(fusion.coef_) == len(fusion.intercept_) == len(fusion.fitted_)):
+                raise FusionError("coef, intercept and fitted need one entry per class")
+            if not (np.isfinite(fusion.coef_).all() and np.isfinite(fusion.intercept_).all()):
+                raise FusionError("coef and intercept must be finite numbers")
         return fusion
 
     def save(self, path: str | Path) -> Path:
@@ -273,5 +281,7 @@ class LateFusion(nn.Module):
         """Read a fusion written by :meth:`save`. Raises FusionError if unreadable."""
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise FusionError(f"{path}: not a readable fusion weights file ({exc})") from None
+        except KeyError as exc:
+            raise FusionError(f"{path}: not a readable fusion weights file (missing {exc})") from None
+        except (OSError, ValueError, TypeError, FusionError) as exc:
+            raise FusionError(f"{path}: not a readable fusion weights file ({str(exc)[:200]})") from None
