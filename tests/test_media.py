@@ -329,3 +329,47 @@ def test_a_zero_sample_rate_no_longer_kills_the_process(corpus):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, (out.returncode, out.stderr[-500:])
     assert "sample_rate must be a positive whole number, got 0" in out.stdout
+
+
+def _float_wav(path, samples, rate=16000):
+    import soundfile as sf
+
+    sf.write(path, np.asarray(samples, np.float32), rate, subtype="FLOAT")
+    return path
+
+
+def test_non_finite_and_over_full_scale_audio_is_made_safe_and_said(tmp_path):
+    """A float WAV of 1e30 made the log-mel overflow (NaN scores, an unnamed numpy warning); NaN
+    samples reached the network; a track of only NaN was called "empty"."""
+    x = tone(2.0, 16000)  # peak 0.3
+    partial = x.copy()
+    partial[100:200] = np.nan
+    clip = load_clip(_float_wav(tmp_path / "partial.wav", partial), video=False)
+    assert np.isfinite(clip.waveform).all() and clip.waveform[150] == 0 and "100 NaN or infinite" in clip.warnings[0]
+    loud = load_clip(_float_wav(tmp_path / "loud.wav", x * 1e30), video=False)
+    assert np.abs(loud.waveform).max() <= 1 and "beyond full scale" in loud.warnings[0]
+    quiet = load_clip(_float_wav(tmp_path / "ok.wav", x * 5), video=False)  # peak 1.5: a mild overshoot stays
+    assert quiet.warnings == [] and np.abs(quiet.waveform).max() > 1.4
+    for value in (np.nan, np.inf):
+        with pytest.raises(MediaError, match=r"bad\.wav: nothing decodable: audio track holds only NaN or infinite"):
+            load_clip(_float_wav(tmp_path / "bad.wav", np.full(16000, value)), video=False)
+    windows = list(iter_windows(_float_wav(tmp_path / "long.wav", np.r_[np.full(16000, np.nan), x]), 1.0,
+                                video=False))
+    assert len(windows) == 3 and not windows[0].waveform.any() and windows[1].waveform.any()  # NaN window: silence
+    assert "only NaN" in windows[0].warnings[0]
+
+
+def test_broken_headers_and_pipes_are_one_line(tmp_path):
+    """A WAV header of 0 bits per sample ended in "AttributeError: 'NoneType' ..."; a FIFO was "empty"."""
+    import os
+    import struct
+
+    data = b"\0" * 2000
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, 16000, 0, 0, 0)  # PCM, mono, 16 kHz, 0 bits per sample
+    header = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", len(data))
+    (tmp_path / "bits0.wav").write_bytes(header + data)
+    with pytest.raises(MediaError, match=r"bits0\.wav: audio stream has no decoder"):
+        load_clip(tmp_path / "bits0.wav")
+    os.mkfifo(tmp_path / "pipe.mp4")
+    with pytest.raises(MediaError, match=r"pipe\.mp4: not a regular file"):
+        load_clip(tmp_path / "pipe.mp4")

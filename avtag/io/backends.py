@@ -91,6 +91,11 @@ class PyAVBackend:
         with container:
             audio = next(iter(container.streams.audio), None)
             video = _video_stream(container)
+            for kind, stream, other in (("audio", audio, video), ("video", video, audio)):
+                if stream is not None and stream.codec_context is None:  # e.g. a WAV header of 0 bits per sample
+                    if other is None:
+                        raise media_error(path, f"{kind} stream has no decoder (broken or unsupported format header)")
+                    audio, video = (None, video) if kind == "audio" else (audio, None)
             if audio is None and video is None:
                 raise media_error(path, "contains no audio or video stream")
             info = MediaInfo(path=path, duration=_container_duration(container, audio, video),

@@ -4,6 +4,7 @@ and message helpers that keep every error one line starting with the file name.
 """
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +122,32 @@ def mono_waveform(waveform, sample_rate) -> np.ndarray:
     return wave
 
 
+#: decoded samples whose peak exceeds this (full scale is 1) are clipped, with a warning: a float
+#: file of 1e30 made the log-mel overflow and every score NaN
+OVER_FULL_SCALE = 2.0
+
+
+def sanitize_decoded(wave: np.ndarray) -> tuple[np.ndarray | None, list[str]]:
+    """Decoded mono audio ``(samples,)`` made safe for the network, and what was done (warnings).
+
+    NaN / infinite samples become 0 (None when no sample is finite); a peak above
+    :data:`OVER_FULL_SCALE` is clipped to [-1, 1]. An empty array gives None."""
+    if wave.size == 0:
+        return None, ["audio track is empty"]
+    finite = np.isfinite(wave)
+    if not finite.any():
+        return None, ["audio track holds only NaN or infinite samples"]
+    notes = []
+    if not finite.all():
+        wave = np.where(finite, wave, 0.0).astype(np.float32)
+        notes.append(f"{int((~finite).sum())} NaN or infinite audio samples set to 0")
+    peak = float(np.abs(wave).max())
+    if peak > OVER_FULL_SCALE:
+        wave = np.clip(wave, -1.0, 1.0)
+        notes.append(f"audio peak {peak:.3g} is beyond full scale (1): clipped to [-1, 1]")
+    return wave, notes
+
+
 def check_decode_settings(sample_rate=16000, fps=None, num_frames=None, frame_short_side=None,
                           start=None, end=None) -> None:
     """Refuse decode settings a decoder cannot take (a sample rate of 0 crashes decord with SIGFPE).
@@ -160,6 +187,8 @@ def check_file(path: str | Path) -> Path:
         raise media_error(path, f"cannot access ({exc.strerror or exc})") from None
     if path.is_dir():
         raise media_error(path, "is a folder, not a media file")
+    if not stat.S_ISREG(st.st_mode):  # a FIFO read as media blocks or reads as empty
+        raise media_error(path, "not a regular file (a pipe, socket or device)")
     if st.st_size == 0:
         raise media_error(path, "empty file (0 bytes)")
     return path

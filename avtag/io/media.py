@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from avtag.io.backends import EMPTY_FRAMES, FallbackDecoder, PyAVBackend
-from avtag.io.common import Clip, MediaError, MediaInfo, check_decode_settings, media_error
+from avtag.io.common import Clip, MediaError, MediaInfo, check_decode_settings, media_error, sanitize_decoded
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".opus")
@@ -121,10 +121,9 @@ def load_clip(
         if not info.has_audio:
             clip.warnings.append("no audio track")
         else:
-            wav = decoder.audio(info, sample_rate, t0, t1)
-            if wav.size == 0 or not np.any(np.isfinite(wav)):
-                clip.warnings.append("audio track is empty")
-            else:
+            wav, notes = sanitize_decoded(decoder.audio(info, sample_rate, t0, t1))
+            clip.warnings += notes
+            if wav is not None:
                 clip.waveform, clip.sample_rate = wav, sample_rate
     if video:
         if not info.has_video:
@@ -215,9 +214,11 @@ def iter_windows(
                     buffer = np.concatenate([buffer, next(audio_stream)])
                 except StopIteration:
                     exhausted = True
-            segment = buffer[:win]
-            if segment.size:
-                clip.waveform, clip.sample_rate = segment.copy(), sample_rate
+            raw = buffer[:win].copy()
+            if raw.size:
+                segment, notes = sanitize_decoded(raw)
+                clip.warnings += notes  # a window of NaN is kept as silence: later ones may hold sound
+                clip.waveform, clip.sample_rate = (np.zeros_like(raw) if segment is None else segment), sample_rate
             buffer = buffer[hop:]
         elif audio:
             clip.warnings.append("no audio track")
