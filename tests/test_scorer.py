@@ -275,3 +275,34 @@ def test_groundtruth_without_labels_is_blamed_on_the_groundtruth(tmp_path, text)
         score_files(pred, gt)
     message = str(err.value)
     assert message.startswith(f"{gt}: the ground truth holds no label") and str(pred) not in message
+
+
+def test_rows_whose_times_are_no_span_warn_and_strict_rejects(tmp_path):
+    """Start after end, negative or non-finite times were accepted silently, even with --strict; the
+    weak-label scorer ignores times (their labels count, as the official scorer counts them)."""
+    gt = _write(tmp_path, "gt.csv", "a.wav\t0\t10\tCar\nb.wav\t0\t10\tBus\n")
+    rows = "a.wav\t0\t10\tCar\na.wav\t5\t2\tBus\nb.wav\t-1\t1e400\tBus\nb.wav\t0\tnan\tCar\n"
+    pred = _write(tmp_path, "pred.csv", rows)
+    result = score_files(pred, gt)
+    assert result.counts == {"tp": 2, "fp": 2, "fn": 0}
+    first = result.warnings()[0]
+    assert first.startswith(f"{pred}: 3 row(s) have times that are not a span") and "first at line 2" in first
+    with pytest.raises(ScorerError, match="not a span"):
+        score_files(pred, gt, strict=True)
+    assert not score_files(gt, gt).warnings()
+
+
+def test_strong_labels_need_a_span_and_long_fields_are_cut(tmp_path):
+    for times in ("5\t2", "-1\t3", "0\tnan", "0\tinf"):
+        path = _write(tmp_path, "strong.tsv", f"a.wav\t{times}\tCar\n")
+        with pytest.raises(ScorerFormatError, match=r"strong\.tsv:1: onset .* is not a span"):
+            read_strong_labels(path)
+    path = _write(tmp_path, "strong.tsv", "a.wav\t0\t" + "x" * 1_000_000 + "\tCar\n")
+    with pytest.raises(ScorerFormatError, match="are not numbers") as err:
+        read_strong_labels(path)
+    assert len(str(err.value)) < 300
+    gt = _write(tmp_path, "gt.csv", "a.wav\t0\t10\tCar\n")
+    for text in ("b" * 1_000_000 + "\t0\t10\tCar\n", "a.wav\t0\t" + "9" * 1_000_000 + "x\tCar\n"):
+        with pytest.raises(ScorerError) as err:  # a 50 MB clip name made a 50 MB "one line"
+            score_files(_write(tmp_path, "pred.csv", text), gt)
+        assert len(str(err.value)) < 400, str(err.value)[:200]

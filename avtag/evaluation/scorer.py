@@ -222,7 +222,8 @@ def score_labels(predicted: LabelFile, groundtruth: LabelFile) -> ScoreResult:
         clips = len(pred) + predicted.dropped_clips
         raise ScorerError(
             f"{predicted.path}: none of its {clips} clip(s) is in {groundtruth.path} "
-            f"(e.g. {example!r}; ground-truth names look like {next(iter(groundtruth.names.values()), '')!r}; "
+            f"(e.g. {shorten(example)!r}; ground-truth names look like "
+            f"{shorten(next(iter(groundtruth.names.values()), ''))!r}; "
             "downloaded DCASE files carry a leading 'Y' that the ground truth does not)"
         )
     for clip in scored:
@@ -330,7 +331,7 @@ def write_predictions(path: str | Path, predictions: Mapping[str, Iterable[str]]
         labels = list(dict.fromkeys(labels))
         for text in [clip, *labels]:
             if any(c in text for c in "\t\r\n"):
-                raise ScorerError(f"{clip}: {text!r} contains a tab or line break")
+                raise ScorerError(f"{shorten(clip)}: {shorten(repr(text))} contains a tab or line break")
         rows += [f"{clip}\t{times[0]:.3f}\t{times[1]:.3f}\t{label}" for label in labels] or [clip]
     Path(path).write_text("".join(r + "\n" for r in rows), encoding="utf-8")
 
@@ -352,14 +353,16 @@ def read_strong_labels(path: str | Path) -> tuple[list[tuple[str, float, float, 
             continue
         fields = [f.strip(PY2_WHITESPACE) for f in line.split("\t")]
         if len(fields) != 4 or not fields[0] or not fields[3]:
-            raise ScorerFormatError(f"{path}:{lineno}: expected <clip>\\t<onset>\\t<offset>\\t<label>, got {line!r}")
+            raise ScorerFormatError(f"{path}:{lineno}: expected <clip>\\t<onset>\\t<offset>\\t<label>, "
+                                    f"got {shorten(repr(line))}")
         try:
             onset, offset = float(fields[1]), float(fields[2])
         except ValueError:
-            raise ScorerFormatError(
-                f"{path}:{lineno}: onset/offset {fields[1]!r}/{fields[2]!r} are not numbers") from None
-        if offset < onset:
-            raise ScorerFormatError(f"{path}:{lineno}: offset {offset} is before onset {onset}")
+            raise ScorerFormatError(f"{path}:{lineno}: onset/offset {shorten(repr(fields[1]), 40)}/"
+                                    f"{shorten(repr(fields[2]), 40)} are not numbers") from None
+        if not 0.0 <= onset <= offset < float("inf"):  # NaN fails too
+            raise ScorerFormatError(f"{path}:{lineno}: onset {onset} / offset {offset} is not a span of seconds "
+                                    "(0 <= onset <= offset, finite)")
         clips.setdefault(fields[0], None)
         if not (onset == 0.0 and offset == 0.0):
             events.append((fields[0], onset, offset, fields[3]))

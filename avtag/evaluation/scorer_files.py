@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from avtag import AvtagError
+from avtag.io.common import shorten
 
 #: characters Python 2 ``str.strip()`` removes (the scorer ran on Python 2)
 PY2_WHITESPACE = " \t\n\r\x0b\x0c"
@@ -73,6 +74,8 @@ class LabelFile:
         unlabelled_rows: rows kept without a label.
         comma_rows, short_rows: rows with no tab but a comma / with 2-3 fields (the
             label missing), each ``[count, first line number]``.
+        bad_times: 4-field rows whose times are no span (start after end, negative, not a
+            finite number), ``[count, first line number]``; the weak-label scorer ignores them.
         dropped_clips: clips left out by ``keep`` (counted, not stored);
         dropped_names: the first :data:`SHOWN_CLIPS` of their names.
     """
@@ -86,6 +89,7 @@ class LabelFile:
     unlabelled_rows: int = 0
     comma_rows: list[int] = field(default_factory=lambda: [0, 0])
     short_rows: list[int] = field(default_factory=lambda: [0, 0])
+    bad_times: list[int] = field(default_factory=lambda: [0, 0])
     dropped_clips: int = 0
     dropped_names: list[str] = field(default_factory=list)
 
@@ -97,6 +101,10 @@ class LabelFile:
             out.append(f"{self.path}: {self.comma_rows[0]} row(s) have commas but no tab (first at line "
                        f"{self.comma_rows[1]}): the file looks comma-separated; the scorer reads each such row as a "
                        f"clip without labels (scores 0). Use tabs: {layout}")
+        if self.bad_times[0]:
+            out.append(f"{self.path}: {self.bad_times[0]} row(s) have times that are not a span (start after end, "
+                       f"negative or not a finite number; first at line {self.bad_times[1]}): the weak-label scorer "
+                       "ignores times, so their labels count")
         if self.short_rows[0]:
             out.append(f"{self.path}: {self.short_rows[0]} row(s) have 2-3 tab-separated fields (first at line "
                        f"{self.short_rows[1]}): the label must be the 4th field ({layout}); the scorer reads them "
@@ -158,6 +166,14 @@ class _Dropped:
         out.dropped_names = list(self.shown.values())
 
 
+def _is_span(start: str, end: float) -> bool:
+    """``start`` (text) and ``end`` (seconds) make a span: finite, 0 <= start <= end."""
+    try:
+        return 0.0 <= _py2_float(start) <= end < float("inf")
+    except ValueError:
+        return False
+
+
 def read_label_file(path: str | Path, keep: Container[str] | None = None) -> LabelFile:
     """Read a weak-label (ground-truth or prediction) file with the official scorer's rules.
 
@@ -193,9 +209,12 @@ def read_label_file(path: str | Path, keep: Container[str] | None = None) -> Lab
                 end_time = _py2_float(end)
             except ValueError:
                 raise ScorerFormatError(
-                    f"{path}:{lineno}: end time {end!r} is not a number (4-field rows need "
+                    f"{path}:{lineno}: end time {shorten(repr(end), 60)} is not a number (4-field rows need "
                     "<clip>\\t<start>\\t<end>\\t<label>; the official scorer rejects this file)"
                 ) from None
+            if not _is_span(fields[1].strip(PY2_WHITESPACE), end_time):
+                out.bad_times[0] += 1
+                out.bad_times[1] = out.bad_times[1] or lineno
             if end_time == 0.0:
                 out.skipped_zero_end += 1
                 if not stored:
