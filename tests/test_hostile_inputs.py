@@ -513,3 +513,23 @@ def test_a_file_name_longer_than_the_file_system_allows(tmp_path, command, rc):
     assert out.returncode == rc, out.stderr
     assert "internal error" not in out.stderr and "Traceback" not in out.stderr
     assert any("too long" in line and "avtag" in line for line in out.stderr.splitlines()), out.stderr
+
+
+@pytest.mark.parametrize("command, rc", [
+    (["tag", "{fifo}"], 1),                       # a media file that is a named pipe: reported, skipped
+    (["score", "{fifo}", "{gt}"], 2),
+    (["score", "{gt}", "{fifo}"], 2),
+    (["tag", "{mp4}", "--set", "fusion.weights_file={fifo}"], 2),
+    (["labelmap", "--labels", "Dog;Cat", "--set", "label_map.overrides={fifo}"], 2),
+])
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path, command, rc):
+    """Reading a FIFO blocks until someone writes to it: avtag score, fusion weights and label-map
+    overrides hung for ever (media said "empty file")."""
+    fifo = tmp_path / "pipe.tsv"
+    os.mkfifo(fifo)
+    values = {"fifo": fifo, "gt": gt_file(tmp_path), "mp4": good_mp4(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "avtag", *(a.format(**values) for a in command)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == rc, out.stderr
+    assert "internal error" not in out.stderr and "Traceback" not in out.stderr
+    assert any("not a regular file" in line and "pipe.tsv" in line for line in out.stderr.splitlines()), out.stderr

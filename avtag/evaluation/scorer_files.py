@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from avtag import AvtagError
-from avtag.io.common import shorten
+from avtag.io.common import require_regular, shorten
 
 #: characters Python 2 ``str.strip()`` removes (the scorer ran on Python 2)
 PY2_WHITESPACE = " \t\n\r\x0b\x0c"
@@ -46,7 +46,7 @@ def _py2_float(text: str) -> float:
 def iter_lines(path: Path) -> Iterator[str]:
     """Lines of ``path`` split on ``\\n`` only (the final newline starts no row), one at a time; BOM dropped."""
     try:
-        f = open(path, "rb")
+        f = open(require_regular(path), "rb")
     except OSError as exc:
         raise ScorerError(f"{path}: cannot read ({exc.strerror or exc})") from None
     with f:

@@ -4,6 +4,7 @@ and message helpers that keep every error one line starting with the file name.
 """
 from __future__ import annotations
 
+import errno
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,19 @@ def mono_waveform(waveform, sample_rate) -> np.ndarray:
 #: decoded samples whose peak exceeds this (full scale is 1) are clipped, with a warning: a float
 #: file of 1e30 made the log-mel overflow and every score NaN
 OVER_FULL_SCALE = 2.0
+
+
+def require_regular(path: str | Path) -> Path:
+    """``path``, unless it exists and is not a regular file (a FIFO, socket or device: reading one
+    blocks or never ends). Raises OSError, which the readers already turn into their one-line errors."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return path  # missing or unnameable: the reader's own open() says so
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe, socket or device)", str(path))
+    return path
 
 
 def sanitize_decoded(wave: np.ndarray) -> tuple[np.ndarray | None, list[str]]:

@@ -280,7 +280,9 @@ class LateFusion(nn.Module):
     def load(cls, path: str | Path) -> LateFusion:
         """Read a fusion written by :meth:`save`. Raises FusionError if unreadable."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            from avtag.io.common import require_regular
+
+            return cls.from_dict(json.loads(require_regular(path).read_text()))
         except KeyError as exc:
             raise FusionError(f"{path}: not a readable fusion weights file (missing {exc})") from None
         except (OSError, ValueError, TypeError, FusionError) as exc:

@@ -43,6 +43,7 @@ import numpy as np
 import avtag
 from avtag import AvtagError
 from avtag.config.schema import LabelMapConfig
+from avtag.io.common import require_regular
 from avtag.models.text_encoders import TextEncoder, cache_dir, get_encoder
 
 #: bump when the construction changes, so stale cached matrices are rebuilt
@@ -97,7 +98,7 @@ def load_overrides(path: str | Path | None, objects: Sequence[str]) -> Overrides
     import yaml
 
     try:
-        text = path.read_text()
+        text = require_regular(path).read_text()
         data = yaml.safe_load(text) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise LabelMapError(f"{path}: cannot read label-map overrides ({str(exc).splitlines()[0]})") from None
