@@ -196,6 +196,20 @@ def test_bad_requests_are_one_line_errors(tagger, tone_model):
         tagger.explain(np.zeros(600, np.float32), SR)
     with pytest.raises(ExplainInputError, match="NaN"):
         tagger.explain(np.full(SR, np.nan, np.float32), SR)
+    for huge in ("A" * 100_000, "backbone." * 20_000):  # were quoted whole (a 100 kB 'one line')
+        with pytest.raises((ExplainInputError, ExplainError)) as err:
+            tagger.explain(tone_clip(), SR, classes=[huge]) if huge[0] == "A" else \
+                tagger.explain(tone_clip(), SR, units=[huge + ":1"])
+        assert len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize("flag, value", [("--start", "-5"), ("--end", "inf"), ("--start", "nan")])
+def test_cli_refuses_spans_that_are_no_seconds(flag, value, capsys):
+    from avtag.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["explain", "x.wav", flag, value])
+    assert exit_.value.code == 2 and "expected finite seconds >= 0" in capsys.readouterr().err
 
 
 def test_digital_silence_is_said(tagger):

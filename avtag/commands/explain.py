@@ -20,9 +20,9 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected finite seconds >= 0, got {text[:40]!r}") from None
+    if not 0 <= value < float("inf"):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected finite seconds >= 0, got {text[:40]}")
     return value
 
 

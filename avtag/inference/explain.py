@@ -32,6 +32,7 @@ import torch
 from avtag import AvtagError
 from avtag.events import framewise_to_events
 from avtag.inference.explain_schema import SCHEMA, Explanation, TargetExplanation, _r
+from avtag.io.common import shorten
 
 __all__ = ["SCHEMA", "ExplainInputError", "Explanation", "TargetExplanation", "explain_clip", "explain_file",
            "write_explanation"]
@@ -101,9 +102,9 @@ def resolve_classes(names: Sequence[str], classes: Sequence[str]) -> list[str]:
         if name in classes or name.lower() in lower:
             out.append(name if name in classes else lower[name.lower()])
             continue
-        close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.0)
+        close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.0) if len(name) <= 200 else []
         hint = f"; closest: {lower[close[0]]!r}" if close else ""
-        raise ExplainInputError(f"--class {name!r}: unknown class{hint}")
+        raise ExplainInputError(f"--class {shorten(repr(name))}: unknown class{hint}")
     return list(dict.fromkeys(out))
 
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avtag import AvtagError
+from avtag.io.common import shorten
 from avtag.models.types import TaggerOutput
 
 #: explanation methods
@@ -113,9 +114,10 @@ def find_module(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name in modules and name:
         return modules[name]
-    close = difflib.get_close_matches(name, [n for n in modules if n], n=1, cutoff=0.3)
+    close = difflib.get_close_matches(name, [n for n in modules if n], n=1, cutoff=0.3) if len(name) <= 200 else []
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ExplainError(f"no layer {name!r} in the audio model{hint} (avtag explain --list-layers shows them)")
+    raise ExplainError(f"no layer {shorten(repr(name))} in the audio model{hint} "
+                       "(avtag explain --list-layers shows them)")
 
 
 def conv_layers(model: nn.Module) -> list[tuple[str, int]]:
@@ -134,9 +136,9 @@ def class_target(model: nn.Module, name: str) -> Target:
     if name in classes or name.lower() in lower:
         i = classes.index(name) if name in classes else lower[name.lower()]
         return Target("class", classes[i], i)
-    close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.0)
+    close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.0) if len(name) <= 200 else []
     hint = f"; closest: {classes[lower[close[0]]]!r}" if close else ""
-    raise ExplainError(f"unknown class {name!r}{hint}")
+    raise ExplainError(f"unknown class {shorten(repr(name))}{hint}")
 
 
 def unit_target(model: nn.Module, spec: str) -> Target:
