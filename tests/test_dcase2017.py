@@ -106,3 +106,28 @@ def test_malformed_files_name_file_and_line(tmp_path):
         read_split(tmp_path, "test")
     with pytest.raises(DatasetError, match="unknown split"):
         read_split(tmp_path, "dev")
+
+
+@pytest.mark.parametrize("row, problem", [
+    ('../../outside,0.000,10.000,"Car"', "holds a path separator"),  # clip names become cache file names
+    ('a\\b,0.000,10.000,"Car"', "holds a path separator"), ('..,0.000,10.000,"Car"', "holds a path separator"),
+    (',0.000,10.000,"Car"', "is empty"), ('a,zero,10.000,"Car"', "are not seconds"),  # was a ValueError
+])
+def test_clip_lists_refuse_names_that_are_paths_and_times_that_are_not_numbers(tmp_path, row, problem):
+    from avtag.data.dcase2017 import read_clip_list
+
+    bad = tmp_path / "testing_set.csv"
+    bad.write_text('ok,0.000,10.000,"Bus"\n' + row + "\n")
+    with pytest.raises(DatasetError, match=r"testing_set\.csv:2: .*" + problem):
+        read_clip_list(bad)
+
+
+@pytest.mark.parametrize("name, problem", [("noscores.wav", "is not named <ytid>_<start>_<end>"),
+                                           ("a_b_c.wav", "is not named"), ("../x_0.000_10.000.wav", "path separator")])
+def test_evaluation_ground_truth_refuses_clip_names_that_are_no_clips(tmp_path, name, problem):
+    gt = tmp_path / "groundtruth_release"
+    gt.mkdir()
+    rows = f"ok_0.000_10.000.wav\t0\t10\tCar\n{name}\t0\t10\tCar\n"
+    (gt / "groundtruth_weak_label_evaluation_set.csv").write_text(rows)
+    with pytest.raises(DatasetError, match=problem):  # were a ValueError: an internal error
+        read_split(tmp_path, "eval")

@@ -102,11 +102,17 @@ def read_clip_list(path: str | Path, vocabulary: Vocabulary = DCASE2017) -> list
         if len(row) < 4:
             raise DatasetError(f"{path}:{n}: expected ytid,start,end,labels[,ids], got {len(row)} fields")
         ytid, start, end, labels = row[0].strip(), row[1].strip(), row[2].strip(), row[3]
+        try:
+            t0, t1 = float(start), float(end)
+        except ValueError:
+            raise DatasetError(f"{path}:{n}: start/end {start[:20]!r}/{end[:20]!r} are not seconds") from None
+        if not ytid or any(c in ytid for c in "/\\\0") or ytid in (".", ".."):  # names become cache file names
+            raise DatasetError(f"{path}:{n}: clip id {ytid[:60]!r} is empty or holds a path separator")
         names = tuple(x.strip() for x in _split_labels(labels, vocabulary))
         for name in names:
             if name not in vocabulary:
                 raise DatasetError(f"{path}:{n}: unknown label {name!r}")
-        records.append(ClipRecord(clip_name(ytid, start, end), ytid, float(start), float(end), names))
+        records.append(ClipRecord(clip_name(ytid, start, end), ytid, t0, t1, names))
     return records
 
 
@@ -159,9 +165,15 @@ def _strip_ext(file_name: str) -> str:
 def _from_weak_file(path: Path, vocabulary: Vocabulary) -> list[ClipRecord]:
     records = []
     for name, rows in read_label_file(path, vocabulary).items():
-        ytid, start, end = name.rsplit("_", 2)
+        try:
+            ytid, start, end = name.rsplit("_", 2)
+            t0, t1 = float(start), float(end)
+        except ValueError:
+            raise DatasetError(f"{path}: clip {name[:60]!r} is not named <ytid>_<start>_<end>.wav") from None
+        if not ytid or any(c in name for c in "/\\\0") or ytid in (".", ".."):  # names become cache file names
+            raise DatasetError(f"{path}: clip {name[:60]!r} is empty or holds a path separator")
         labels = tuple(dict.fromkeys(r[0] for r in rows))
-        records.append(ClipRecord(name, ytid, float(start), float(end), labels))
+        records.append(ClipRecord(name, ytid, t0, t1, labels))
     return records
 
 
