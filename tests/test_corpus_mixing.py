@@ -318,3 +318,24 @@ def test_soundscapes_cli_with_corpus(tmp_path, corpus, capsys):
     bad = parser.parse_args(["soundscapes", str(tmp_path / "t"), "--corpus", str(corpus), "--reverb-probability", "-1"])
     with pytest.raises(Exception, match="reverb-probability"):
         bad.func(bad)
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"file": "../../../etc/passwd"}, "lies outside the corpus folder"),  # was opened and decoded
+    ({"file": "/etc/passwd"}, "lies outside the corpus folder"),
+    ({"duration_s": float("nan")}, "is not a positive number of seconds"), ({"duration_s": -5}, "is not a positive"),
+])
+def test_a_manifest_names_only_files_of_its_own_corpus(tmp_path, corpus, change, problem):
+    from avtag.data.corpus import CorpusError
+
+    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    (hostile / "audio").symlink_to(corpus / "audio")  # a corpus folder whose audio is a link stays readable
+    rows[1] = {**rows[1], **change}
+    (hostile / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(CorpusError, match=r"manifest\.jsonl:2: .*" + problem):
+        read_corpus(hostile)
+    rows[1] = json.loads((corpus / "manifest.jsonl").read_text().splitlines()[1])
+    (hostile / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(read_corpus(hostile)) == len(read_corpus(corpus))

@@ -232,3 +232,13 @@ def test_speed_perturbation_changes_pitch_and_keeps_the_labelled_span():
         assert np.flatnonzero(stem)[[0, -1]].tolist() == [32000, 63999]
         spectrum = np.abs(np.fft.rfft(stem[32000:64000]))
         assert np.fft.rfftfreq(32000, 1 / 16000)[spectrum.argmax()] == pytest.approx(hz, abs=1)
+
+
+def test_a_sounds_table_names_only_files_of_its_folder(tmp_path):
+    """A row '../../../etc/passwd' was opened and decoded as a recording."""
+    from avtag.data.recordings import RecordingsError
+
+    (tmp_path / "sounds.csv").write_text("filename,label,audioset_label,duration_s,licence,source\n"
+                                         "../../../etc/passwd,x,Dog,1.0,CC0,nowhere\n")
+    with pytest.raises(RecordingsError, match=r"sounds\.csv:2: '\.\./\.\./\.\./etc/passwd' lies outside"):
+        read_recordings(tmp_path)

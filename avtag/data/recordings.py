@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -157,6 +158,8 @@ def read_recordings(sounds_dir: str | Path) -> list[Recording]:
             raise RecordingsError(f"{table}: expected columns {', '.join(sorted(need))}")
         for n, row in enumerate(reader, start=2):
             path = sounds_dir / row["filename"]
+            if not Path(os.path.normpath(path)).is_relative_to(os.path.normpath(sounds_dir)):  # its own folder's files
+                raise RecordingsError(f"{table}:{n}: {row['filename'][:80]!r} lies outside {sounds_dir}")
             if not path.is_file():
                 raise RecordingsError(f"{table}:{n}: {row['filename']} is listed but missing")
             if row["audioset_label"] not in AUDIOSET_PARENT and row["audioset_label"] not in GROUPS:
