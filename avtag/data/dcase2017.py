@@ -83,6 +83,12 @@ def read_class_list(metadata_dir: str | Path) -> Vocabulary:
     return Vocabulary(tuple(names))
 
 
+def _check_clip_id(ytid: str, where: str, shown: str | None = None) -> None:
+    """DatasetError unless ``ytid`` is a plain name: clip names become cache file names."""
+    if not ytid or any(c in (shown or ytid) for c in "/\\\0") or ytid in (".", ".."):
+        raise DatasetError(f"{where} {(shown or ytid)[:60]!r} is empty or holds a path separator")
+
+
 def clip_name(youtube_id: str, start: str, end: str) -> str:
     """``<ytid>_<start>_<end>`` with the times written as in the official files."""
     return f"{youtube_id}_{start}_{end}"
@@ -106,8 +112,7 @@ def read_clip_list(path: str | Path, vocabulary: Vocabulary = DCASE2017) -> list
             t0, t1 = float(start), float(end)
         except ValueError:
             raise DatasetError(f"{path}:{n}: start/end {start[:20]!r}/{end[:20]!r} are not seconds") from None
-        if not ytid or any(c in ytid for c in "/\\\0") or ytid in (".", ".."):  # names become cache file names
-            raise DatasetError(f"{path}:{n}: clip id {ytid[:60]!r} is empty or holds a path separator")
+        _check_clip_id(ytid, f"{path}:{n}: clip id")
         names = tuple(x.strip() for x in _split_labels(labels, vocabulary))
         for name in names:
             if name not in vocabulary:
@@ -170,8 +175,7 @@ def _from_weak_file(path: Path, vocabulary: Vocabulary) -> list[ClipRecord]:
             t0, t1 = float(start), float(end)
         except ValueError:
             raise DatasetError(f"{path}: clip {name[:60]!r} is not named <ytid>_<start>_<end>.wav") from None
-        if not ytid or any(c in name for c in "/\\\0") or ytid in (".", ".."):  # names become cache file names
-            raise DatasetError(f"{path}: clip {name[:60]!r} is empty or holds a path separator")
+        _check_clip_id(ytid, f"{path}: clip", name)
         labels = tuple(dict.fromkeys(r[0] for r in rows))
         records.append(ClipRecord(name, ytid, t0, t1, labels))
     return records

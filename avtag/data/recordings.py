@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from avtag import AvtagError
+from avtag.io.common import is_inside
 from avtag.labels import Vocabulary
 
 #: child class -> parent class (AudioSet ontology), for every ``audioset_label`` in sounds.csv
@@ -158,7 +158,7 @@ def read_recordings(sounds_dir: str | Path) -> list[Recording]:
             raise RecordingsError(f"{table}: expected columns {', '.join(sorted(need))}")
         for n, row in enumerate(reader, start=2):
             path = sounds_dir / row["filename"]
-            if not Path(os.path.normpath(path)).is_relative_to(os.path.normpath(sounds_dir)):  # its own folder's files
+            if not is_inside(path, sounds_dir):  # the table names its own folder's files only
                 raise RecordingsError(f"{table}:{n}: {row['filename'][:80]!r} lies outside {sounds_dir}")
             if not path.is_file():
                 raise RecordingsError(f"{table}:{n}: {row['filename']} is listed but missing")

@@ -5,6 +5,7 @@ and message helpers that keep every error one line starting with the file name.
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,12 @@ def require_regular(path: str | Path) -> Path:
     if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         raise OSError(errno.EINVAL, "not a regular file (a pipe, socket or device)", str(path))
     return path
+
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """``path`` as written stays inside ``folder`` (no ``..`` out of it, not absolute elsewhere);
+    symbolic links are not followed: links inside a user's folder are the user's business."""
+    return Path(os.path.normpath(path)).is_relative_to(os.path.normpath(folder))
 
 
 def sanitize_decoded(wave: np.ndarray) -> tuple[np.ndarray | None, list[str]]:

@@ -19,7 +19,6 @@ up on two sides of a split.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 from avtag.data.corpus import CorpusError
 from avtag.data.corpus.licences import TRAINING_KINDS
 from avtag.data.corpus.rules import RuleTable
+from avtag.io.common import is_inside
 
 #: source groups a class needs by default to be an output of vocabulary v2 (test, validation and >= 4 train groups)
 MIN_GROUPS = 6
@@ -71,11 +71,6 @@ class CorpusItem:
 
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """``path`` as written stays inside ``folder`` (no ``..`` out of it, not absolute elsewhere);
-    symbolic links inside the folder are the user's business and are not followed."""
-    return Path(os.path.normpath(path)).is_relative_to(os.path.normpath(folder))
-
 
 def read_corpus(root: str | Path, allow_restricted: bool = False) -> list[CorpusItem]:
     """Items of a built corpus (its ``manifest.jsonl``).
@@ -105,7 +100,7 @@ def read_corpus(root: str | Path, allow_restricted: bool = False) -> list[Corpus
             if n == len(manifest.read_text(encoding="utf-8").splitlines()):
                 break  # a torn last line of a build that is still running or was killed
             raise CorpusError(f"{manifest}:{n}: malformed record ({exc})") from None
-        if not _inside(item.path, root):  # a manifest names files of its own corpus only
+        if not is_inside(item.path, root):  # a manifest names files of its own corpus only
             raise CorpusError(f"{manifest}:{n}: {str(r['file'])[:80]!r} lies outside the corpus folder")
         if not 0 < item.duration_s < float("inf"):
             raise CorpusError(f"{manifest}:{n}: duration_s {item.duration_s} is not a positive number of seconds")
