@@ -31,6 +31,8 @@ from helpers import faults
 from helpers.mediagen import tone, write_media, write_wav
 from helpers.synthdata import make_dcase_dataset
 
+from avtag.data.cache import FeatureCache
+
 
 # ----------------------------------------------------------------------------- input generators
 def ffmpeg(*args: str) -> None:
@@ -521,10 +523,12 @@ def test_a_file_name_longer_than_the_file_system_allows(tmp_path, command, rc):
     (["score", "{gt}", "{fifo}"], 2),
     (["tag", "{mp4}", "--set", "fusion.weights_file={fifo}"], 2),
     (["labelmap", "--labels", "Dog;Cat", "--set", "label_map.overrides={fifo}"], 2),
+    (["corpus", "sources", "--rules", "{fifo}"], 2),
+    (["train", "{fifo}"], 2),                     # a config (it said "config file not found")
 ])
 def test_a_named_pipe_is_refused_not_waited_on(tmp_path, command, rc):
-    """Reading a FIFO blocks until someone writes to it: avtag score, fusion weights and label-map
-    overrides hung for ever (media said "empty file")."""
+    """Reading a FIFO blocks until someone writes to it: avtag score, fusion weights, label-map
+    overrides and corpus rule tables hung for ever (media said "empty file")."""
     fifo = tmp_path / "pipe.tsv"
     os.mkfifo(fifo)
     values = {"fifo": fifo, "gt": gt_file(tmp_path), "mp4": good_mp4(tmp_path)}
@@ -533,3 +537,62 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path, command, rc):
     assert out.returncode == rc, out.stderr
     assert "internal error" not in out.stderr and "Traceback" not in out.stderr
     assert any("not a regular file" in line and "pipe.tsv" in line for line in out.stderr.splitlines()), out.stderr
+
+
+@pytest.mark.parametrize("command", [["corpus", "sources", "--rules", "{big}"], ["prepare", "{big}"]])
+def test_endless_or_huge_rule_tables_and_configs_are_refused_unread(tmp_path, command):
+    """``--rules /dev/zero`` read until the kernel killed the process (24 GB); a hand-written file
+    is now read only up to io.common.MAX_TEXT_BYTES, and a device not at all."""
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"# " + b"x" * (17 * 2**20))
+    for target, reason in ((big, "larger than 16 MiB"), ("/dev/zero", "not a regular file")):
+        args = [a.format(big=target) for a in command]
+        out = subprocess.run([sys.executable, "-m", "avtag", *args], capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.count("\n") == 1 and reason in out.stderr and str(target) in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("command, says", [
+    (["labelmap", "--top", "-1"], "expected a whole number >= 1, got -1"),
+    (["evaluate", "--batch-size", "0"], "expected a whole number >= 1, got 0"),
+    (["tag", "{wav}", "--checkpoint", "/dev/zero"], "not a regular file"),   # said "checkpoint not found"
+    (["tag", "{wav}", "--checkpoint", "{tmp}"], "is a folder, not a checkpoint file"),
+    (["explain", "{wav}", "--start", "3", "--end", "1", "--out", "{tmp}/x"], "the end must come after the start"),
+    (["explain", "{wav}", "--out", "{wav}"], "--out must be a folder"),       # said "(File exists)"
+])
+def test_misleading_answers_now_name_the_real_problem(tmp_path, command, says):
+    """Found by the second hostile sweep: each of these was refused, but for a reason that was not
+    the problem (or not refused at all: ``--top -1`` printed every object but one)."""
+    values = {"wav": good_wav(tmp_path), "tmp": tmp_path}
+    out = avtag([a.format(**values) for a in command], dict(os.environ), timeout=300)
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if "pkg_resources" not in line]
+    assert len(lines) == 1 and says in lines[0], out.stderr
+
+
+def test_dcase_metadata_that_is_empty_a_folder_or_a_symlink_loop(tmp_path):
+    """An empty training list was reported by ``train`` as "run avtag prepare first"; a clip list that
+    is a folder as "not found"; one media file that is a symbolic link to itself aborted the whole
+    ``prepare`` (now that clip fails alone, with the reason, and the others are cached)."""
+    ds = make_dcase_dataset(tmp_path / "data", n_train=4, n_test=3, n_eval=1, seed=7)
+    config = ds.config(tmp_path)
+    env = dict(os.environ)
+    first = ds.clips["train"][0]["path"]
+    first.unlink()
+    first.symlink_to(first.name)
+    out = avtag(["prepare", str(config), "--splits", "train,validation", "--no-progress"], env)
+    assert out.returncode == 0, out.stderr
+    assert "Too many levels of symbolic links" in out.stdout + out.stderr
+    cached = {s: FeatureCache(tmp_path / "cache", s).names() for s in ("train", "validation")}
+    assert len(cached["train"]) + len(cached["validation"]) == 3
+
+    listing = ds.metadata_dir / "testing_set.csv"
+    listing.unlink()
+    listing.mkdir()
+    out = avtag(["prepare", str(config), "--splits", "test", "--no-progress"], env)
+    assert out.returncode == 2 and "testing_set.csv: cannot read (Is a directory)" in out.stderr, out.stderr
+
+    (ds.metadata_dir / "training_set.csv").write_text("")
+    out = avtag(["prepare", str(config), "--splits", "train", "--no-progress"], env)
+    assert out.returncode == 2 and "training_set.csv: lists no clips" in out.stderr, out.stderr

@@ -40,10 +40,14 @@ def deep_merge(base: dict, top: dict) -> dict:
 def _read_yaml(path: Path) -> dict:
     import yaml
 
-    if not path.is_file():
+    from avtag.io.common import read_small_text
+
+    if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace")) or {}
+        data = yaml.safe_load(read_small_text(path)) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

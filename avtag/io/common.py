@@ -142,6 +142,27 @@ def require_regular(path: str | Path) -> Path:
     return path
 
 
+#: the largest config, rule table or other hand-written text file read whole (bytes)
+MAX_TEXT_BYTES = 16 * 2**20
+#: the largest clip list or label file read whole (bytes; DCASE 2017's training list is 2.4 MB)
+MAX_LIST_BYTES = 512 * 2**20
+
+
+def read_small_text(path: str | Path, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of a hand-written file (config, rule table) read whole, undecodable bytes replaced.
+
+    Raises:
+        OSError: missing, unreadable, not a regular file (a device such as ``/dev/zero`` never
+            ends), or larger than ``max_bytes`` (``strerror`` says which).
+    """
+    path = require_regular(path)
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(errno.EFBIG, f"larger than {max_bytes / 2**20:g} MiB, too big for this kind of file", str(path))
+    return data.decode("utf-8", errors="replace")
+
+
 def is_inside(path: str | Path, folder: str | Path) -> bool:
     """``path`` as written stays inside ``folder`` (no ``..`` out of it, not absolute elsewhere);
     symbolic links are not followed: links inside a user's folder are the user's business."""

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from avtag.data.corpus import CorpusError
+from avtag.io.common import read_small_text
 from avtag.ontology import OntologyError, ontology_from_section
 
 REGISTRIES = ("deb", "pypi", "npm")
@@ -229,7 +230,7 @@ def load_rules(path: str | Path | None = None) -> RuleTable:
     """
     path = Path(path) if path else default_rules_path()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_small_text(path))
     except OSError as exc:
         raise RulesError(f"{path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
