@@ -28,6 +28,9 @@ from avtag.labels import Vocabulary
 
 #: one row of a DCASE strong-label file: ``(clip file name, onset s, offset s, label)``
 EventRow = tuple[str, float, float, str]
+#: the latest onset / offset a label file may give, in seconds (a day; the event roll of the
+#: official metrics allocates one row per 20 ms, so 1e300 s ended in a numpy error)
+MAX_EVENT_SECONDS = 86_400.0
 
 
 class Event(NamedTuple):
@@ -188,12 +191,18 @@ def read_events_tsv(path: str | Path | IO[str], keep_empty: bool = False,
 
     Rows with 0/0 times ("sound not found in the clip") are dropped unless ``keep_empty``; with
     ``labels``, a label outside it is an error. Raises :class:`AvtagError` naming the file and
-    line of a malformed row or unknown label.
+    line of a malformed row, an unknown label, or times that are no span (negative, reversed,
+    NaN, infinite, beyond :data:`MAX_EVENT_SECONDS`).
     """
     if isinstance(path, (str, Path)):
-        if not Path(path).is_file():
+        from avtag.io.common import MAX_LIST_BYTES, read_small_text
+
+        if not Path(path).exists():
             raise AvtagError(f"{path}: strong-label file not found")
-        text, where = Path(path).read_text(encoding="utf-8", errors="replace"), str(path)
+        try:
+            text, where = read_small_text(path, MAX_LIST_BYTES), str(path)
+        except OSError as exc:
+            raise AvtagError(f"{path}: cannot read ({exc.strerror})") from None
     else:
         text, where = path.read(), "<stream>"
     rows = []
@@ -208,6 +217,9 @@ def read_events_tsv(path: str | Path | IO[str], keep_empty: bool = False,
             onset, offset = float(parts[1]), float(parts[2])
         except ValueError:
             raise AvtagError(f"{where}:{number}: onset/offset are not numbers: {line[:80]!r}") from None
+        if not 0.0 <= onset <= offset <= MAX_EVENT_SECONDS:  # NaN fails too
+            raise AvtagError(f"{where}:{number}: onset/offset {parts[1][:20]}/{parts[2][:20]} are not a span of "
+                             f"seconds (need 0 <= onset <= offset <= {MAX_EVENT_SECONDS:.0f})")
         label = parts[3].strip()
         if labels is not None and label not in labels:
             raise AvtagError(f"{where}:{number}: unknown label {label!r}")

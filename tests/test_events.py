@@ -92,6 +92,15 @@ def test_tsv_reader_is_lenient_with_crlf_and_skips_not_found_rows():
         read_events_tsv(io.StringIO("a.wav 1 2 Car\n"))
 
 
+@pytest.mark.parametrize("onset, offset", [("1", "inf"), ("nan", "2"), ("0", "1e300"), ("3", "2"), ("-1", "2")])
+def test_tsv_reader_refuses_times_that_are_no_span(onset, offset):
+    """Ground truth with such times reached sed_eval's event roll and ended in an internal error
+    (inf, NaN, 1e300) or was scored silently (reversed, negative)."""
+    with pytest.raises(AvtagError) as err:
+        read_events_tsv(io.StringIO(f"a_0.000_10.000.wav\t0.5\t1\tCar\na_0.000_10.000.wav\t{onset}\t{offset}\tBus\n"))
+    assert str(err.value).startswith("<stream>:2: onset/offset") and "not a span" in str(err.value)
+
+
 def test_clip_file_name():
     assert clip_file_name("abc_30.000_40.000") == "abc_30.000_40.000.wav"
     assert clip_file_name("/x/Y-5QrBL6MzLg_60.000_70.000.wav") == "-5QrBL6MzLg_60.000_70.000.wav"
