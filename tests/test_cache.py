@@ -260,3 +260,49 @@ def test_full_disk_is_one_error_and_resumable(dataset, tmp_path, monkeypatch):
     report = prepare_split(config, "test", progress=False)
     assert report.already_done >= 1 and report.already_done + report.written == 6
     assert len(FeatureCache(tmp_path / "cache", "test")) == 6
+
+
+def test_damaged_cache_entries_are_one_line_skipped_in_training_and_redone_by_prepare(dataset, tmp_path):
+    """A cache .npy cut short, pickled, of another shape or not an array at all (a disk filled up, a
+    hand-edited folder) is named in one line; training leaves the clip out and prepare redoes it."""
+    import pickle
+
+    from avtag.training.datamodule import AudioDataModule
+
+    config = _config(dataset, tmp_path, logmel=False)
+    prepare_split(config, "test", progress=False)
+    cache = FeatureCache(tmp_path / "cache", "test")
+    names = cache.names()
+    audio = cache.dir / "audio"
+    whole = (audio / f"{names[0]}.npy").read_bytes()
+    (audio / f"{names[0]}.npy").write_bytes(whole[:90])  # header cut
+    (audio / f"{names[1]}.npy").write_bytes(whole[: len(whole) // 2])  # data cut: mmap longer than the file
+    with open(audio / f"{names[2]}.npy", "wb") as f:
+        np.save(f, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    np.save(audio / f"{names[3]}.npy", np.zeros((2, 3), np.int16))
+    (audio / f"{names[4]}.npy").write_bytes(pickle.dumps([1, 2, 3]))
+    for name in names[:5]:
+        with pytest.raises(CacheError) as err:
+            cache.waveform(name)
+        line = str(err.value)
+        assert "\n" not in line and f"{name}.npy" in line and "damaged cache entry" in line and len(line) < 400
+    assert set(cache.damaged()) == set(names[:5])
+    assert cache.waveform(names[5]).shape == (160000,)
+    # a manifest line that is JSON but no clip entry is not a clip (it used to be a KeyError)
+    with open(cache.dir / "manifest.jsonl", "a") as f:
+        f.write('[1, 2]\n{"labels": []}\n')
+    assert FeatureCache(tmp_path / "cache", "test").names() == names
+
+    # training leaves the damaged clips out, naming them, instead of dying in a loader worker
+    data = AudioDataModule.from_config(load_config(
+        dataset.config(tmp_path, cache={"workers": 0, "video": False, "logmel": False},
+                       training={"train_split": "test", "val_split": "test"})))
+    data.setup()
+    assert set(data.datasets["train"].names) == {names[5]}
+    assert set(data.skipped["train"]) == set(names[:5])
+
+    report = prepare_split(config, "test", progress=False)
+    assert report.written == 5
+    redone = FeatureCache(tmp_path / "cache", "test")
+    assert not redone.damaged() and sorted(redone.names()) == sorted(names)
+    assert all(redone.waveform(n).shape == (160000,) for n in names)

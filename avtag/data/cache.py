@@ -51,6 +51,10 @@ from avtag.labels import get_vocabulary
 SPLIT_MEDIA = {"train": "train", "validation": "train", "train_full": "train", "test": "test", "eval": "eval"}
 
 
+#: dimensions of each cached array: audio (samples,), logmel (time_frames, n_mels), video (frames, 1000)
+ARRAY_NDIM = {"audio": 1, "logmel": 2, "video": 2}
+
+
 class CacheError(AvtagError):
     """A cache folder built with other settings, or unreadable."""
 
@@ -67,16 +71,21 @@ class FeatureCache:
         self.dir = Path(root) / split
         self.split = split
         meta_path = self.dir / "meta.json"
-        self.meta: dict = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        try:
+            self.meta: dict = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"{meta_path}: unreadable ({exc}); delete the folder {self.dir} to rebuild it") from None
         self._entries: dict[str, dict] = {}
         manifest = self.dir / "manifest.jsonl"
         if manifest.is_file():
-            for line in manifest.read_text().splitlines():
+            for line in manifest.read_text(errors="replace").splitlines():
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by a kill: that clip is simply redone
-                self._entries[entry["name"]] = entry
+                if isinstance(entry, dict) and isinstance(entry.get("name"), str) and \
+                        isinstance(entry.get("labels"), list):
+                    self._entries[entry["name"]] = entry  # anything else is not a clip: redone too
 
     def names(self) -> list[str]:
         """Clips cached successfully, in manifest order."""
@@ -102,7 +111,34 @@ class FeatureCache:
         path = self.dir / kind / f"{name}.npy"
         if not path.is_file():
             return None
-        return np.load(path, mmap_mode="r")
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            if not isinstance(arr, np.ndarray) or arr.ndim != ARRAY_NDIM[kind] or arr.dtype.kind not in "iuf":
+                raise ValueError(f"not a {ARRAY_NDIM[kind]}-d numeric array")
+        except (OSError, ValueError, EOFError) as exc:
+            reason = " ".join(str(exc).split())[:120]
+            raise CacheError(f"{path}: damaged cache entry ({reason}); run `avtag prepare` again to redo it") from None
+        return arr
+
+    def damaged(self, kinds: tuple[str, ...] = ("audio",)) -> dict[str, str]:
+        """``{clip name: reason}`` for listed clips whose arrays of ``kinds`` are unreadable (truncated,
+        not a ``.npy``, pickled objects, wrong shape), or whose audio is missing (a clip without
+        video has no video array). Reads only the file headers."""
+        out: dict[str, str] = {}
+        for name in self._entries:
+            for kind in kinds:
+                try:
+                    if self._array(kind, name) is None and kind == "audio":
+                        out[name] = f"{self.dir / kind / (name + '.npy')}: cached {kind} is missing"
+                except CacheError as exc:
+                    out[name] = str(exc)
+                if name in out:
+                    break
+        return out
+
+    def array_kinds(self) -> tuple[str, ...]:
+        """The arrays every clip of this cache has: audio, and log-mel / video when built with them."""
+        return ("audio",) + tuple(k for k in ("logmel", "video") if self.meta.get(k))
 
     def waveform(self, name: str) -> np.ndarray | None:
         """``(samples,)`` float32 in [-1, 1] at ``meta["sample_rate"]`` Hz, or None."""
@@ -236,7 +272,7 @@ def prepare_split(config: AvtagConfig, split: str, workers: int | None = None, p
         report.missing_report = write_missing_report(out_dir / "missing.txt", missing, media_dir)
 
     cache = FeatureCache(out_dir.parent, split)
-    done = set(cache.names())
+    done = set(cache.names()) - set(cache.damaged(cache.array_kinds()))  # a damaged entry is redone
     failed = cache.failed()  # stale entries (cached since) and duplicates dropped
     skip = done | (set() if retry_failed else set(failed))
     report.already_done = len(done & {r.name for r, _ in found})

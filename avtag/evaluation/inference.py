@@ -148,7 +148,8 @@ def ensure_split(config: dict, split: str, progress: bool = True):
             raise EvaluationError(f"split {split!r} is not prepared ({root / split} is empty) and its clip list "
                                   f"cannot be read: {exc}") from None
         return cache
-    todo = listed - set(cache.names()) - set(cache.failed()) - set(read_missing(cache.dir))
+    done = set(cache.names()) - set(cache.damaged(cache.array_kinds()))  # a damaged entry is redone
+    todo = listed - done - set(cache.failed()) - set(read_missing(cache.dir))
     if todo:
         media_dir = resolve_path((config.data.media_dirs or {}).get(SPLIT_MEDIA.get(split, split), "."))
         if not index_media_dir(media_dir):

@@ -182,14 +182,20 @@ class AudioDataModule(L.LightningDataModule):
             cache = self.cache(split)
             self._check_meta(cache)
             names, skipped = [], dict(cache.failed())
+            skipped.update(cache.damaged())  # read in a loader worker, they would end the run
             for name in cache.names():
+                if name in skipped:
+                    continue
                 if int(cache.entry(name).get("samples", 1)) <= 0:
                     skipped[name] = "empty audio"
                 else:
                     names.append(name)
             if not names:
-                raise AvtagError(f"{cache.dir}: no cached clips for the {split} split; "
-                                 "run `avtag prepare CONFIG` first")
+                raise AvtagError(f"{cache.dir}: no cached clips for the {split} split; " + (
+                    f"it was prepared, but holds none: {len(skipped)} failed or damaged, the rest missing from the "
+                    "media folder (missing.txt there) or not in the split's list (data.validation_fraction)"
+                    if cache.meta else
+                    "run `avtag prepare CONFIG` first"))
             self.skipped[split] = skipped
             self.datasets[split] = CachedClipDataset(
                 cache, names, self.vocabulary, self.clip_samples, random_crop=(split == "train")

@@ -318,8 +318,8 @@ def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True
         f"frame hop {module.model.frame_hop * 1000:.0f} ms, {module.model.model_config.pooling} pooling")
     if n_skipped:
         examples = [f"{n} ({r})" for items in data.skipped.values() for n, r in list(items.items())[:3]][:3]
-        say(f"skipped {n_skipped} clip(s) that could not be decoded, e.g. {'; '.join(examples)} "
-            f"- full list in {run_dir / 'skipped_clips.tsv'}")
+        say(f"skipped {n_skipped} clip(s) that could not be decoded or whose cache entry is damaged, "
+            f"e.g. {'; '.join(examples)} - full list in {run_dir / 'skipped_clips.tsv'}")
 
     trainer = build_trainer(config, run_dir, progress)
     try:
