@@ -14,6 +14,7 @@ from avtag.commands.common import (
     add_device_arg,
     audio_post_overrides,
     load_args_config,
+    positive_int,
 )
 
 HELP = "compare audio-only, video-only and fused systems on one split (markdown table, per-class F1 figure)"
@@ -38,7 +39,8 @@ def register(subparsers) -> None:
     add_audio_post_args(p)
     p.add_argument("--no-tune", action="store_true", help="default threshold only (no validation split)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figure")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="clips per forward pass (default 16)")
+    p.add_argument("--batch-size", type=positive_int, default=16, metavar="N",
+                   help="clips per forward pass (default 16)")
     add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

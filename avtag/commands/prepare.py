@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from avtag.commands.common import nonnegative_int, positive_int
 from avtag.config import load_config
 
 
@@ -18,10 +19,10 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", help="config overrides KEY.PATH=VALUE, e.g. cache.workers=4")
     p.add_argument("--splits", default="train,validation,test",
                    help="comma-separated splits: train, validation, test, eval (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="decoding processes, at least 1: a clip that crashes or hangs its decoder is recorded in "
                         "failed.tsv (default: cache.workers)")
-    p.add_argument("--limit", type=int, default=None, help="cache at most N clips per split")
+    p.add_argument("--limit", type=nonnegative_int, default=None, help="cache at most N clips per split")
     p.add_argument("--retry-failed", action="store_true", help="try again clips listed in failed.tsv")
     p.add_argument("--format", choices=("clips", "shards"), default=None,
                    help="clips: the per-clip .npy cache; shards: that cache packed into litdata shards at cache.shards "

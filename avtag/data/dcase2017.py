@@ -68,9 +68,15 @@ class ClipRecord:
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
+    from avtag.io.common import MAX_LIST_BYTES, read_small_text
+
+    if not path.exists():
         raise DatasetError(f"{path}: official DCASE 2017 file not found")
-    return path.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    try:
+        text = read_small_text(path, MAX_LIST_BYTES)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def read_class_list(metadata_dir: str | Path) -> Vocabulary:
@@ -98,7 +104,7 @@ def read_clip_list(path: str | Path, vocabulary: Vocabulary = DCASE2017) -> list
     """Read ``training_set.csv`` or ``testing_set.csv`` (comma-separated, quoted labels).
 
     Raises:
-        DatasetError: a row with too few fields or a label outside ``vocabulary``.
+        DatasetError: a row with too few fields, a label outside ``vocabulary``, no clips at all.
     """
     path = Path(path)
     records = []
@@ -118,6 +124,8 @@ def read_clip_list(path: str | Path, vocabulary: Vocabulary = DCASE2017) -> list
             if name not in vocabulary:
                 raise DatasetError(f"{path}:{n}: unknown label {name!r}")
         records.append(ClipRecord(clip_name(ytid, start, end), ytid, t0, t1, names))
+    if not records:
+        raise DatasetError(f"{path}: lists no clips")
     return records
 
 
@@ -151,7 +159,7 @@ def read_label_file(path: str | Path, vocabulary: Vocabulary = DCASE2017) -> dic
     from avtag.events import read_events_tsv
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(f"{path}: official DCASE 2017 file not found")
     try:
         rows = read_events_tsv(path, keep_empty=True, labels=vocabulary)
@@ -178,6 +186,8 @@ def _from_weak_file(path: Path, vocabulary: Vocabulary) -> list[ClipRecord]:
         _check_clip_id(ytid, f"{path}: clip", name)
         labels = tuple(dict.fromkeys(r[0] for r in rows))
         records.append(ClipRecord(name, ytid, t0, t1, labels))
+    if not records:
+        raise DatasetError(f"{path}: lists no clips")
     return records
 
 
@@ -237,7 +247,8 @@ def index_media_dir(media_dir: str | Path) -> dict[str, Path]:
     """Map clip name -> media file for files named ``Y<name>.<ext>`` (or ``<name>.<ext>``).
 
     Only media extensions count; a ``Y``-prefixed file wins over an unprefixed one.
-    A missing folder gives an empty index (every clip is then reported missing).
+    A missing folder gives an empty index (every clip is then reported missing). An entry that
+    cannot be examined (a symbolic link to itself) is listed: its clip fails alone, with the reason.
     """
     media_dir = Path(media_dir)
     index: dict[str, Path] = {}
@@ -247,8 +258,13 @@ def index_media_dir(media_dir: str | Path) -> dict[str, Path]:
     with os.scandir(media_dir) as it:
         for entry in it:
             stem, ext = os.path.splitext(entry.name)
-            if ext.lower() not in MEDIA_EXTENSIONS or not entry.is_file():
+            if ext.lower() not in MEDIA_EXTENSIONS:
                 continue
+            try:
+                if not entry.is_file():
+                    continue
+            except OSError:
+                pass  # a symlink loop, a dead mount: kept, so decoding it fails with the reason in failed.tsv
             if stem.startswith("Y"):
                 prefixed[stem[1:]] = Path(entry.path)
             index.setdefault(stem, Path(entry.path))

@@ -309,6 +309,8 @@ def write_explanation(expl: Explanation, out: str | Path) -> Path:
     from avtag.inference.explain_figure import plot_explanation
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExplainInputError(f"{out}: --out must be a folder (it is a file), the explanation writes several files")
     try:
         out.mkdir(parents=True, exist_ok=True)
         used: set[str] = set()

@@ -111,6 +111,8 @@ def load_clip(
     if longer_than is not None and duration > longer_than:
         return Clip(path=path, start=0.0, duration=duration)
     t1 = float(end) if end is not None else duration
+    if end is not None and t1 <= t0:
+        raise media_error(path, f"requested span {t0:.3f}-{t1:.3f} s is empty: the end must come after the start")
     if duration > 0:
         t1 = min(t1, duration)
     if t0 < 0 or (duration > 0 and t0 >= duration) or t1 <= t0:

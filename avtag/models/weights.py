@@ -39,11 +39,15 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Raises:
         CheckpointError: missing, truncated/corrupt, or not a dict.
     """
+    from avtag.io.common import require_regular
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        data = torch.load(require_regular(path), map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt bytes make the unpickler raise almost anything (IndexError, KeyError, ...)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
