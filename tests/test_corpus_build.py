@@ -2,6 +2,7 @@
 one slow test fetches a small real package from PyPI."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -243,6 +244,30 @@ def test_constructions_sound_like_crowds():
     talk = [[_bark(rng, 16000, 1.2, f0)] for f0 in (110, 150, 190, 230, 270, 310)]
     y = babble(talk, np.random.default_rng(2))
     assert len(y) == 160000 and abs(20 * np.log10(np.sqrt(np.mean(y**2))) + 20) < 0.5
+
+
+def test_oversized_package_members_are_dropped_unread(built, tmp_path, monkeypatch):
+    """Members are read into memory whole: a crafted package with a huge member could exhaust it.
+    Over MAX_MEMBER_BYTES (1 GiB; 40 kB here) a member is dropped with the reason, never read."""
+    from avtag.data.corpus import build as build_module
+    from avtag.data.corpus import fetch as fetch_module
+
+    _, _, rules, debs = built
+    monkeypatch.setattr(build_module, "MAX_MEMBER_BYTES", 40_000)
+    real_iter, read_sizes = fetch_module.iter_package, []
+
+    def watched(path, registry):
+        for pf in real_iter(path, registry):
+            yield dataclasses.replace(pf, _data=lambda pf=pf: read_sizes.append(pf.size) or pf.read())
+
+    monkeypatch.setattr(build_module, "iter_package", watched)
+    build_corpus(tmp_path / "c", [PKG], rules, [debs], progress=False, log=lambda s: None, construct=False)
+    reasons = {d["path"].split("fakegame/")[-1]: d["reason"] for d in read_jsonl(tmp_path / "c" / "dropped.jsonl")}
+    big = {k: v for k, v in reasons.items() if v.startswith("too large")}
+    assert "sounds/dog_bark1.wav" in big and "the limit is 0 MiB): not read" in big["sounds/dog_bark1.wav"]
+    assert read_sizes and max(read_sizes) <= 40_000
+    kept = {r["path"].split("fakegame/")[-1] for r in read_jsonl(tmp_path / "c" / "manifest.jsonl")}
+    assert "sounds/claps/clap_1.wav" in kept and not kept & set(big)
 
 
 def test_cli_build_and_one_line_errors(built, tmp_path, capsys):

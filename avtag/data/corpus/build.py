@@ -58,6 +58,11 @@ MANIFEST_FIELDS = (
 
 SILENT_PEAK_DBFS = -50.0
 MIN_ACTIVE_S = 0.02
+#: a package member larger than this is dropped unread (members are read into memory; the largest
+#: recording of the default sources is about 60 MB)
+MAX_MEMBER_BYTES = 1 << 30
+#: licence and metadata texts larger than this are not read
+MAX_META_BYTES = 1 << 20
 
 
 @dataclass
@@ -272,7 +277,9 @@ def _build_source(src: Source, table: RuleTable, ledger: _Ledger, root: Path, pa
     copyright_text, total = None, 0
     for pf in iter_package(pkg_file, src.registry):
         low = pf.path.lower()
-        if low.endswith(f"usr/share/doc/{src.name}/copyright"):
+        if pf.size > MAX_META_BYTES:
+            pass
+        elif low.endswith(f"usr/share/doc/{src.name}/copyright"):
             copyright_text = pf.read().decode("utf-8", "replace")
         elif low.endswith(("package.json", ".dist-info/metadata", "credits.md", "readme.md", "license", "licence")) \
                 and low.count("/") <= 2:
@@ -291,7 +298,11 @@ def _build_source(src: Source, table: RuleTable, ledger: _Ledger, root: Path, pa
     before_k, before_d = ledger.new_kept, ledger.new_dropped
     files = _candidates(iter_package(pkg_file, src.registry))
     for pf in track(files, total=total, description=src.name[:28], unit="files", enabled=progress):
-        if archive_kind(pf.path) and not pf.path.lower().endswith(AUDIO_SUFFIXES):
+        if pf.size > MAX_MEMBER_BYTES:
+            if (src.name, pf.path) not in ledger.seen:
+                ledger.drop(src.name, version, pf.path, f"too large ({pf.size / 2**20:.0f} MiB, the limit is "
+                                                          f"{MAX_MEMBER_BYTES / 2**20:.0f} MiB): not read")
+        elif archive_kind(pf.path) and not pf.path.lower().endswith(AUDIO_SUFFIXES):
             _process_archive(src, version, pf, table, ledger, root, licensing)
         else:
             _process(src, version, pf.path, pf.read, None, table, ledger, root, licensing)
