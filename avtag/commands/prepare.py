@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from avtag.commands.common import nonnegative_int, positive_int
+from avtag.commands.common import nonnegative_int
 from avtag.config import load_config
 
 
@@ -19,7 +19,7 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", help="config overrides KEY.PATH=VALUE, e.g. cache.workers=4")
     p.add_argument("--splits", default="train,validation,test",
                    help="comma-separated splits: train, validation, test, eval (default: %(default)s)")
-    p.add_argument("--workers", type=positive_int, default=None,
+    p.add_argument("--workers", type=nonnegative_int, default=None,
                    help="decoding processes, at least 1: a clip that crashes or hangs its decoder is recorded in "
                         "failed.tsv (default: cache.workers)")
     p.add_argument("--limit", type=nonnegative_int, default=None, help="cache at most N clips per split")

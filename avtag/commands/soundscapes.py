@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from avtag.commands.common import nonnegative_int, positive_int
-
 HELP = "mix weakly/strongly labelled 10 s soundscapes from the labelled recordings (DCASE 2017 layout)"
 
 
@@ -32,21 +30,20 @@ def register(subparsers) -> None:
                         "official DCASE 2017 Task 4 classes in the official layout: real recordings where they exist, "
                         "synthesised reversing beeps, car alarms, ambulance and civil-defence sirens marked "
                         "constructed, missing classes left without clips; writes coverage.md)")
-    p.add_argument("--devices", type=positive_int, default=16, metavar="N",
+    p.add_argument("--devices", type=int, default=16, metavar="N",
                    help="with --vocabulary dcase2017: synthetic alarm units per constructed class (default 16)")
-    p.add_argument("--renditions", type=positive_int, default=3, metavar="N",
+    p.add_argument("--renditions", type=int, default=3, metavar="N",
                    help="with --vocabulary dcase2017: recordings made of each unit (default 3)")
-    p.add_argument("--n-train", type=nonnegative_int, default=None, metavar="N",
+    p.add_argument("--n-train", type=int, default=None, metavar="N",
                    help="training soundscapes (default 1000; 6000 with --corpus; 1500 with --vocabulary dcase2017)")
-    p.add_argument("--n-validation", type=nonnegative_int, default=None, metavar="N",
+    p.add_argument("--n-validation", type=int, default=None, metavar="N",
                    help="with --corpus: validation soundscapes from their own source groups (default 600; 200 with "
                         "--vocabulary dcase2017)")
-    p.add_argument("--n-test", type=nonnegative_int, default=None, metavar="N",
+    p.add_argument("--n-test", type=int, default=None, metavar="N",
                    help="held-out test soundscapes (default 300; 1200 with --corpus; 500 with --vocabulary dcase2017)")
-    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
-                   help="random seed; the same seed gives the same files")
-    p.add_argument("--sample-rate", type=positive_int, default=16000, metavar="HZ", help="sample rate of the wav files")
-    p.add_argument("--min-recordings", type=positive_int, default=None, metavar="K",
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; the same seed gives the same files")
+    p.add_argument("--sample-rate", type=int, default=16000, metavar="HZ", help="sample rate of the wav files")
+    p.add_argument("--min-recordings", type=int, default=None, metavar="K",
                    help="distinct source recordings (groups) a class needs to be its own output (default 3; 6 with "
                         "--corpus)")
     p.add_argument("--test-fraction", type=float, default=None, metavar="F",
