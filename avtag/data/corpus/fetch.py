@@ -2,8 +2,12 @@
 
 * Debian: ``apt-get download NAME=VERSION`` (the pinned version; when the
   archive no longer carries it, the current candidate, reported as a warning).
-* PyPI: ``python -m pip download --no-deps NAME==VERSION``.
-* npm: ``npm pack NAME@VERSION``.
+* PyPI: ``python -m pip download --no-deps --only-binary=:all: NAME==VERSION`` (wheels only: pip
+  would run an sdist's ``setup.py`` to read its metadata; an sdist can be given in ``package_dirs``).
+* npm: ``npm pack --ignore-scripts NAME@VERSION`` (no lifecycle scripts).
+
+Names and versions were checked by the rule table (:data:`avtag.data.corpus.rules.PACKAGE_NAMES`):
+never a path, URL or git spec, which the clients would fetch from elsewhere or build.
 
 A package file already in the downloads folder, or in one of the extra
 ``package_dirs`` (an offline mirror, or a test's fake package), is used as it
@@ -111,10 +115,12 @@ def fetch_package(source: Source, downloads: Path, package_dirs: list[Path] = ()
             _run(["apt-get", "download", source.name], target, what)
             warning = f"{source.name}: pinned version {source.version} is not in the archive; used the current one"
     elif source.registry == "pypi":
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-              f"{source.name}=={source.version}", "-d", str(target)], target, what)
-    else:
-        _run(["npm", "pack", "--silent", f"{source.name}@{source.version}"], target, what)
+        # wheels only: pip builds an sdist's metadata by running its setup.py (a sdist goes in --package-dir)
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+              "--disable-pip-version-check", "-q", f"{source.name}=={source.version}", "-d", str(target)],
+             target, what)
+    else:  # no lifecycle scripts (prepack of a local folder or git spec would run the package's code)
+        _run(["npm", "pack", "--silent", "--ignore-scripts", f"{source.name}@{source.version}"], target, what)
     have = find_package_file(source, [target])
     if have is None:
         raise FetchError(f"{what}: the client succeeded but left no package file in {target}")

@@ -25,6 +25,13 @@ from avtag.ontology import OntologyError, ontology_from_section
 
 REGISTRIES = ("deb", "pypi", "npm")
 USES = ("default", "optional")
+#: what a package name may look like in each registry (Debian policy 5.6.1, PEP 508, npm's rules): never a
+#: path, URL or git spec, which the clients would fetch from elsewhere or build (running the package's code)
+PACKAGE_NAMES = {"deb": re.compile(r"[a-z0-9][a-z0-9+.-]+"),
+                 "pypi": re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"),
+                 "npm": re.compile(r"(?:@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*")}
+#: a pinned version (Debian's epochs and tildes included), never a range or a path
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+~:_-]*")
 
 
 class RulesError(CorpusError):
@@ -113,7 +120,12 @@ class RuleTable:
             raise RulesError(f"{origin}: malformed sources/ontology section ({exc})") from None
         for s in self.sources.values():
             if s.registry not in REGISTRIES or s.use not in USES:
-                raise RulesError(f"{origin}: source {s.name}: registry must be one of {REGISTRIES}, use one of {USES}")
+                raise RulesError(f"{origin}: source {str(s.name)[:80]!r}: registry must be one of {REGISTRIES}, "
+                                 f"use one of {USES}")
+            if not (isinstance(s.name, str) and PACKAGE_NAMES[s.registry].fullmatch(s.name) and ".." not in s.name):
+                raise RulesError(f"{origin}: source {str(s.name)[:80]!r}: not a {s.registry} package name")
+            if not (isinstance(s.version, str) and VERSION.fullmatch(s.version)):
+                raise RulesError(f"{origin}: source {s.name}: version {str(s.version)[:40]!r} is not a pinned version")
         self.rules = [self._rule(i, r) for i, r in enumerate(raw.get("rules") or [], start=1)]
         self._check_ontology()
 
