@@ -197,6 +197,45 @@ def build_config(tree: dict, source: str = "config") -> AvtagConfig:
 
 #: upper bounds of the video sampling settings: beyond them a tiny file decodes for minutes
 MAX_FPS, MAX_FRAMES, MAX_SHORT_SIDE = 240.0, 1000, 4096
+#: ``(key, low, high)``: numbers outside these end the config load in one line instead of in a
+#: library error (torch's "Invalid learning rate"), a 4 GB allocation or 100,000 worker processes.
+#: None: unbounded on that side; NaN fails every bound.
+RANGES = (
+    ("audio.sample_rate", 4000, 192000), ("audio.n_fft", 16, 65536), ("audio.win_length", 16, 65536),
+    ("audio.hop_length", 1, 65536), ("audio.n_mels", 1, 512), ("audio.f_min", 0.0, None), ("audio.f_max", 1.0, None),
+    ("training.lr", 1e-12, 10.0), ("training.weight_decay", 0.0, 10.0), ("training.workers", 0, 256),
+    ("training.threshold", 0.0, 1.0), ("training.warmup_epochs", 0, None), ("training.seed", 0, 2**32 - 1),
+    ("training.checkpoint_every_n_steps", 0, None), ("cache.workers", 0, 256), ("model.dropout", 0.0, 0.99),
+    ("model.crnn.kernel_size", 1, 31), ("model.crnn.convs_per_block", 1, 16), ("model.crnn.rnn_hidden", 0, 4096),
+    ("model.crnn.rnn_layers", 1, 16), ("model.efficientnet.head_dim", 1, 8192),
+    ("model.waveform.stem_channels", 1, 1024), ("model.waveform.stem_kernel", 1, 1025),
+    ("model.waveform.stem_stride", 1, 1024), ("model.waveform.kernel_size", 1, 31),
+    ("model.waveform_cnn.head_dim", 1, 8192),
+)
+#: lists of layer widths / pooling factors: every entry in ``[1, high]``
+LIST_RANGES = (("model.crnn.channels", 1024), ("model.crnn.freq_pool", 64), ("model.crnn.time_pool", 64),
+               ("model.waveform.channels", 1024), ("model.waveform.pools", 64), ("model.waveform_cnn.channels", 1024),
+               ("model.waveform_cnn.freq_pool", 64), ("model.waveform_cnn.time_pool", 64))
+
+
+def _range_problems(cfg: AvtagConfig) -> list[str]:
+    problems = []
+    for key, low, high in RANGES:
+        value = _lookup(cfg, key)
+        if not ((low is None or value >= low) and (high is None or value <= high)):  # NaN fails too
+            bound = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
+            problems.append(f"{key} must be {bound}, got {value}")
+    for key, high in LIST_RANGES:
+        values = _lookup(cfg, key)
+        if not values or any(not 1 <= v <= high for v in values):
+            problems.append(f"{key}: every entry must be in [1, {high}], got {values}")
+    audio = cfg.audio
+    if audio.win_length > audio.n_fft:
+        problems.append(f"audio.win_length ({audio.win_length}) must be <= audio.n_fft ({audio.n_fft})")
+    if not audio.f_min < audio.f_max <= audio.sample_rate / 2:
+        problems.append(f"audio.f_min < audio.f_max <= audio.sample_rate / 2 must hold, got {audio.f_min} / "
+                        f"{audio.f_max} / {audio.sample_rate}")
+    return problems
 
 
 def _template_problem(template: str) -> str | None:
@@ -228,9 +267,10 @@ def _check_values(cfg: AvtagConfig, source: str) -> None:
         problems.append("training.mixing.alpha must be > 0")
     if not 0 <= cfg.training.mixing.probability <= 1:
         problems.append("training.mixing.probability must lie in [0, 1]")
-    for key in ("training.max_epochs", "training.batch_size", "audio.sample_rate", "audio.n_mels", "audio.hop_length"):
+    for key in ("training.max_epochs", "training.batch_size"):
         if _lookup(cfg, key) < 1:
             problems.append(f"{key} must be >= 1, got {_lookup(cfg, key)}")
+    problems += _range_problems(cfg)
     weights = cfg.fusion.audio_weight if isinstance(cfg.fusion.audio_weight, list) else [cfg.fusion.audio_weight]
     if any(not 0 <= w <= 1 for w in weights):
         problems.append(f"fusion.audio_weight must lie in [0, 1], got {cfg.fusion.audio_weight}")
