@@ -204,6 +204,18 @@ def test_system_scores_video_gaps_and_prior():
     np.testing.assert_array_equal(system_scores(no_video, "fused", fusion), audio)
 
 
+def test_logistic_fusion_without_validation_video_falls_back_to_the_weighted_mean():
+    """``avtag ablate fusion.method=logistic`` on a split without video ended in a TypeError (np.mean
+    of the torch buffer) while writing the note that says it falls back."""
+    from avtag.evaluation.inference import build_fusion
+
+    fusion, notes = build_fusion(load_config(None, ["fusion.method=logistic", "fusion.audio_weight=0.7"]),
+                                 CLASSES, None)
+    assert fusion.method == "weighted"
+    assert notes == ["fusion 'logistic' not fitted: fewer than 2 validation clips with audio and video; weighted "
+                     "mean with audio_weight 0.70 used"]
+
+
 # ----------------------------------------------------------------------------- end to end
 def test_evaluate_writes_a_report_whose_numbers_recompute(run, capsys):
     out = run["root"] / "eval-test"

@@ -350,7 +350,7 @@ def build_fusion(config: AvtagConfig, classes, validation: SplitScores | None) -
     rows = None if validation is None or validation.audio is None else validation.has_video
     if rows is None or rows.sum() < 2:
         notes.append(f"fusion '{fusion.method}' not fitted: fewer than 2 validation clips with audio and video; "
-                     "weighted mean with audio_weight " + str(float(np.mean(fusion.audio_weight))) + " used")
+                     f"weighted mean with audio_weight {float(fusion.audio_weight.float().mean()):.2f} used")
         if must_fit:
             fusion = LateFusion.from_config(dataclasses.replace(section, method="weighted"), classes)
         return fusion, notes
