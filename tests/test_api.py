@@ -92,9 +92,13 @@ def test_bad_arrays_are_one_line_errors(tagger, clip):
                          (np.array(["a", "b"]), "must hold numbers"), (np.zeros(9, bool), "must hold numbers")):
         with pytest.raises(TagError, match=problem):
             tagger(bad, sample_rate=16000)
-    for rate in (float("nan"), -1, "44100", float("inf")):
-        with pytest.raises(TagError, match="positive number"):
+    for rate in (float("nan"), -1, "44100", float("inf"), 1, True, 1e30):  # 1 Hz: 2 GB; 1e30: soxr never ended
+        with pytest.raises(TagError, match=r"sample_rate in Hz, 1000\.\.768000"):
             tagger(wave, sample_rate=rate)
+    with pytest.raises(TagError, match=r"\(channels, samples\) expected .* pass waveform\.T"):
+        tagger(np.zeros((32000, 2), np.float32), sample_rate=16000)
+    with pytest.raises(TagError, match="uint8"):
+        tagger(frames=np.zeros((2, 0, 0, 3), np.uint8))  # ZeroDivisionError in the frame crop
     with pytest.raises(TagError, match="one time per frame"):
         tagger(frames=clip.frames, frame_times=clip.frame_times[:1])
     for kw, problem in (({"top_k": -1}, "top_k must be a whole number"), ({"threshold": 1.5}, "threshold must lie"),
@@ -105,6 +109,9 @@ def test_bad_arrays_are_one_line_errors(tagger, clip):
             tagger.tag_file(DEMO, **kw)
     with pytest.raises(ValueError, match="k must be >= 0"):
         tagger(wave, sample_rate=44100).top(k=-1)
+    for threshold in (float("nan"), -1.0, 2.0):  # NaN returned [] silently
+        with pytest.raises(ValueError, match="threshold must lie in"):
+            tagger(wave, sample_rate=44100).top(threshold=threshold)
 
 
 def test_tag_files_takes_one_path_as_one_file(tagger):

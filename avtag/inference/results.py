@@ -65,9 +65,11 @@ class TagResult:
         """The ``k`` best classes (0: all) with fused score >= ``threshold``, best first.
 
         Raises:
-            ValueError: ``k`` below 0."""
+            ValueError: ``k`` below 0, ``threshold`` outside [0, 1] (NaN too)."""
         if k < 0:
             raise ValueError(f"k must be >= 0 (0: all), got {k}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must lie in [0, 1] (scores are probabilities), got {threshold}")
         ranked = sorted(self.scores.values(), key=lambda t: -t.score)
         return [t for t in ranked if t.score >= threshold][: k or None]
 

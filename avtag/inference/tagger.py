@@ -254,7 +254,7 @@ class Tagger:
                 wave = resample(wave, int(sample_rate), rate)
         if frames is not None:
             frames = np.asarray(frames)
-            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape[1:3]:
                 raise TagError(f"frames must be (n, H, W, 3) uint8 RGB, got {frames.dtype} {frames.shape}")
         if wave is None and frames is None:
             raise TagError("nothing to tag: give a waveform, frames or both")

@@ -99,17 +99,27 @@ def reason(exc: BaseException) -> str:
     return one_line(str(exc)) or type(exc).__name__
 
 
+#: sample rates (Hz) and channel counts a waveform given in Python may have
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE, MAX_CHANNELS = 1000, 768_000, 64
+
+
 def mono_waveform(waveform, sample_rate) -> np.ndarray:
     """A waveform given in Python as ``(samples,)`` float32 mono: ``(channels, samples)`` is averaged,
     integer PCM is scaled by its type's range (int16 / 32768; uint8 (x - 128) / 128).
 
     Raises:
-        MediaError: a sample rate that is not a positive number (Hz), values that are not numbers,
-            another shape, NaN or infinite samples.
+        MediaError: a sample rate outside [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`] Hz, values
+            that are not numbers, another shape (more than :data:`MAX_CHANNELS` rows: a transposed
+            array), NaN or infinite samples.
     """
-    if not isinstance(sample_rate, (int, float, np.number)) or not 0 < sample_rate < float("inf"):
-        raise MediaError(f"a waveform needs its sample_rate (Hz, a positive number), got {sample_rate!r}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.number)) or \
+            not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:  # 1 Hz asked for 2 GB, 1e30 Hz never ended
+        raise MediaError(f"a waveform needs its sample_rate in Hz, {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}, "
+                         f"got {sample_rate!r}")
     wave = np.asarray(waveform)
+    if wave.ndim == 2 and wave.shape[0] > MAX_CHANNELS:
+        raise MediaError(f"waveform of shape {wave.shape}: (channels, samples) expected and {wave.shape[0]} "
+                         "channels are too many; for a (samples, channels) array pass waveform.T")
     if wave.dtype.kind not in "iuf":
         raise MediaError(f"waveform must hold numbers, got dtype {wave.dtype}")
     if wave.dtype.kind in "iu":
