@@ -58,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # KEY=VALUE overrides after an option (argparse takes positionals only before them)
+        if not (isinstance(getattr(args, "overrides", None), list)
+                and all("=" in e and not e.startswith("-") for e in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)[:200]}")
+        args.overrides += extra
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -596,3 +596,44 @@ def test_dcase_metadata_that_is_empty_a_folder_or_a_symlink_loop(tmp_path):
     (ds.metadata_dir / "training_set.csv").write_text("")
     out = avtag(["prepare", str(config), "--splits", "train", "--no-progress"], env)
     assert out.returncode == 2 and "training_set.csv: lists no clips" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("override, problem", [
+    ("training.lr=.nan", r"training.lr must be in \[1e-12, 10.0\], got nan"),       # torch: Invalid learning rate
+    ("training.lr=.inf", "training.lr must be in"),          # a RuntimeError deep in the loss
+    ("training.weight_decay=-5", "training.weight_decay must be in"),
+    ("training.workers=-1", "training.workers must be in"),
+    ("training.threshold=.nan", "training.threshold must be in"),
+    ("model.dropout=2", "model.dropout must be in"),
+    ("model.crnn.channels=[0,64,128]", r"model.crnn.channels: every entry must be in \[1, 1024\]"),
+    ("model.crnn.kernel_size=0", "model.crnn.kernel_size must be in"),    # a oneDNN primitive error
+    ("audio.sample_rate=1", r"audio.sample_rate must be in \[4000, 192000\]"),
+    ("audio.sample_rate=1000000000", "audio.sample_rate must be in"),    # every clip 'crashed its decoder'
+    ("audio.f_min=9000", "audio.f_min < audio.f_max <= audio.sample_rate / 2"),
+    ("audio.n_fft=0", "audio.n_fft must be in"),
+    ("audio.win_length=4096", r"audio.win_length \(4096\) must be <= audio.n_fft \(1024\)"),
+    ("audio.n_mels=100000", "audio.n_mels must be in"),                  # 'can't allocate memory'
+    ("cache.workers=100000", r"cache.workers must be in \[0, 256\]"),    # 400 processes, +5 GB in 30 s
+])
+def test_training_and_front_end_numbers_are_checked_at_config_load(override, problem):
+    """The third hostile sweep: each of these ended in a library's internal error during training or
+    prepare, or ran away with processes and memory; now the config load names the key."""
+    from avtag.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=problem):
+        load_config(Path(__file__).resolve().parents[1] / "configs" / "dcase2017.yaml", [override])
+
+
+def test_overrides_after_options_and_an_output_dir_that_is_a_file(tmp_path):
+    """``avtag train CONFIG --no-progress key=value`` said "unrecognized arguments" (argparse takes
+    positionals only before options); an output_dir that is a file said "File exists"."""
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "dcase2017.yaml")
+    env = dict(os.environ)
+    out = avtag(["train", config, "--no-progress", "training.lr=.nan"], env, timeout=120)
+    assert out.returncode == 2 and "training.lr must be in" in out.stderr, out.stderr
+    out = avtag(["train", config, "--no-progress", "--bogus"], env, timeout=120)
+    assert out.returncode == 2 and "unrecognized arguments: --bogus" in out.stderr, out.stderr
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    out = avtag(["train", config, f"output_dir={afile}", "--no-progress"], env, timeout=120)
+    assert out.returncode == 2 and f"output_dir {afile} is a file" in out.stderr, out.stderr

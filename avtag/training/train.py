@@ -290,9 +290,14 @@ def train(config: AvtagConfig, resume: bool | str = False, progress: bool = True
         raise AvtagError(f"{run_dir} already holds a run; continue it with --resume or choose output_dir=OTHER")
     rank0 = global_rank() == 0
     say = print if rank0 else (lambda *a, **k: None)  # one console for all ranks
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if rank0:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AvtagError(f"output_dir {run_dir} is a file; a run needs a folder (choose output_dir=OTHER)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if rank0:
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    except OSError as exc:
+        raise AvtagError(f"output_dir {run_dir}: cannot create the run folder ({exc.strerror})") from None
 
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
