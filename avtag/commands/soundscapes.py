@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+#: the highest --sample-rate (a 10 s clip and its stems must fit in memory)
+MAX_SAMPLE_RATE = 192000
+
 HELP = "mix weakly/strongly labelled 10 s soundscapes from the labelled recordings (DCASE 2017 layout)"
 
 
@@ -80,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
     test_fraction = args.test_fraction if args.test_fraction is not None else (0.2 if corpus else 0.3)
     if args.sample_rate < 8000:
         raise SoundscapeError(f"--sample-rate {args.sample_rate}: too low (at least 8000 Hz)")
+    if args.sample_rate > MAX_SAMPLE_RATE:
+        raise SoundscapeError(f"--sample-rate {args.sample_rate}: too high (at most {MAX_SAMPLE_RATE} Hz)")
+    if args.seed < 0:
+        raise SoundscapeError(f"--seed {args.seed}: must be >= 0")
     for flag, value in (("--test-fraction", test_fraction), ("--validation-fraction", args.validation_fraction)):
         if not 0.0 < value < 1.0:
             raise SoundscapeError(f"{flag} {value}: must lie between 0 and 1")
@@ -91,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not value > 0:
             raise SoundscapeError(f"{flag} {value}: must be > 0")
     for flag, value in (("--n-train", args.n_train), ("--n-validation", args.n_validation), ("--n-test", args.n_test)):
-        if value is not None and value < 0:
-            raise SoundscapeError(f"{flag} {value}: must be >= 0")
+        if value is not None and value < 1:  # None: the default; every split needs a clip (0 is not "default")
+            raise SoundscapeError(f"{flag} {value}: must be >= 1")
     if args.vocabulary == "dcase2017":
         if not corpus:
             raise SoundscapeError("--vocabulary dcase2017 needs --corpus DIR")
@@ -102,10 +109,10 @@ def run(args: argparse.Namespace) -> int:
             raise SoundscapeError("several --corpus folders: only with --vocabulary dcase2017")
         args.corpus = args.corpus[0]
         return _run_corpus(args, test_fraction)
-    cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=args.min_recordings or 3,
+    cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=_given(args.min_recordings, 3),
                            test_fraction=test_fraction)
-    result = generate_soundscapes(args.out_dir, args.sounds, args.n_train or 1000, args.n_test or 300, args.seed, cfg,
-                                  args.allow_noncommercial, progress=not args.no_progress)
+    result = generate_soundscapes(args.out_dir, args.sounds, _given(args.n_train, 1000), _given(args.n_test, 300),
+                                  args.seed, cfg, args.allow_noncommercial, progress=not args.no_progress)
     print(f"wrote {result.clips['train']} training and {result.clips['test']} test soundscapes to {result.root}")
     if result.excluded:
         print(f"left out {len(result.excluded)} recording(s) for their licence: "
@@ -120,19 +127,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(value: int | None, default: int) -> int:
+    """An option's value; its default only when the option was not given (an explicit 0 stays 0)."""
+    return default if value is None else value
+
+
 def _run_corpus(args: argparse.Namespace, test_fraction: float) -> int:
     from pathlib import Path
 
     from avtag.data.corpus.mixing import generate_corpus_soundscapes
     from avtag.data.soundscapes import SoundscapeConfig
 
-    cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=args.min_recordings or 6,
+    cfg = SoundscapeConfig(sample_rate=args.sample_rate, min_recordings=_given(args.min_recordings, 6),
                            test_fraction=test_fraction, lowpass_probability=args.lowpass_probability,
                            codec_probability=args.codec_probability, bed_probability=args.bed_probability,
                            reverb_probability=args.reverb_probability)
     sounds = None if args.no_sounds or not (Path(args.sounds) / "sounds.csv").is_file() else args.sounds
-    result = generate_corpus_soundscapes(args.out_dir, args.corpus, sounds, args.n_train or 6000,
-                                         args.n_validation or 600, args.n_test or 1200, args.seed, cfg,
+    result = generate_corpus_soundscapes(args.out_dir, args.corpus, sounds, _given(args.n_train, 6000),
+                                         _given(args.n_validation, 600), _given(args.n_test, 1200), args.seed, cfg,
                                          args.max_minutes, args.validation_fraction, 0, args.allow_noncommercial,
                                          progress=not args.no_progress, class_draw=args.class_draw,
                                          speech_turns=args.speech_turns)
@@ -162,8 +174,9 @@ def _run_dcase2017(args: argparse.Namespace, test_fraction: float) -> int:
                                          "lowpass_probability": args.lowpass_probability,
                                          "codec_probability": args.codec_probability})
     sounds = None if args.no_sounds or not (Path(args.sounds) / "sounds.csv").is_file() else args.sounds
-    result = generate_dcase2017_real(args.out_dir, args.corpus, sounds, args.n_train or 1500, args.n_validation or 200,
-                                     args.n_test or 500, args.seed, cfg, args.devices, args.renditions,
+    result = generate_dcase2017_real(args.out_dir, args.corpus, sounds, _given(args.n_train, 1500),
+                                     _given(args.n_validation, 200), _given(args.n_test, 500), args.seed, cfg,
+                                     args.devices, args.renditions,
                                      validation_fraction=args.validation_fraction,
                                      allow_restricted=args.allow_noncommercial,
                                      progress=not args.no_progress)

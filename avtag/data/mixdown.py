@@ -67,8 +67,11 @@ def event_stem(source: np.ndarray, e: PlacedEvent, cfg: SoundscapeConfig, gain: 
     ``speed * 20 / 20`` with torchaudio's sinc interpolation: pitch and tempo change
     together, as speed perturbation, Ko et al. 2015), cut to ``offset - onset``, with
     ``cfg.fade_s`` half-sample-offset linear fades (no sample inside the event is
-    faded to exactly 0), times ``gain`` (default: the event's own ``gain``).
+    faded to exactly 0), times ``gain`` (default: the event's own ``gain``). A multi-channel ``source``
+    ``(samples, channels)`` is mixed down to mono first.
     """
+    if source.ndim > 1:
+        source = source.reshape(len(source), -1).mean(axis=1)
     sr = cfg.sample_rate
     a, b, off = int(round(e.onset * sr)), int(round(e.offset * sr)), int(round(e.source_offset * sr))
     n = b - a

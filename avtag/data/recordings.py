@@ -143,32 +143,59 @@ def read_recordings(sounds_dir: str | Path) -> list[Recording]:
     """Read ``sounds.csv`` in ``sounds_dir``; every listed file must exist.
 
     Raises:
-        RecordingsError: no ``sounds.csv``, a missing column or file, a class the
-            ontology table does not know.
+        RecordingsError: no ``sounds.csv``, one that is not UTF-8 text, a missing column, a short row, a
+            missing file (or a folder, an empty name), a class the ontology table does not know, a
+            duration that is not a positive number.
     """
     sounds_dir = Path(sounds_dir).expanduser().resolve()
     table = sounds_dir / "sounds.csv"
     if not table.is_file():
         raise RecordingsError(f"{table}: not found (give the folder holding sounds.csv and the recordings)")
-    out = []
-    with open(table, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        need = {"filename", "label", "audioset_label", "duration_s", "licence", "source"}
-        if not need <= set(reader.fieldnames or ()):
-            raise RecordingsError(f"{table}: expected columns {', '.join(sorted(need))}")
-        for n, row in enumerate(reader, start=2):
-            path = sounds_dir / row["filename"]
-            if not is_inside(path, sounds_dir):  # the table names its own folder's files only
-                raise RecordingsError(f"{table}:{n}: {row['filename'][:80]!r} lies outside {sounds_dir}")
-            if not path.is_file():
-                raise RecordingsError(f"{table}:{n}: {row['filename']} is listed but missing")
-            if row["audioset_label"] not in AUDIOSET_PARENT and row["audioset_label"] not in GROUPS:
-                raise RecordingsError(f"{table}:{n}: class {row['audioset_label']!r} is not in the ontology table "
-                                      "(add its AudioSet parent to avtag.data.recordings.AUDIOSET_PARENT)")
-            out.append(Recording(row["filename"], row["label"], row["audioset_label"], float(row["duration_s"]),
-                                 row["licence"], row["source"], path))
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of a name
+            out = _rows(table, sounds_dir, csv.DictReader(f))
+    except UnicodeDecodeError as exc:
+        raise RecordingsError(f"{table}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except csv.Error as exc:
+        raise RecordingsError(f"{table}: not a readable CSV table ({exc})") from None
     if not out:
         raise RecordingsError(f"{table}: lists no recordings")
+    return out
+
+
+def _rows(table: Path, sounds_dir: Path, reader: csv.DictReader) -> list[Recording]:
+    """The rows of ``sounds.csv`` (``reader`` over it), each checked; ``table:line: problem`` otherwise."""
+    need = ("filename", "label", "audioset_label", "duration_s", "licence", "source")
+    if not set(need) <= set(reader.fieldnames or ()):
+        raise RecordingsError(f"{table}: expected columns {', '.join(sorted(need))}")
+    out = []
+    for row in reader:
+        n = reader.line_num
+        if any(row.get(k) is None for k in need):
+            given = sum(row.get(k) is not None for k in reader.fieldnames)
+            raise RecordingsError(f"{table}:{n}: row is short ({given} of {len(reader.fieldnames)} columns)")
+        name = row["filename"]
+        path = sounds_dir / name
+        if not name.strip():
+            raise RecordingsError(f"{table}:{n}: filename is empty")
+        if not is_inside(path, sounds_dir):  # the table names its own folder's files only
+            raise RecordingsError(f"{table}:{n}: {name[:80]!r} lies outside {sounds_dir}")
+        if path.is_dir():
+            raise RecordingsError(f"{table}:{n}: {name[:80]!r} is a folder, not a recording")
+        if not path.is_file():
+            raise RecordingsError(f"{table}:{n}: {name} is listed but missing")
+        if row["audioset_label"] not in AUDIOSET_PARENT and row["audioset_label"] not in GROUPS:
+            raise RecordingsError(f"{table}:{n}: class {row['audioset_label']!r} is not in the ontology table "
+                                  "(add its AudioSet parent to avtag.data.recordings.AUDIOSET_PARENT)")
+        try:
+            duration = float(row["duration_s"])
+        except ValueError:
+            duration = float("nan")
+        if not 0 < duration < float("inf"):
+            raise RecordingsError(f"{table}:{n}: duration_s {row['duration_s'][:40]!r} is not a positive number "
+                                  "of seconds")
+        out.append(Recording(name, row["label"], row["audioset_label"], duration, row["licence"], row["source"],
+                             path))
     return out
 
 

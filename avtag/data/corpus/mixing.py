@@ -107,18 +107,19 @@ def split_groups(vocab: VocabularyV2, validation_fraction: float, test_fraction:
         for name, frac in (("test", test_fraction), ("validation", validation_fraction)):
             want = max(1, int(round(frac * len(groups))))
             have = sum(side.get(g) == name for g in groups)
-            for g in rng.permutation(groups):
+            for j in rng.permutation(len(groups)):  # the groups themselves as keys, whatever their type
                 if have >= want:
                     break
-                if str(g) not in side:
-                    side[str(g)], have = name, have + 1
+                if groups[j] not in side:
+                    side[groups[j]], have = name, have + 1
         for g in groups:
             side.setdefault(g, "train")
-    for g in rng.permutation(sorted(set(vocab.groups.values()) - set(side))):
+    rest = sorted(set(vocab.groups.values()) - set(side))
+    for j in rng.permutation(len(rest)):
         u = rng.random()
-        side[str(g)] = "test" if u < test_fraction else "train"
+        side[rest[j]] = "test" if u < test_fraction else "train"
         if test_fraction <= u < test_fraction + validation_fraction:
-            side[str(g)] = "validation"
+            side[rest[j]] = "validation"
     for c, groups in by_class.items():
         missing = [s for s in SPLITS if s not in {side[g] for g in groups}]
         if missing:
@@ -154,19 +155,25 @@ def cap_minutes(items: list[CorpusItem], vocab: VocabularyV2, side: dict[str, st
 def load_items(items: list[CorpusItem], sample_rate: int) -> dict[str, np.ndarray]:
     """Decode each item to mono float32 at ``sample_rate`` (corpus FLAC is 16 kHz; others via PyAV).
 
+    A multi-channel FLAC (a corpus not built by ``avtag corpus build``) is mixed down to mono.
+
     Raises:
-        SoundscapeError: a file without audio.
+        SoundscapeError / DecodeError: a file that cannot be decoded (named by its path), or one without audio.
     """
     import soundfile as sf
 
-    from avtag.data.corpus.convert import SAMPLE_RATE, decode, trim_silence
+    from avtag.data.corpus.convert import SAMPLE_RATE, decode, trim_silence  # DecodeError names the path
 
     out = {}
     for it in items:
-        if it.path.suffix == ".flac":
-            x, sr = sf.read(it.path, dtype="float32")
-        else:
-            x, sr = trim_silence(decode(it.path, it.path.name).audio), SAMPLE_RATE
+        try:
+            if it.path.suffix == ".flac":
+                x, sr = sf.read(it.path, dtype="float32", always_2d=True)
+                x = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+            else:
+                x, sr = trim_silence(decode(it.path, str(it.path)).audio), SAMPLE_RATE
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise SoundscapeError(f"{it.path}: cannot decode as audio ({_reason(exc)})") from None
         if sr != sample_rate:
             import torch
             import torchaudio
@@ -176,6 +183,12 @@ def load_items(items: list[CorpusItem], sample_rate: int) -> dict[str, np.ndarra
             raise SoundscapeError(f"{it.path}: no audio to mix")
         out[it.id] = x.astype(np.float32)
     return out
+
+
+def _reason(exc: Exception) -> str:
+    """The reason of a decoding error, without the file name libsndfile puts in front."""
+    text = str(getattr(exc, "error_string", "") or exc)
+    return text.rstrip(".")
 
 
 def _names(prefix: str, n: int, want_validation: bool | None, fraction: float, seed: int, duration: float) -> list[str]:

@@ -70,6 +70,58 @@ class CorpusItem:
     source: str = ""
 
 
+#: manifest fields read into a :class:`CorpusItem` that must be non-empty strings
+_TEXT_FIELDS = ("id", "file", "group", "licence_kind")
+
+
+def _item(r, root: Path, where: str) -> CorpusItem:
+    """The :class:`CorpusItem` of manifest record ``r`` (``where``: ``manifest:line`` for errors).
+
+    Raises:
+        CorpusError: ``where: problem`` for a record that is not an object, a missing field or one of the wrong
+            type, a file outside ``root`` or not a file.
+    """
+    if not isinstance(r, dict):
+        kind = {type(None): "null", list: "an array", str: "a string"}.get(type(r), "a number")
+        raise CorpusError(f"{where}: malformed record ({kind}, not a JSON object)")
+    missing = [k for k in (*_TEXT_FIELDS, "classes", "labels", "licence", "duration_s", "background",
+                           "constructed", "package", "version", "path") if k not in r]
+    if missing:
+        raise CorpusError(f"{where}: malformed record (no {', '.join(missing)})")
+    for k in _TEXT_FIELDS:
+        if not isinstance(r[k], str) or not r[k]:
+            raise CorpusError(f"{where}: {k} {_show(r[k])} is not a non-empty string")
+    if not isinstance(r["licence"], str):
+        raise CorpusError(f"{where}: licence {_show(r['licence'])} is not a string")
+    for k in ("classes", "labels", "component_groups"):
+        v = r.get(k)
+        if v is None and k == "component_groups":  # optional
+            v = []
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v) or (k == "classes" and not v):
+            raise CorpusError(f"{where}: {k} {_show(v)} is not a {'non-empty ' if k == 'classes' else ''}list of "
+                              "names (strings)")
+    for k in ("background", "constructed"):
+        if not isinstance(r[k], bool):
+            raise CorpusError(f"{where}: {k} {_show(r[k])} is not true or false")
+    duration = r["duration_s"]
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration < float("inf"):
+        raise CorpusError(f"{where}: duration_s {_show(duration)} is not a positive number of seconds")
+    item = CorpusItem(r["id"], root / r["file"], tuple(r["classes"]), tuple(r["labels"]), r["group"],
+                      tuple(r.get("component_groups") or ()), r["licence_kind"], r["licence"], float(duration),
+                      r["background"], r["constructed"], f"{r['package']} {r['version']}: {r['path']}")
+    if not is_inside(item.path, root):  # a manifest names files of its own corpus only
+        raise CorpusError(f"{where}: {r['file'][:80]!r} lies outside the corpus folder")
+    if item.path.is_dir():
+        raise CorpusError(f"{where}: {item.path} is a folder, not an audio file")
+    if not item.path.is_file():
+        raise CorpusError(f"{where}: {item.path} is listed but missing")
+    return item
+
+
+def _show(value) -> str:
+    """``value`` as JSON, cut to 60 characters, for an error line."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_corpus(root: str | Path, allow_restricted: bool = False) -> list[CorpusItem]:
@@ -80,32 +132,31 @@ def read_corpus(root: str | Path, allow_restricted: bool = False) -> list[Corpus
             model-training corpus takes (freeware, non-commercial, unknown).
 
     Raises:
-        CorpusError: no manifest, a malformed one, or a listed file that is missing.
+        CorpusError: no manifest, a malformed one (a record that is not an object, a field missing or of the
+            wrong type, an id used twice), or a listed file that is missing or lies outside ``root``.
     """
     root = Path(root).expanduser()
     manifest = root / "manifest.jsonl"
     if not manifest.is_file():
         raise CorpusError(f"{manifest}: not found (build the corpus with 'avtag corpus build {root}')")
-    out = []
-    for n, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
+    out, seen = [], {}
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{manifest}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             r = json.loads(line)
-            item = CorpusItem(r["id"], root / r["file"], tuple(r["classes"]), tuple(r["labels"]), r["group"],
-                              tuple(r.get("component_groups") or ()), r["licence_kind"], r["licence"],
-                              float(r["duration_s"]), bool(r["background"]), bool(r["constructed"]),
-                              f"{r['package']} {r['version']}: {r['path']}")
-        except (ValueError, KeyError, TypeError) as exc:
-            if n == len(manifest.read_text(encoding="utf-8").splitlines()):
+        except ValueError as exc:
+            if n == len(lines):
                 break  # a torn last line of a build that is still running or was killed
             raise CorpusError(f"{manifest}:{n}: malformed record ({exc})") from None
-        if not is_inside(item.path, root):  # a manifest names files of its own corpus only
-            raise CorpusError(f"{manifest}:{n}: {str(r['file'])[:80]!r} lies outside the corpus folder")
-        if not 0 < item.duration_s < float("inf"):
-            raise CorpusError(f"{manifest}:{n}: duration_s {item.duration_s} is not a positive number of seconds")
-        if not item.path.is_file():
-            raise CorpusError(f"{manifest}:{n}: {item.path} is listed but missing")
+        item = _item(r, root, f"{manifest}:{n}")
+        if item.id in seen:
+            raise CorpusError(f"{manifest}:{n}: id {item.id!r} is already used on line {seen[item.id]}")
+        seen[item.id] = n
         if allow_restricted or item.licence_kind in TRAINING_KINDS:
             out.append(item)
     if not out:
