@@ -44,7 +44,7 @@ from avtag.data.corpus.convert import (
     trim_silence,
     write_flac,
 )
-from avtag.data.corpus.extract import ArchiveError, archive_kind, iter_archive
+from avtag.data.corpus.extract import MAX_MEMBER_BYTES, ArchiveError, archive_kind, iter_archive
 from avtag.data.corpus.fetch import fetch_package, iter_package, package_version
 from avtag.data.corpus.licences import TRAINING_KINDS, dep5_licence, licence_kind, metadata_licence, parse_dep5
 from avtag.data.corpus.rules import RuleTable, Source, load_rules
@@ -59,8 +59,6 @@ MANIFEST_FIELDS = (
 
 SILENT_PEAK_DBFS = -50.0
 MIN_ACTIVE_S = 0.02
-#: package members over this are dropped unread (they are read whole; the default's largest is ~60 MB)
-MAX_MEMBER_BYTES = 1 << 30
 
 
 @dataclass
@@ -118,8 +116,8 @@ class _Ledger:
         self.seen = {(r["package"], r["path"]) for r in self.records + self.dropped}
         self.hashes = {r["id"]: r for r in self.records}
         self.new_kept = self.new_dropped = 0
-        self._m = open(self.manifest, "a", encoding="utf-8")
-        self._d = open(self.dropped_path, "a", encoding="utf-8")
+        self._m = open(self.manifest, "a", encoding="utf-8", errors="backslashreplace")
+        self._d = open(self.dropped_path, "a", encoding="utf-8", errors="backslashreplace")
 
     def keep(self, record: dict) -> None:
         self._m.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -320,7 +318,7 @@ def _process_archive(src: Source, version: str, pf, table: RuleTable, ledger: _L
         path.write_bytes(data)
         del data
         try:
-            for member in iter_archive(path):
+            for member in iter_archive(path, MAX_MEMBER_BYTES):
                 inner = f"{pf.path}/{member.path}"
                 if not (member.path.lower().endswith(AUDIO_SUFFIXES) or member.fmt):
                     continue
@@ -331,7 +329,7 @@ def _process_archive(src: Source, version: str, pf, table: RuleTable, ledger: _L
                 _process(src, version, inner, lambda m=member: m.data, member.fmt, table, ledger, root, licensing)
         except ArchiveError as exc:
             if (src.name, pf.path) not in ledger.seen:
-                ledger.drop(src.name, version, pf.path, f"unreadable archive: {exc}")
+                ledger.drop(src.name, version, pf.path, f"unreadable archive: {str(exc).replace(f'{path}: ', '')}")
 
 
 class _Licensing:

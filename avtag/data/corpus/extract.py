@@ -40,14 +40,14 @@ their specifications:
   ``Parent.ocg/Child.ocg/file``.
 
 Every reader yields :class:`Member` records. A member whose bytes cannot be
-recovered (truncated, bad zlib stream, unsupported compression) is yielded
-with ``error`` set instead of ``data``, so the build records it as dropped and
-goes on; a file that is not an archive of the claimed kind at all raises
-:class:`ArchiveError` naming the file.
+recovered (truncated, bad zlib stream, unsupported compression, or more than
+:data:`MAX_MEMBER_BYTES` once inflated: a decompression bomb is never inflated
+further) is yielded with ``error`` set instead of ``data``, so the build records
+it as dropped and goes on; a file that is not an archive of the claimed kind at
+all raises :class:`ArchiveError` naming the file.
 """
 from __future__ import annotations
 
-import gzip
 import io
 import struct
 import wave
@@ -59,9 +59,42 @@ from typing import Callable, Iterator
 
 from avtag.data.corpus import CorpusError
 
+#: package and archive members over this are dropped, unread or not inflated further (the largest real one is ~60 MB)
+MAX_MEMBER_BYTES = 1 << 30
+#: OpenClonk groups nested deeper than this are refused (real ones nest 2-3 deep)
+C4_MAX_DEPTH = 32
+
 
 class ArchiveError(CorpusError):
     """A file that is not a readable archive of the kind its name or magic claims."""
+
+
+class TooLarge(ValueError):
+    """A member that inflates past the member limit (the message says so)."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"inflates to more than {limit:,} bytes (the per-member limit)")
+
+
+def inflate(data: bytes, wbits: int = 15, limit: int = MAX_MEMBER_BYTES) -> bytes:
+    """A zlib (``wbits`` 15) or gzip (31; concatenated members too) stream inflated to at most ``limit`` bytes.
+
+    Raises:
+        TooLarge: it inflates to more than ``limit`` bytes (only ``limit`` + 1 are ever produced).
+        zlib.error: a corrupt or truncated stream.
+    """
+    parts, size = [], 0
+    while True:
+        d = zlib.decompressobj(wbits)
+        parts.append(d.decompress(data, limit + 1 - size))
+        size += len(parts[-1])
+        if size > limit:
+            raise TooLarge(limit)
+        if not d.eof:
+            raise zlib.error("incomplete or truncated stream")
+        data = d.unused_data
+        if wbits != 31 or not data:
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -83,32 +116,42 @@ class Member:
 
 
 # ----------------------------------------------------------------------------- zip
-def read_zip(path: str | Path) -> Iterator[Member]:
-    """Members of a zip file (``.zip``, ``.pk3``, ``.wz``), with :mod:`zipfile`.
+def read_zip(path: str | Path, limit: int = MAX_MEMBER_BYTES) -> Iterator[Member]:
+    """Members of a zip file (``.zip``, ``.pk3``, ``.wz``), with :mod:`zipfile`; one over ``limit`` bytes
+    is yielded with ``error`` set, unread (:mod:`zipfile` never inflates past a member's stated size).
 
     Raises:
         ArchiveError: not a zip file.
     """
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArchiveError(f"{path}: not a readable zip archive ({exc})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise ArchiveError(f"{path}: not a readable zip archive ({_one_line(exc)})") from None
     with archive:
         for info in archive.infolist():
             if info.is_dir():
                 continue
             try:
+                if info.file_size > limit:
+                    raise TooLarge(limit)
                 yield Member(info.filename, archive.read(info))
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
-                yield Member(info.filename, None, error=f"corrupt zip member: {exc}")
+            except TooLarge as exc:
+                yield Member(info.filename, None, error=str(exc))
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+                yield Member(info.filename, None, error=f"corrupt zip member: {_one_line(exc)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 # ----------------------------------------------------------------------------- Qt rcc
-def read_rcc(data: bytes, name: str = "<rcc>") -> Iterator[Member]:
-    """Files of a binary Qt resource collection (see module docstring for the layout).
+def read_rcc(data: bytes, name: str = "<rcc>", limit: int = MAX_MEMBER_BYTES) -> Iterator[Member]:
+    """Files of a binary Qt resource collection (see module docstring for the layout); a compressed one
+    that inflates past ``limit`` bytes is yielded with ``error`` set.
 
     Raises:
-        ArchiveError: no ``qres`` magic, an unknown version or a tree outside the file.
+        ArchiveError: no ``qres`` magic, an unknown version, or a tree node or name outside the file.
     """
     if len(data) < 20 or data[:4] != b"qres":
         raise ArchiveError(f"{name}: not a Qt resource file (no 'qres' magic)")
@@ -131,6 +174,8 @@ def read_rcc(data: bytes, name: str = "<rcc>") -> Iterator[Member]:
 
     def node_name(off: int) -> str:
         at = names + off
+        if at + 6 > len(data):
+            raise ArchiveError(f"{name}: a file name at offset {off} lies outside the file")
         (length,) = struct.unpack(">H", data[at : at + 2])
         return data[at + 6 : at + 6 + 2 * length].decode("utf-16-be", errors="replace")
 
@@ -148,14 +193,18 @@ def read_rcc(data: bytes, name: str = "<rcc>") -> Iterator[Member]:
             except ImportError:
                 return Member(path, None, error="zstd-compressed resource (the zstandard module is not installed)")
             try:
-                return Member(path, zstandard.ZstdDecompressor().decompress(raw))
+                return Member(path, _unzstd(zstandard, raw, limit))
             except zstandard.ZstdError as exc:
                 return Member(path, None, error=f"corrupt zstd stream: {exc}")
+            except TooLarge as exc:
+                return Member(path, None, error=str(exc))
         if flags & 1:
             try:
-                return Member(path, zlib.decompress(raw[4:]))
+                return Member(path, inflate(raw[4:], 15, limit))
             except zlib.error as exc:
                 return Member(path, None, error=f"corrupt zlib stream: {exc}")
+            except TooLarge as exc:
+                return Member(path, None, error=str(exc))
         return Member(path, raw)
 
     stack, seen = [(0, "")], set()
@@ -174,6 +223,17 @@ def read_rcc(data: bytes, name: str = "<rcc>") -> Iterator[Member]:
                 stack.append((child, path + "/"))
             else:
                 yield blob(child, cflags, value, path)
+
+
+def _unzstd(zstandard, raw: bytes, limit: int) -> bytes:
+    """A zstd frame inflated to at most ``limit`` bytes (a frame's stated size is not trusted)."""
+    out = bytearray()
+    with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
+        while chunk := reader.read(min(1 << 20, limit + 1 - len(out))):
+            out += chunk
+            if len(out) > limit:
+                raise TooLarge(limit)
+    return bytes(out)
 
 
 # ----------------------------------------------------------------------------- FOTAQ queen.1c
@@ -245,7 +305,7 @@ def mem_scramble(block: bytes) -> bytes:
     return bytes(out)
 
 
-def read_c4group(data: bytes, name: str = "<c4group>") -> Iterator[Member]:
+def read_c4group(data: bytes, name: str = "<c4group>", limit: int = MAX_MEMBER_BYTES) -> Iterator[Member]:
     """Files of an OpenClonk group file, child groups included (see module docstring).
 
     ``data`` is the file as stored (gzip with the ``1E 8C`` magic) or an already
@@ -253,15 +313,16 @@ def read_c4group(data: bytes, name: str = "<c4group>") -> Iterator[Member]:
     ``error`` set; the other members are still read.
 
     Raises:
-        ArchiveError: neither magic nor a group header, or a gzip stream that cannot be read.
+        ArchiveError: neither magic nor a group header, a gzip stream that cannot be read or inflates past
+            ``limit`` bytes, groups nested deeper than :data:`C4_MAX_DEPTH`, or child groups that overlap.
     """
     if data[:2] == C4_MAGIC:
         try:
-            data = gzip.decompress(b"\x1f\x8b" + data[2:])
-        except (OSError, EOFError, zlib.error) as exc:
+            data = inflate(b"\x1f\x8b" + data[2:], 31, limit)
+        except (zlib.error, TooLarge) as exc:
             raise ArchiveError(f"{name}: C4Group gzip stream is unreadable ({exc})") from None
     try:
-        yield from _c4_walk(data, 0, len(data), "", name)
+        yield from _c4_walk(data, 0, len(data), "", name, set())
     except _C4Damage as exc:
         raise ArchiveError(f"{name}: {exc}") from None
 
@@ -270,7 +331,12 @@ class _C4Damage(Exception):
     pass
 
 
-def _c4_walk(data: bytes, start: int, end: int, prefix: str, name: str) -> Iterator[Member]:
+def _c4_walk(data: bytes, start: int, end: int, prefix: str, name: str, seen: set[int]) -> Iterator[Member]:
+    if prefix.count("/") > C4_MAX_DEPTH:
+        raise ArchiveError(f"{name}: groups nested deeper than {C4_MAX_DEPTH} levels at {prefix[:200]}")
+    if start in seen:  # two entries sharing one child group would multiply the walk at every level
+        raise ArchiveError(f"{name}: child groups overlap at {prefix[:200]}")
+    seen.add(start)
     head = mem_scramble(data[start : start + C4_HEADER])
     if len(head) < C4_HEADER or not head.startswith(C4_ID):
         raise _C4Damage(f"{prefix or 'top level'}: not a C4Group header")
@@ -289,7 +355,7 @@ def _c4_walk(data: bytes, start: int, end: int, prefix: str, name: str) -> Itera
             yield Member(path, None, error=f"entry runs past its group ({size} bytes at {offset})")
         elif child:
             try:
-                yield from _c4_walk(data, a, b, path + "/", name)
+                yield from _c4_walk(data, a, b, path + "/", name, seen)
             except _C4Damage as exc:
                 yield Member(path, None, error=f"damaged child group: {exc}")
         else:
@@ -302,7 +368,7 @@ ARCHIVE_SUFFIXES: dict[str, str] = {
     ".ocg": "c4group", ".ocd": "c4group", ".ocf": "c4group", ".ocs": "c4group", ".1c": "queen",
 }
 
-_READERS: dict[str, Callable[[bytes, str], Iterator[Member]]] = {
+_READERS: dict[str, Callable[..., Iterator[Member]]] = {
     "rcc": read_rcc, "queen": read_queen_table, "c4group": read_c4group,
 }
 
@@ -312,8 +378,9 @@ def archive_kind(path: str | Path) -> str | None:
     return ARCHIVE_SUFFIXES.get(Path(path).suffix.lower())
 
 
-def iter_archive(path: str | Path) -> Iterator[Member]:
-    """Every member of the archive at ``path`` (its kind from :func:`archive_kind`).
+def iter_archive(path: str | Path, limit: int = MAX_MEMBER_BYTES) -> Iterator[Member]:
+    """Every member of the archive at ``path`` (its kind from :func:`archive_kind`); members over ``limit``
+    bytes (inflated) come with ``error`` set.
 
     Raises:
         ArchiveError: not an archive kind this module reads, or not a valid one.
@@ -322,10 +389,13 @@ def iter_archive(path: str | Path) -> Iterator[Member]:
     if kind is None:
         raise ArchiveError(f"{path}: not an archive kind avtag reads (zip, rcc, C4Group, queen.1c)")
     if kind == "zip":
-        yield from read_zip(path)
+        yield from read_zip(path, limit)
         return
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ArchiveError(f"{path}: cannot read ({exc.strerror})") from None
-    yield from _READERS[kind](data, str(path))
+    if kind == "queen":  # entries are slices of the file: nothing is inflated
+        yield from read_queen_table(data, str(path))
+    else:
+        yield from _READERS[kind](data, str(path), limit=limit)

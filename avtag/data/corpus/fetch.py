@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -33,10 +34,32 @@ from urllib.parse import unquote
 
 from avtag.data.corpus import CorpusError
 from avtag.data.corpus.rules import Source
+from avtag.io.common import MAX_TEXT_BYTES
 
 
 class FetchError(CorpusError):
     """A package that cannot be downloaded or read."""
+
+
+#: what reading a damaged package file raises (a truncated stream, a bad CRC, a corrupt deflate block)
+READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError, RuntimeError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:400]
+
+
+def clean_name(name: str) -> str:
+    """A member name as text that JSON and UTF-8 files take: bytes that were not UTF-8 (kept by tarfile as
+    surrogate escapes) become ``\\xff`` escapes, the same ones every time (a resumed build recognises them)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        try:
+            return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 SUFFIXES = {"deb": (".deb",), "pypi": (".whl", ".tar.gz", ".zip"), "npm": (".tgz",)}
@@ -146,9 +169,11 @@ def package_version(path: Path, source: Source) -> str:
     if source.registry == "npm":
         try:
             with tarfile.open(path, "r:gz") as tf:
-                member = tf.extractfile("package/package.json")
-                return str(json.load(member).get("version", "")) if member else ""
-        except (tarfile.TarError, OSError, KeyError, ValueError):
+                info = tf.getmember("package/package.json")
+                member = tf.extractfile(info) if info.size <= MAX_TEXT_BYTES else None
+                meta = json.load(member) if member else None
+                return str(meta.get("version", ""))[:200] if isinstance(meta, dict) else ""
+        except (*READ_ERRORS, KeyError, ValueError, RecursionError):  # a damaged package fails when it is read
             pass
     return _version_in_name(path.name, source) or ""
 
@@ -163,7 +188,10 @@ def _deb_data(path: Path) -> tuple[bytes, str]:
             if len(head) < 60:
                 break
             name = head[:16].decode("ascii", "replace").strip().rstrip("/")
-            size = int(head[48:58].decode("ascii").strip() or 0)
+            field = head[48:58].strip()
+            if not (field.isdigit() or not field):
+                raise FetchError(f"{path}: malformed ar header (member {name[:16]!r} has size {field[:10]!r})")
+            size = int(field or 0)
             body = f.read(size)
             if size % 2:
                 f.read(1)
@@ -172,10 +200,19 @@ def _deb_data(path: Path) -> tuple[bytes, str]:
     raise FetchError(f"{path}: Debian package without a data.tar member")
 
 
-def _tar_files(tf: tarfile.TarFile) -> Iterator[PackageFile]:
+def _reader(path: Path, member: str, read) -> bytes:
+    """``read()``, with a damaged package's errors as one :class:`FetchError` line."""
+    try:
+        return read()
+    except READ_ERRORS as exc:
+        raise FetchError(f"{path}: unreadable package at {clean_name(member)[:200]} ({_one_line(exc)})") from None
+
+
+def _tar_files(tf: tarfile.TarFile, path: Path) -> Iterator[PackageFile]:
     for m in tf:
         if m.isfile():  # read() must be called before the next member (the stream is compressed)
-            yield PackageFile(m.name.removeprefix("./"), m.size, lambda m=m: tf.extractfile(m).read())
+            yield PackageFile(clean_name(m.name.removeprefix("./")), m.size,
+                              lambda m=m: _reader(path, m.name, lambda: tf.extractfile(m).read()))
 
 
 def iter_package(path: Path, registry: str) -> Iterator[PackageFile]:
@@ -184,20 +221,23 @@ def iter_package(path: Path, registry: str) -> Iterator[PackageFile]:
     Raises:
         FetchError: an unreadable package or a compression Python cannot read (zstd).
     """
+    if path.is_dir():
+        raise FetchError(f"{path}: is a folder, not a {registry} package file")
     try:
         if registry == "deb":
             data, name = _deb_data(path)
             if name.endswith(".zst"):
                 raise FetchError(f"{path}: {name} is zstd-compressed, which Python's tarfile cannot read")
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tf:
-                yield from _tar_files(tf)
+                yield from _tar_files(tf, path)
         elif path.name.endswith((".whl", ".zip")):
             with zipfile.ZipFile(path) as zf:
                 for info in zf.infolist():
                     if not info.is_dir():
-                        yield PackageFile(info.filename, info.file_size, lambda i=info, zf=zf: zf.read(i))
+                        yield PackageFile(info.filename, info.file_size,
+                                          lambda i=info, zf=zf: _reader(path, i.filename, lambda: zf.read(i)))
         else:
             with tarfile.open(path, "r:*") as tf:
-                yield from _tar_files(tf)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise FetchError(f"{path}: unreadable package ({type(exc).__name__}: {exc})") from None
+                yield from _tar_files(tf, path)
+    except (*READ_ERRORS, ValueError) as exc:  # ValueError: a zip member name that is not the UTF-8 it claims
+        raise FetchError(f"{path}: unreadable package ({_one_line(exc)})") from None
