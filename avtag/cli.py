@@ -21,6 +21,8 @@ class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (exit 2), pointing to ``--help``."""
 
     def error(self, message: str):
+        if len(message) > 300:  # argparse quotes the offending value whole ("invalid choice: 'xxxx…'")
+            message = message[:300] + "..."
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -87,15 +89,38 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"avtag: error: {shorten(exc.filename)}: {exc.strerror or exc}", file=sys.stderr)
             return 2
+        if isinstance(exc, OSError) and exc.errno is not None:  # no file named: stdout, or a library's writer
+            print(f"avtag: error: cannot write the output (standard output or a file written): "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 2
+        if sys.stdout is None or (isinstance(exc, (AttributeError, ValueError)) and _stdout_failed()):
+            print("avtag: error: standard output is closed", file=sys.stderr)
+            return 2
         print(f"avtag: internal error: {type(exc).__name__}: {exc} (set AVTAG_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 1
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except BrokenPipeError:
         _silence_stdout()
         return 141
+    except OSError as exc:
+        print(f"avtag: error: cannot write standard output: {exc.strerror or exc}", file=sys.stderr)
+        _silence_stdout()
+        return 2
     return int(code or 0)
+
+
+def _stdout_failed() -> bool:
+    """Standard output is closed or cannot take a write (a full disk, /dev/full)."""
+    try:
+        if sys.stdout is None or sys.stdout.closed:
+            return True
+        sys.stdout.flush()
+        return False
+    except (OSError, ValueError):
+        return True
 
 
 def _silence_stdout() -> None:

@@ -171,7 +171,9 @@ def avtag(args: list, env: dict, timeout: float = 300) -> subprocess.CompletedPr
 
 
 def json_files(stdout: str) -> set[str]:
-    return {Path(json.loads(line)["file"]).name for line in stdout.splitlines() if line.startswith("{")}
+    """Files tagged in a ``--format json`` run (a failed file's ``{file, error}`` line is not one)."""
+    records = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return {Path(r["file"]).name for r in records if "error" not in r}
 
 
 def run_tag(folder: Path, inputs: dict[str, Path], env: dict, extra_env: dict | None = None) -> Result:
@@ -637,3 +639,41 @@ def test_overrides_after_options_and_an_output_dir_that_is_a_file(tmp_path):
     afile.write_text("")
     out = avtag(["train", config, f"output_dir={afile}", "--no-progress"], env, timeout=120)
     assert out.returncode == 2 and f"output_dir {afile} is a file" in out.stderr, out.stderr
+
+
+def test_outputs_that_cannot_be_written_and_labels_that_look_like_markup(tmp_path):
+    """Fourth sweep: a full or closed standard output ended in "internal error"; class names such as
+    ``[/]`` were parsed as rich markup by ``avtag score`` (a crash after half the tables, or a silently
+    rewritten name); a non-UTF-8 file name put raw bytes into ``--format json``; a failed file was missing
+    from ``--format json`` although the help promises ``{file, error}``; argparse echoed 5000 characters."""
+    env = dict(os.environ)
+    wav = good_wav(tmp_path)
+    gt = tmp_path / "gt.tsv"
+    gt.write_text("a.wav\t0\t10\tCar\nb.wav\t0\t10\t[/]\nc.wav\t0\t10\t[red]Dog\n")
+    out = avtag(["score", str(gt), str(gt)], env)
+    assert out.returncode == 0 and "[/]" in out.stdout and "[red]Dog" in out.stdout, out.stderr
+
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "avtag", "tag", str(wav), "--only", "audio", "--format", "json"],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and "cannot write the output" in proc.stderr and "internal" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "avtag", "tag", str(wav), "--only", "audio", "--format", "json"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300, env=env,
+                          preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 2 and "standard output is closed" in proc.stderr, proc.stderr
+
+    odd = tmp_path / os.fsdecode(b"x\xff.wav")
+    odd.write_bytes(wav.read_bytes())
+    broken = tmp_path / "broken.wav"
+    broken.write_text("not audio\n")
+    proc = subprocess.run([sys.executable, "-m", "avtag", "tag", str(odd), str(broken), "--only", "audio",
+                           "--format", "json"], capture_output=True, timeout=300, env=env)
+    lines = [json.loads(line) for line in proc.stdout.decode("utf-8").splitlines()]  # strict UTF-8 JSON
+    assert proc.returncode == 1 and len(lines) == 2
+    assert lines[0]["file"] == str(odd) and lines[0]["tags"]
+    assert set(lines[1]) == {"file", "error"} and lines[1]["file"] == str(broken)
+
+    out = avtag(["tag", str(wav), "--format", "x" * 5000], env)
+    assert out.returncode == 2 and len(out.stderr) < 500, len(out.stderr)
+    out = avtag(["tag", str(wav), "--labels", str(tmp_path) + "/"], env)
+    assert out.returncode == 2 and "is not a regular file" in out.stderr, out.stderr

@@ -55,11 +55,16 @@ def run_tag(args: list, env: dict) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
-def records(stdout: str) -> dict[str, dict]:
+def records(stdout: str, failed: dict | None = None) -> dict[str, dict]:
+    """The tagged files' records of a ``--format json`` run; ``{file, error}`` lines go to ``failed``."""
     out = {}
     for line in stdout.splitlines():
         rec = json.loads(line)  # every stdout line is one JSON object
-        out[Path(rec["file"]).name] = rec
+        if "error" in rec:
+            assert set(rec) == {"file", "error"} and rec["error"], rec
+            (failed if failed is not None else {})[Path(rec["file"]).name] = rec["error"]
+        else:
+            out[Path(rec["file"]).name] = rec
     return out
 
 
@@ -85,8 +90,10 @@ def test_tag_every_real_clip_one_process(env, extra_media):
                     "--only", "video", "--labels", "dcase2017"], env)
     assert proc.returncode == 1, proc.stderr  # some files failed, the rest were tagged
     assert "Traceback" not in proc.stderr
-    recs = records(proc.stdout)
+    failed = {}
+    recs = records(proc.stdout, failed)
     assert set(recs) == {c.name for c in clips} | {"silent_cat.mp4"}
+    assert set(failed) == {extra_media["broken"].name, audio_only.name}  # {file, error}, as the help says
     for rec in recs.values():
         check_record(rec)
         # the audio branch is switched off: the video branch runs alone and every record says so

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     systems = [s.strip() for s in systems if s.strip()]
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:
-        raise EvaluationError(f"--systems: unknown system(s) {', '.join(unknown) or '(none)'}; "
+        raise EvaluationError(f"--systems: unknown system(s) {', '.join(unknown)[:200] or '(none)'}; "
                               f"choose from {', '.join(SYSTEMS)}")
     progress = not args.no_progress
     audio_model, checkpoint, notes = None, args.checkpoint, []

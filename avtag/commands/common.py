@@ -91,17 +91,17 @@ def probability(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text[:40]!r}") from None
     if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text[:40]}")
     return value
 
 
 def console(stderr: bool = False, **kwargs):
-    """A rich console that never parses user strings as markup or highlights them."""
+    """A rich console that never parses user strings as markup, emoji codes or highlights them."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, markup=False, **kwargs)
+    return Console(stderr=stderr, highlight=False, markup=False, emoji=False, **kwargs)
 
 
 def tag_config(args):

@@ -46,13 +46,14 @@ def register(subparsers) -> None:
 
 
 def _print_tables(result) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from avtag.commands.common import console as make_console
 
     def pct(x: float) -> str:
         return f"{100.0 * x:.2f}"
 
-    console = Console()
+    console = make_console()  # class names are printed as written, never as rich markup
     overall = Table(title="DCASE 2017 Task 4 Subtask A (tagging)", title_justify="left")
     for col in ("metric", "P %", "R %", "F1 %"):
         overall.add_column(col, justify="left" if col == "metric" else "right")

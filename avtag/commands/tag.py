@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
             if not result.ok:
                 failed += 1
                 err.print(Text(f"avtag: error: {result.error}", style="red"))
+                if args.format == "json":  # as the epilog says: a failed file is {file, error}
+                    _write(out, format_json(result))
             elif args.format == "json":
                 _write(out, format_json(result))
             elif args.format == "tsv":

@@ -3,6 +3,7 @@ figures and ``report.md``, the markdown tables and text of ``avtag evaluate`` / 
 numbers come from :mod:`avtag.evaluation.report`)."""
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -147,6 +148,9 @@ def write_evaluation(ev: SystemEvaluation, out_dir: str | Path, *, coverage=None
     ``setup`` (short strings) is listed at the top of the report; ``extra`` goes to metrics.json only.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OSError(errno.ENOTDIR, "--out must be a folder (it is a file); the report writes several files",
+                      str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     files = write_predictions_files(ev, out_dir)
     extra = {**(extra or {}), "setup": setup or {}, "files": files}

@@ -328,8 +328,9 @@ def write_explanation(expl: Explanation, out: str | Path) -> Path:
         plot_explanation(expl, out / expl.figure)
         path = out / "explanation.json"
         path.write_text(json.dumps(expl.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise ExplainInputError(f"{out}: cannot write the explanation ({exc.strerror or exc})") from None
+    except (OSError, sf.LibsndfileError) as exc:  # libsndfile's error is no OSError (a read-only folder)
+        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:200]
+        raise ExplainInputError(f"{out}: cannot write the explanation ({reason})") from None
     expl.json_path = str(path)
     return path
 

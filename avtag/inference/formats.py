@@ -22,8 +22,14 @@ _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r
 
 
 def format_json(result: TagResult) -> str:
-    """One line of JSON (no trailing newline)."""
-    return json.dumps(result.to_dict(), ensure_ascii=False)
+    """One line of JSON (no trailing newline); a file name that is not valid UTF-8 (kept by Python as
+    surrogate escapes) makes the line ASCII with ``\\u`` escapes, so it stays valid UTF-8 JSON."""
+    text = json.dumps(result.to_dict(), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(result.to_dict())
+    return text
 
 
 def tsv_header() -> str:

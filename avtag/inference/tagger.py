@@ -50,7 +50,8 @@ def parse_labels(spec: str | Sequence[str] | Vocabulary | None) -> Vocabulary | 
             raise TagError(f"{path}: cannot read the label file ({exc})") from None
         names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     elif ";" not in spec and (path.suffix.lower() in (".txt", ".csv", ".tsv", ".lst") or "/" in spec):
-        raise TagError(f"--labels {spec}: label file not found (give 'dcase2017', a file, or names separated by ';')")
+        why = "is not a regular file" if _exists_as(path.exists) else "label file not found"
+        raise TagError(f"--labels {spec[:200]}: {why} (give 'dcase2017', a file, or names separated by ';')")
     else:
         names = [n.strip() for n in spec.split(";") if n.strip()]
     if not names:

@@ -19,6 +19,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if isinstance(device, torch.device):
         return device
     name = str(device or "auto").strip().lower()
+    device = str(device)[:40]  # as shown in an error line
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
