@@ -254,3 +254,14 @@ def test_labelmap_command_prints_top_objects(capsys):
     assert main(["labelmap", "--labels", "Dog;Cat", "--top", "2"]) == 0
     table = capsys.readouterr().out
     assert "Dog" in table and "Cat" in table
+
+
+@pytest.mark.parametrize("text, problem", [("Car\n\nCar\n  \nDog\n", r"not word vectors \(3 words of 0 dimension"),
+                                           ("", "the file is empty")])
+def test_a_word_list_is_not_taken_for_word_vectors(tmp_path, text, problem):
+    """A plain word list given as --encoder built an all-zero label map with exit 0 (every similarity 0);
+    an empty file said "TypeError: 'NoneType' object cannot be interpreted as an integer"."""
+    words = tmp_path / "words.txt"
+    words.write_text(text)
+    with pytest.raises(AvtagError, match=problem):
+        KeyedVectorsEncoder(words).phrase_vector("dog")

@@ -223,7 +223,15 @@ class KeyedVectorsEncoder(TextEncoder):
                 else:
                     self._kv = KeyedVectors.load_word2vec_format(str(p), binary=False, no_header=not _has_header(p))
             except Exception as exc:
-                raise TextEncoderError(f"{p}: cannot load word vectors ({type(exc).__name__}: {exc})") from None
+                reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+                if p.is_file() and p.stat().st_size == 0:
+                    reason = "the file is empty"
+                raise TextEncoderError(f"{p}: cannot load word vectors ({reason})") from None
+            if self._kv.vector_size < 2 or len(self._kv.key_to_index) == 0:  # a word list, not vectors
+                size, words = self._kv.vector_size, len(self._kv.key_to_index)
+                self._kv = None
+                raise TextEncoderError(f"{p}: not word vectors ({words} words of {size} dimension(s); expected "
+                                       "word2vec format: a word and its numbers on each line)")
             if not np.isfinite(self._kv.vectors).all():
                 self._kv = None
                 raise TextEncoderError(f"{p}: word vectors hold NaN or infinite values")
