@@ -217,6 +217,27 @@ def test_logistic_fusion_without_validation_video_falls_back_to_the_weighted_mea
 
 
 # ----------------------------------------------------------------------------- end to end
+def test_a_failed_evaluation_leaves_the_previous_report_whole(run, capsys, monkeypatch):
+    """The report was written file by file in place: a run that failed halfway (a full disk while drawing a
+    figure, found by a hostile sweep) left new predictions beside the old metrics.json and report.md."""
+    import avtag.evaluation.figures as figures
+
+    out = run["root"] / "eval-twice"
+    args = ["evaluate", "--checkpoint", str(run["model"]), "--split", "test", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")  # what PIL raises, without a file name
+
+    monkeypatch.setattr(figures, "draw_evaluation_figures", full_disk)
+    assert main([*args, "--no-tune"]) == 2
+    assert "cannot write the output" in capsys.readouterr().err
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # nothing of the failed run, nothing lost
+    assert not list(out.parent.glob(f".{out.name}.partial-*"))
+
+
 def test_evaluate_writes_a_report_whose_numbers_recompute(run, capsys):
     out = run["root"] / "eval-test"
     code = main(["evaluate", "--checkpoint", str(run["model"]), "--split", "test", "--out", str(out), "--no-progress"])

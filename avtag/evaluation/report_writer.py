@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -146,12 +148,35 @@ def write_evaluation(ev: SystemEvaluation, out_dir: str | Path, *, coverage=None
     """Write report.md, metrics.json, prediction files and figures; returns the metrics dict.
 
     ``setup`` (short strings) is listed at the top of the report; ``extra`` goes to metrics.json only.
+    Everything is written into a staging folder beside ``out_dir`` first and moved in when complete, so a
+    run that fails (a full disk) leaves the previous report whole instead of new predictions beside old
+    metrics.
+
+    Raises:
+        OSError: ``out_dir`` is a file, or a file cannot be written (named by the error).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OSError(errno.ENOTDIR, "--out must be a folder (it is a file); the report writes several files",
                       str(out_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
+    stage = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        metrics = _write_all(ev, stage, coverage, setup, groundtruth, figures, extra)
+        for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+            target = out_dir / path.relative_to(stage)
+            if target.is_dir():
+                raise OSError(errno.EISDIR, "is a folder where the report writes a file", str(target))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return metrics
+
+
+def _write_all(ev: SystemEvaluation, out_dir: Path, coverage, setup, groundtruth, figures: bool, extra) -> dict:
     files = write_predictions_files(ev, out_dir)
     extra = {**(extra or {}), "setup": setup or {}, "files": files}
     official = official_score(out_dir / files["predictions"], groundtruth)
