@@ -562,6 +562,7 @@ def test_endless_or_huge_rule_tables_and_configs_are_refused_unread(tmp_path, co
     (["tag", "{wav}", "--checkpoint", "{tmp}"], "is a folder, not a checkpoint file"),
     (["explain", "{wav}", "--start", "3", "--end", "1", "--out", "{tmp}/x"], "the end must come after the start"),
     (["explain", "{wav}", "--out", "{wav}"], "--out must be a folder"),       # said "(File exists)"
+    (["score", "{wav}", "{wav}", "--json", "--official-text"], "not allowed with argument --json"),  # JSON won
 ])
 def test_misleading_answers_now_name_the_real_problem(tmp_path, command, says):
     """Found by the second hostile sweep: each of these was refused, but for a reason that was not

@@ -36,9 +36,10 @@ def register(subparsers) -> None:
     )
     p.add_argument("predictions", metavar="PREDICTIONS", help="prediction file (official layout)")
     p.add_argument("groundtruth", metavar="GROUNDTRUTH", help="weak-label ground-truth file (official layout)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    p.add_argument("--official-text", action="store_true",
-                   help="print the official scorer's own text output (same numbers, its layout)")
+    output = p.add_mutually_exclusive_group()  # one output format per run
+    output.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    output.add_argument("--official-text", action="store_true",
+                        help="print the official scorer's own text output (same numbers, its layout)")
     p.add_argument("--strict", action="store_true",
                    help="fail on what the scorer silently tolerates (comma-separated or 3-column rows, unknown "
                         "clips or labels, unscored clips)")
