@@ -563,6 +563,7 @@ def test_endless_or_huge_rule_tables_and_configs_are_refused_unread(tmp_path, co
     (["explain", "{wav}", "--start", "3", "--end", "1", "--out", "{tmp}/x"], "the end must come after the start"),
     (["explain", "{wav}", "--out", "{wav}"], "--out must be a folder"),       # said "(File exists)"
     (["score", "{wav}", "{wav}", "--json", "--official-text"], "not allowed with argument --json"),  # JSON won
+    (["explain", "{wav}", "--top-k", "0"], "expected a whole number >= 1, got 0"),  # wrote 0 explanations
 ])
 def test_misleading_answers_now_name_the_real_problem(tmp_path, command, says):
     """Found by the second hostile sweep: each of these was refused, but for a reason that was not

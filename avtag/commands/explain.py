@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from avtag.commands.common import add_config_args, add_device_arg, console, nonnegative_int
+from avtag.commands.common import add_config_args, add_device_arg, console, positive_int
 
 HELP = "explain the tags of a clip: auralised WAVs of what the model heard, a figure, explanation.json"
 
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
                    help="attribution method (default: guided)")
     p.add_argument("--layer", metavar="LAYER",
                    help="Grad-CAM layer (default: the deepest conv with >= 4 frequency rows)")
-    p.add_argument("--top-k", type=nonnegative_int, default=3, metavar="K",
+    p.add_argument("--top-k", type=positive_int, default=3, metavar="K",
                    help="explain the K best tags when no --class is given (default 3)")
     p.add_argument("--start", type=_seconds, metavar="S", help="explain the file from S seconds")
     p.add_argument("--end", type=_seconds, metavar="S", help="explain the file up to S seconds")
