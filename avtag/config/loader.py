@@ -199,8 +199,12 @@ def build_config(tree: dict, source: str = "config") -> AvtagConfig:
 MAX_FPS, MAX_FRAMES, MAX_SHORT_SIDE = 240.0, 1000, 4096
 #: ``(key, low, high)``: numbers outside these end the config load in one line instead of in a
 #: library error (torch's "Invalid learning rate"), a 4 GB allocation or 100,000 worker processes.
-#: None: unbounded on that side; NaN fails every bound.
+#: high None: unbounded above; NaN fails every bound.
 RANGES = (
+    ("training.max_epochs", 1, None), ("training.batch_size", 1, None),
+    ("tag.top_k", 0, None), ("tag.objects", 0, None), ("tag.decode_workers", 0, None), ("tag.batch_clips", 1, None),
+    ("tag.median_filter_s", 0, None), ("tag.min_duration_s", 0, None), ("tag.segment_threshold", 0, 1),
+    ("evaluate.frame_threshold", 0, 1),
     ("audio.sample_rate", 4000, 192000), ("audio.n_fft", 16, 65536), ("audio.win_length", 16, 65536),
     ("audio.hop_length", 1, 65536), ("audio.n_mels", 1, 512), ("audio.f_min", 0.0, None), ("audio.f_max", 1.0, None),
     ("training.lr", 1e-12, 10.0), ("training.weight_decay", 0.0, 10.0), ("training.workers", 0, 256),
@@ -222,8 +226,8 @@ def _range_problems(cfg: AvtagConfig) -> list[str]:
     problems = []
     for key, low, high in RANGES:
         value = _lookup(cfg, key)
-        if not ((low is None or value >= low) and (high is None or value <= high)):  # NaN fails too
-            bound = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
+        if not (value >= low and (high is None or value <= high)):  # NaN fails too
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
             problems.append(f"{key} must be {bound}, got {value}")
     for key, high in LIST_RANGES:
         values = _lookup(cfg, key)
@@ -267,9 +271,6 @@ def _check_values(cfg: AvtagConfig, source: str) -> None:
         problems.append("training.mixing.alpha must be > 0")
     if not 0 <= cfg.training.mixing.probability <= 1:
         problems.append("training.mixing.probability must lie in [0, 1]")
-    for key in ("training.max_epochs", "training.batch_size"):
-        if _lookup(cfg, key) < 1:
-            problems.append(f"{key} must be >= 1, got {_lookup(cfg, key)}")
     problems += _range_problems(cfg)
     weights = cfg.fusion.audio_weight if isinstance(cfg.fusion.audio_weight, list) else [cfg.fusion.audio_weight]
     if any(not 0 <= w <= 1 for w in weights):
@@ -279,14 +280,6 @@ def _check_values(cfg: AvtagConfig, source: str) -> None:
                         f"got {cfg.audio.sample_rate}")
     if not 0 <= cfg.tag.threshold <= 1:
         problems.append(f"tag.threshold must lie in [0, 1], got {cfg.tag.threshold}")
-    for key, low, high in (("tag.top_k", 0, None), ("tag.objects", 0, None), ("tag.decode_workers", 0, None),
-                           ("tag.batch_clips", 1, None), ("tag.median_filter_s", 0, None),
-                           ("tag.min_duration_s", 0, None), ("tag.segment_threshold", 0, 1),
-                           ("evaluate.frame_threshold", 0, 1)):
-        value = _lookup(cfg, key)
-        if not (value >= low and (high is None or value <= high)):  # NaN fails too
-            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-            problems.append(f"{key} must be {bound}, got {value}")
     for key in ("tag.long_file_s", "tag.window_s"):
         if not _lookup(cfg, key) > 0:
             problems.append(f"{key} must be > 0 seconds, got {_lookup(cfg, key)}")

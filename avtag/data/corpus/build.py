@@ -272,13 +272,11 @@ def _build_source(src: Source, table: RuleTable, ledger: _Ledger, root: Path, pa
     meta: dict[str, bytes] = {}
     copyright_text, total = None, 0
     for pf in iter_package(pkg_file, src.registry):
-        low = pf.path.lower()
-        if pf.size > MAX_TEXT_BYTES:  # a licence text of that size is no licence text
-            pass
-        elif low.endswith(f"usr/share/doc/{src.name}/copyright"):
+        low, text_sized = pf.path.lower(), pf.size <= MAX_TEXT_BYTES  # a bigger "licence" is no licence text
+        if text_sized and low.endswith(f"usr/share/doc/{src.name}/copyright"):
             copyright_text = pf.read().decode("utf-8", "replace")
-        elif low.endswith(("package.json", ".dist-info/metadata", "credits.md", "readme.md", "license", "licence")) \
-                and low.count("/") <= 2:
+        elif text_sized and low.count("/") <= 2 and low.endswith(
+                ("package.json", ".dist-info/metadata", "credits.md", "readme.md", "license", "licence")):
             meta[pf.path] = pf.read()
         if low.endswith(AUDIO_SUFFIXES) or archive_kind(low):
             total += 1

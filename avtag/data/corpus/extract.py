@@ -39,12 +39,10 @@ their specifications:
   again) and is walked recursively; its members are named
   ``Parent.ocg/Child.ocg/file``.
 
-Every reader yields :class:`Member` records. A member whose bytes cannot be
-recovered (truncated, bad zlib stream, unsupported compression, or more than
-:data:`MAX_MEMBER_BYTES` once inflated: a decompression bomb is never inflated
-further) is yielded with ``error`` set instead of ``data``, so the build records
-it as dropped and goes on; a file that is not an archive of the claimed kind at
-all raises :class:`ArchiveError` naming the file.
+Every reader yields :class:`Member` records. A member whose bytes cannot be recovered (truncated, bad
+zlib stream, unsupported compression, or more than :data:`MAX_MEMBER_BYTES` once inflated: a bomb is
+never inflated further) is yielded with ``error`` set instead of ``data``, so the build records it as
+dropped and goes on; a file that is not an archive of the claimed kind raises :class:`ArchiveError`.
 """
 from __future__ import annotations
 
@@ -63,6 +61,11 @@ from avtag.data.corpus import CorpusError
 MAX_MEMBER_BYTES = 1 << 30
 #: OpenClonk groups nested deeper than this are refused (real ones nest 2-3 deep)
 C4_MAX_DEPTH = 32
+
+
+def flat_reason(exc: BaseException) -> str:
+    """An exception's message with all its lines on one (archive libraries write several), cut to 300 characters."""
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 class ArchiveError(CorpusError):
@@ -126,7 +129,7 @@ def read_zip(path: str | Path, limit: int = MAX_MEMBER_BYTES) -> Iterator[Member
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise ArchiveError(f"{path}: not a readable zip archive ({_one_line(exc)})") from None
+        raise ArchiveError(f"{path}: not a readable zip archive ({flat_reason(exc)})") from None
     with archive:
         for info in archive.infolist():
             if info.is_dir():
@@ -138,11 +141,7 @@ def read_zip(path: str | Path, limit: int = MAX_MEMBER_BYTES) -> Iterator[Member
             except TooLarge as exc:
                 yield Member(info.filename, None, error=str(exc))
             except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
-                yield Member(info.filename, None, error=f"corrupt zip member: {_one_line(exc)}")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
+                yield Member(info.filename, None, error=f"corrupt zip member: {flat_reason(exc)}")
 
 
 # ----------------------------------------------------------------------------- Qt rcc
@@ -187,24 +186,23 @@ def read_rcc(data: bytes, name: str = "<rcc>", limit: int = MAX_MEMBER_BYTES) ->
         raw = data[at + 4 : at + 4 + size]
         if len(raw) < size:
             return Member(path, None, error=f"truncated: {len(raw)} of {size} bytes")
-        if flags & 4:
-            try:
-                import zstandard
-            except ImportError:
-                return Member(path, None, error="zstd-compressed resource (the zstandard module is not installed)")
-            try:
-                return Member(path, _unzstd(zstandard, raw, limit))
-            except zstandard.ZstdError as exc:
-                return Member(path, None, error=f"corrupt zstd stream: {exc}")
-            except TooLarge as exc:
-                return Member(path, None, error=str(exc))
-        if flags & 1:
-            try:
-                return Member(path, inflate(raw[4:], 15, limit))
-            except zlib.error as exc:
-                return Member(path, None, error=f"corrupt zlib stream: {exc}")
-            except TooLarge as exc:
-                return Member(path, None, error=str(exc))
+        try:
+            if flags & 4:
+                try:
+                    import zstandard
+                except ImportError:
+                    return Member(path, None, error="zstd-compressed resource (the zstandard module is not installed)")
+                try:
+                    return Member(path, _unzstd(zstandard, raw, limit))
+                except zstandard.ZstdError as exc:
+                    return Member(path, None, error=f"corrupt zstd stream: {exc}")
+            if flags & 1:
+                try:
+                    return Member(path, inflate(raw[4:], 15, limit))
+                except zlib.error as exc:
+                    return Member(path, None, error=f"corrupt zlib stream: {exc}")
+        except TooLarge as exc:
+            return Member(path, None, error=str(exc))
         return Member(path, raw)
 
     stack, seen = [(0, "")], set()

@@ -33,6 +33,7 @@ from typing import Iterator
 from urllib.parse import unquote
 
 from avtag.data.corpus import CorpusError
+from avtag.data.corpus.extract import flat_reason
 from avtag.data.corpus.rules import Source
 from avtag.io.common import MAX_TEXT_BYTES
 
@@ -43,10 +44,6 @@ class FetchError(CorpusError):
 
 #: what reading a damaged package file raises (a truncated stream, a bad CRC, a corrupt deflate block)
 READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError, RuntimeError)
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:400]
 
 
 def clean_name(name: str) -> str:
@@ -205,7 +202,8 @@ def _reader(path: Path, member: str, read) -> bytes:
     try:
         return read()
     except READ_ERRORS as exc:
-        raise FetchError(f"{path}: unreadable package at {clean_name(member)[:200]} ({_one_line(exc)})") from None
+        raise FetchError(f"{path}: unreadable package at {clean_name(member)[:200]} "
+                         f"({type(exc).__name__}: {flat_reason(exc)})") from None
 
 
 def _tar_files(tf: tarfile.TarFile, path: Path) -> Iterator[PackageFile]:
@@ -240,4 +238,4 @@ def iter_package(path: Path, registry: str) -> Iterator[PackageFile]:
             with tarfile.open(path, "r:*") as tf:
                 yield from _tar_files(tf, path)
     except (*READ_ERRORS, ValueError) as exc:  # ValueError: a zip member name that is not the UTF-8 it claims
-        raise FetchError(f"{path}: unreadable package ({_one_line(exc)})") from None
+        raise FetchError(f"{path}: unreadable package ({type(exc).__name__}: {flat_reason(exc)})") from None
