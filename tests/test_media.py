@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -199,6 +200,34 @@ def test_backends_agree_after_resampling(corpus):
     assert min(errors) < 0.05  # a fractional-sample offset remains (amplitude 0.3)
     assert a.frames.shape == b.frames.shape
     assert np.abs(a.frames.astype(int) - b.frames.astype(int)).mean() < 8
+
+
+def test_default_audio_is_in_phase_with_the_source_whatever_the_file_name(tmp_path):
+    """``auto`` decodes a video's audio with PyAV: resampled 44.1 -> 16 kHz it matches a reference
+    resampler (soxr) on the native-rate samples with no lag, while decord's output lags by its
+    resampler's filter delay. A file name that is not UTF-8 (decord cannot open it) gets the same
+    samples, so the scores do not depend on the name."""
+    import soxr
+    from scipy.signal import correlate
+
+    path = tmp_path / "sine.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=3",
+                    "-f", "lavfi", "-i", "sine=frequency=1250:duration=3", "-filter_complex", "amerge",
+                    "-c:a", "aac", str(path)], check=True)
+    auto = load_clip(path, sample_rate=SR, video=False).waveform
+    native = load_clip(path, sample_rate=44100, backend="pyav", video=False).waveform
+    reference = soxr.resample(native, 44100, SR)
+    n = min(auto.size, reference.size)
+    assert abs(auto.size - reference.size) <= 2
+    lags = {}
+    for name, x in (("auto", auto), ("decord", load_clip(path, sample_rate=SR, backend="decord", video=False).waveform)):
+        c = correlate(x[:SR], reference[:SR], mode="full", method="fft")
+        lags[name] = int(c.argmax()) - (SR - 1)
+    assert lags["auto"] == 0 and lags["decord"] > 0, lags
+    assert np.abs(auto[100:n - 100] - reference[100:n - 100]).max() < 0.01
+    odd = tmp_path / os.fsdecode(b"caf\xe9.m4a")  # latin-1 bytes: not UTF-8
+    odd.write_bytes(path.read_bytes())
+    assert np.array_equal(load_clip(odd, sample_rate=SR, video=False).waveform, auto)
 
 
 def test_backends_agree_exactly_at_the_native_rate(clips_dir):

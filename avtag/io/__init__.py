@@ -10,7 +10,7 @@ The public API; everything else in this package is an implementation detail::
   sampling times; :func:`stream_audio` streams mono audio chunks.
 * :class:`IsolatedDecoder` runs the same decoding in worker processes, so a
   decoder that crashes or hangs costs one file (:mod:`avtag.io.isolation`).
-* Decoders (:mod:`avtag.io.backends`): libsndfile for audio files, decord then PyAV for other
+* Decoders (:mod:`avtag.io.backends`): libsndfile for audio files, PyAV then decord for other
   audio, PyAV then decord for frames (:class:`FallbackDecoder` decides), behind the
   :class:`DecoderBackend` interface.
 * Every problem with a file is one :class:`MediaError` whose message starts with
