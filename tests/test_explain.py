@@ -194,6 +194,8 @@ def test_bad_requests_are_one_line_errors(tagger, tone_model):
         tagger.explain(tone_clip(), SR, units=["backbone.blocks.1.convs.0"])
     with pytest.raises(ExplainInputError, match="audio too short"):
         tagger.explain(np.zeros(600, np.float32), SR)
+    with pytest.raises(ExplainInputError, match="for method 'gradcam' only"):  # was silently ignored
+        tagger.explain(tone_clip(), SR, layer="backbone.blocks.1.convs.0")
     with pytest.raises(ExplainInputError, match="NaN"):
         tagger.explain(np.full(SR, np.nan, np.float32), SR)
     for huge in ("A" * 100_000, "backbone." * 20_000):  # were quoted whole (a 100 kB 'one line')

@@ -50,7 +50,8 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=("guided", "gradcam", "integrated"), default="guided",
                    help="attribution method (default: guided)")
     p.add_argument("--layer", metavar="LAYER",
-                   help="Grad-CAM layer (default: the deepest conv with >= 4 frequency rows)")
+                   help="Grad-CAM layer, with --method gradcam only "
+                        "(default: the deepest conv with >= 4 frequency rows)")
     p.add_argument("--top-k", type=positive_int, default=3, metavar="K",
                    help="explain the K best tags when no --class is given (default 3)")
     p.add_argument("--start", type=_seconds, metavar="S", help="explain the file from S seconds")
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from avtag.commands.tag import build_tagger
     from avtag.inference.explain import ExplainInputError
+    from avtag.io.common import visible
     from avtag.models.explain import conv_layers
 
     for name in ("fusion", "objects", "encoder"):
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     expl = tagger.explain(args.path, classes=args.classes or None, units=args.units, out=args.out, method=args.method,
                           top_k=args.top_k, layer=args.layer, start=args.start, end=args.end)
     for note in expl.notes:
-        out.print(Text(f"note: {note}", style="yellow"))
+        out.print(Text(visible(f"note: {note}"), style="yellow"))
     for t in expl.targets:
         line = Text(t.target, style="bold")
         if t.score is not None:

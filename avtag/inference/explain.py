@@ -200,7 +200,8 @@ def explain_clip(tagger, waveform: np.ndarray, sample_rate: int, frames: np.ndar
         :class:`Explanation`; WAVs have the input's length and sample rate.
 
     Raises:
-        ExplainInputError: no audio branch, a waveform that cannot be explained, an unknown class;
+        ExplainInputError: no audio branch, a waveform that cannot be explained, an unknown class, a
+            ``layer`` with a method other than ``gradcam``;
             ExplainError (:mod:`avtag.models.explain`): an unknown layer or unit.
     """
     import torchaudio
@@ -218,6 +219,9 @@ def explain_clip(tagger, waveform: np.ndarray, sample_rate: int, frames: np.ndar
         raise ExplainInputError(f"{where}explaining needs an audio model; this tagger has no audio branch")
     if method not in mx.METHODS:
         raise ExplainInputError(f"unknown method {method!r}; choose one of {', '.join(mx.METHODS)}")
+    if layer is not None and method != "gradcam":
+        raise ExplainInputError(f"a layer is chosen for method 'gradcam' only; {method!r} attributes to the "
+                                "input (for a layer's channels use units 'LAYER:INDEX')")
     try:
         wave_in = mono_waveform(waveform, sample_rate)
     except MediaError as exc:
