@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
     except AvtagError as exc:
-        print(f"avtag: error: {exc}", file=sys.stderr)
+        from avtag.io.common import visible
+
+        print(f"avtag: error: {visible(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("avtag: interrupted", file=sys.stderr)
@@ -84,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure: one line unless asked for the traceback
         if os.environ.get("AVTAG_DEBUG"):
             raise
-        if isinstance(exc, OSError) and exc.filename is not None:  # a file the system refuses: bad input
-            from avtag.io.common import shorten
+        from avtag.io.common import shorten, visible
 
-            print(f"avtag: error: {shorten(exc.filename)}: {exc.strerror or exc}", file=sys.stderr)
+        if isinstance(exc, OSError) and exc.filename is not None:  # a file the system refuses: bad input
+            print(f"avtag: error: {visible(shorten(exc.filename))}: {exc.strerror or exc}", file=sys.stderr)
             return 2
         if isinstance(exc, OSError) and exc.errno is not None:  # no file named: stdout, or a library's writer
             print(f"avtag: error: cannot write the output (standard output or a file written): "
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if sys.stdout is None or (isinstance(exc, (AttributeError, ValueError)) and _stdout_failed()):
             print("avtag: error: standard output is closed", file=sys.stderr)
             return 2
-        print(f"avtag: internal error: {type(exc).__name__}: {exc} (set AVTAG_DEBUG=1 for the traceback)",
+        print(f"avtag: internal error: {type(exc).__name__}: {visible(exc)} (set AVTAG_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 1
     try:

@@ -679,3 +679,27 @@ def test_outputs_that_cannot_be_written_and_labels_that_look_like_markup(tmp_pat
     assert out.returncode == 2 and len(out.stderr) < 500, len(out.stderr)
     out = avtag(["tag", str(wav), "--labels", str(tmp_path) + "/"], env)
     assert out.returncode == 2 and "is not a regular file" in out.stderr, out.stderr
+
+
+def test_file_names_with_terminal_escapes_are_printed_escaped(tmp_path):
+    """A file name holding ESC/BEL sequences (retitle the terminal, clear the screen, recolour) or a line
+    break went to the terminal as is through ``avtag tag``'s TSV rows, its table and its error lines;
+    control characters are now written out as ``\\xNN`` / ``\\n`` and every message stays one line."""
+    env = dict(os.environ)
+    evil = tmp_path / "a\x1b]0;owned\x07\x1b[2J.wav"
+    evil.write_bytes(good_wav(tmp_path).read_bytes())
+    broken = tmp_path / "b\x1b[31m\nfake line.wav"
+    broken.write_text("not audio\n")
+    for fmt in ("tsv", "table"):
+        out = avtag(["tag", str(evil), str(broken), "--only", "audio", "--format", fmt, "--threshold", "0",
+                     "--top-k", "1", "--no-progress"], env)
+        assert out.returncode == 1, out.stderr
+        for stream in (out.stdout, out.stderr):
+            assert "\x1b" not in stream and "\x07" not in stream
+        assert "a\\x1b]0;owned\\x07\\x1b[2J.wav" in out.stdout
+        errors = [line for line in out.stderr.splitlines() if line.startswith("avtag: error:")]
+        assert len(errors) == 1 and "b\\x1b[31m" in errors[0], out.stderr
+        assert not any(line.startswith("fake line") for line in out.stderr.splitlines())
+    from avtag.inference.formats import tsv_cell
+
+    assert tsv_cell("x\\y\tz\x9b") == "x\\\\y\\tz\\x9b"  # C1 CSI too; a backslash stays reversible

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from avtag.evaluation.inference import SYSTEMS, EvaluationError
     from avtag.evaluation.report import official_groundtruth
     from avtag.evaluation.report_writer import pct
+    from avtag.io.common import visible
     from avtag.models.device import resolve_device
 
     config = load_args_config(args, audio_post_overrides(args))
@@ -122,6 +123,6 @@ def run(args: argparse.Namespace) -> int:
     console = make_console()
     console.print(table)
     for note in result.notes:
-        console.print(f"note: {note}")
+        console.print(visible(f"note: {note}"))
     console.print(f"written: {out_dir / 'ablation.md'}")
     return 0

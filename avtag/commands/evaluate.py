@@ -92,6 +92,7 @@ def print_summary(ev, out_dir: Path) -> None:
 
     from avtag.commands.common import console as make_console
     from avtag.evaluation.report_writer import summary_rows
+    from avtag.io.common import visible
 
     table = Table(title=f"{ev.system} system, {ev.split} split ({len(ev.names)} clips), %", title_justify="left")
     for col in ("thresholds", "micro P", "micro R", "micro F1", "macro F1", "class F1", "mAP", "seg F1", "seg ER",
@@ -103,7 +104,7 @@ def print_summary(ev, out_dir: Path) -> None:
     console = make_console()
     console.print(table)
     for note in ev.notes:
-        console.print(f"note: {note}")
+        console.print(visible(f"note: {note}"))
     console.print(f"report: {out_dir / 'report.md'}")
 
 

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
     from avtag.inference.formats import format_json, format_tsv, render_table, tsv_header
     from avtag.inference.tagger import TagError, expand_inputs
+    from avtag.io.common import visible
 
     paths = expand_inputs(args.paths)
     if not paths:
@@ -118,9 +119,9 @@ def run(args: argparse.Namespace) -> int:
     out = console(soft_wrap=args.format != "table")
     for note in tagger.notes:
         if args.format == "table":
-            out.print(Text(f"note: {note}", style="yellow"))
+            out.print(Text(visible(f"note: {note}"), style="yellow"))
         else:
-            err.print(f"avtag: note: {note}")
+            err.print(visible(f"avtag: note: {note}"))
     if args.format == "table" and tagger.notes:
         out.print()
     if args.format == "tsv":
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         for result in tagger.tag_files(paths, top_k=args.top_k, threshold=args.threshold, segments=args.segments):
             if not result.ok:
                 failed += 1
-                err.print(Text(f"avtag: error: {result.error}", style="red"))
+                err.print(Text(visible(f"avtag: error: {result.error}"), style="red"))
                 if args.format == "json":  # as the epilog says: a failed file is {file, error}
                     _write(out, format_json(result))
             elif args.format == "json":

@@ -6,19 +6,21 @@
   ``--segments``, ``segments`` (``label``, ``onset``, ``offset`` in seconds); a file that failed is
   ``{"file", "error"}``.
 * ``tsv``: header ``file kind label score audio_score video_score onset offset``; ``kind`` is
-  ``tag`` (scores filled) or ``segment`` (times filled). Tabs, newlines and backslashes inside a
-  cell are written as ``\\t``, ``\\n`` and ``\\\\``, so every row has 8 cells.
+  ``tag`` (scores filled) or ``segment`` (times filled). Tabs, newlines, backslashes and other control
+  characters inside a cell are written as ``\\t``, ``\\n``, ``\\\\`` and ``\\xNN``, so every row has
+  8 cells and no cell carries a terminal escape sequence.
 * ``table``: a rich table per file with the top objects seen and the notes. File names, labels and
-  notes are printed as plain text (never parsed as rich markup).
+  notes are printed as plain text (never parsed as rich markup), control characters written out.
 """
 from __future__ import annotations
 
 import json
 
 from avtag.inference.results import TagResult
+from avtag.io.common import CONTROL_ESCAPES, visible
 
 TSV_COLUMNS = ("file", "kind", "label", "score", "audio_score", "video_score", "onset", "offset")
-_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_TSV_ESCAPES = {**CONTROL_ESCAPES, ord("\\"): "\\\\"}
 
 
 def format_json(result: TagResult) -> str:
@@ -37,7 +39,9 @@ def tsv_header() -> str:
 
 
 def tsv_cell(x) -> str:
-    """One TSV cell: empty for None, 4 decimals for a score, control characters escaped."""
+    """One TSV cell: empty for None, 4 decimals for a score; backslashes and control characters escaped
+    (``\\\\``, ``\\t``, ``\\n``, ``\\r``, ``\\xNN``), so a cell never holds a tab, a line break or a
+    terminal escape sequence."""
     if x is None:
         return ""
     return f"{x:.4f}" if isinstance(x, float) else str(x).translate(_TSV_ESCAPES)
@@ -62,20 +66,21 @@ def render_table(result: TagResult, console, skip_notes: tuple[str, ...] = ()) -
     def cell(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
 
-    console.print(Text.assemble((str(result.file), "bold"), f"  ({result.duration:.1f} s)"), soft_wrap=True)
+    console.print(Text.assemble((visible(result.file), "bold"), f"  ({result.duration:.1f} s)"), soft_wrap=True)
     table = Table(show_edge=False)
     for name in ("tag", "score", "audio", "video"):
         table.add_column(name, justify="left" if name == "tag" else "right")
     for t in result.tags:
-        table.add_row(Text(t.label), cell(t.score), cell(t.audio_score), cell(t.video_score))
+        table.add_row(Text(visible(t.label)), cell(t.score), cell(t.audio_score), cell(t.video_score))
     if not result.tags:
         table.add_row("(no tag above the threshold)", "", "", "")
     console.print(table)
     if result.objects:
-        console.print(Text("objects seen: " + ", ".join(f"{n} {p:.2f}" for n, p in result.objects)), soft_wrap=True)
+        console.print(Text(visible("objects seen: " + ", ".join(f"{n} {p:.2f}" for n, p in result.objects))),
+                      soft_wrap=True)
     if result.segments is not None:
         seg = ", ".join(f"{e.label} {e.onset:.2f}-{e.offset:.2f} s" for e in result.segments) or "none"
-        console.print(Text(f"segments: {seg}"), soft_wrap=True)
+        console.print(Text(visible(f"segments: {seg}")), soft_wrap=True)
     for note in (n for n in result.notes if n not in skip_notes):
-        console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
+        console.print(Text(visible(f"note: {note}"), style="yellow"), soft_wrap=True)
     console.print()

@@ -88,6 +88,18 @@ def one_line(text: str, limit: int = 200) -> str:
     return ""
 
 
+#: C0 controls, DEL and C1 controls, written as ``\t``, ``\n``, ``\r`` or ``\xNN`` by :func:`visible`
+CONTROL_ESCAPES = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+CONTROL_ESCAPES.update({ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"})
+
+
+def visible(text) -> str:
+    """``text`` with its control characters (C0, DEL, C1) written out as ``\\t``, ``\\n``, ``\\r`` or
+    ``\\xNN``: a file name printed on a terminal cannot move the cursor, recolour or retitle it, or
+    break a one-line message into two."""
+    return str(text).translate(CONTROL_ESCAPES)
+
+
 def shorten(text: str, limit: int = 80) -> str:
     """``text`` cut to about ``limit`` characters, keeping its start and end (a path's file name)."""
     text = str(text)
