@@ -121,3 +121,22 @@ def test_ray_arguments_are_checked(tmp_path):
     assert r.returncode == 2 and "add --ray" in r.stderr
     r = _tag(clip, "--ray", "--out", tmp_path / "o.jsonl", "--format", "tsv")
     assert r.returncode == 2 and "--format tsv" in r.stderr
+
+
+def test_actors_that_cannot_start_end_the_run_in_one_line(ray_cluster, tmp_path):
+    """More tagger actors than a 2-CPU cluster has CPUs can never all start; the run used to wait for
+    ever (so did one whose worker processes died at start under a memory limit). Now it fails after
+    ``actor_start_timeout_s`` with a RayTagError, and writes nothing it did not tag."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from helpers.mediagen import tone, write_wav
+
+    clip = write_wav(tmp_path / "tone.wav", tone(2.0, 16000), 16000)
+    out = tmp_path / "o.jsonl"
+    code = ("import sys\nfrom avtag.inference.distributed import RayTagError, tag_with_ray\n"
+            f"try:\n    tag_with_ray([{str(clip)!r}], {str(out)!r}, address={ray_cluster!r}, actors=4, gpus=False,"
+            " progress=False, actor_start_timeout_s=20)\nexcept RayTagError as exc:\n    print(exc)\n    sys.exit(2)\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, **RAY_ENV}, timeout=600)
+    assert run.returncode == 2, run.stdout + run.stderr[-2000:]
+    assert "4 tagger actor(s) (0 GPU and 1 CPU each) did not start within 20 s" in run.stdout
+    assert out.read_text() == ""

@@ -52,6 +52,10 @@ class RayTagReport:
     gpus_per_actor: int = 0
 
 
+#: seconds the tagger actors may take to start before the run fails (a cluster that cannot place them)
+ACTOR_START_TIMEOUT_S = 600.0
+
+
 def done_files(out: str | Path) -> set[str]:
     """``file`` of every complete JSON line already in ``out`` (a last line cut by a kill is removed first).
     Read line by line: memory grows with the number of files, not with the size of the output."""
@@ -165,8 +169,8 @@ def _connect(address: str | None, num_cpus: int | None):
             else:
                 ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RayTagError(f"--ray {address}: cannot connect to the Ray cluster ({str(exc).splitlines()[0]})") \
-                from None
+            raise RayTagError(f"--ray {address or 'local'}: cannot connect to the Ray cluster "
+                              f"({str(exc).splitlines()[0]})") from None
     return ray
 
 
@@ -195,7 +199,8 @@ def tag_with_ray(paths: Sequence[str | Path], out: str | Path, *, address: str |
                  config: AvtagConfig | None = None, checkpoint="pretrained:default", labels=None,
                  segments: bool = False, top_k: int | None = None, threshold: float | None = None,
                  actors: int | None = None, gpus: bool = True, decode_batch_size: int = 4,
-                 num_cpus: int | None = None, progress: bool = True) -> RayTagReport:
+                 num_cpus: int | None = None, progress: bool = True,
+                 actor_start_timeout_s: float = ACTOR_START_TIMEOUT_S) -> RayTagReport:
     """Tag media files on Ray; append one JSON line per file to ``out``.
 
     Args:
@@ -209,13 +214,17 @@ def tag_with_ray(paths: Sequence[str | Path], out: str | Path, *, address: str |
         gpus: put the actors on GPUs when the cluster has some (False: CPU actors, ``--device cpu``).
         decode_batch_size: files per decode task.
         progress: Ray Data's progress bars on stderr.
+        actor_start_timeout_s: how long the tagger actors may take to start (Ray Data's
+            ``wait_for_min_actors_s``); a cluster that cannot place them, or whose worker processes die
+            at start, is then a :class:`RayTagError` instead of a run that waits for ever.
 
     Returns:
         A :class:`RayTagReport` (``failed``: files of this run written as ``{file, error}`` rows).
 
     Raises:
-        RayTagError: Ray missing or unreachable, ``out`` not writable. Bad checkpoints or labels raise their
-            own one-line errors before any work starts.
+        RayTagError: Ray missing or unreachable, ``out`` not writable, the actors not started within
+            ``actor_start_timeout_s``. Bad checkpoints or labels raise their own one-line errors before any
+            work starts.
     """
     from avtag.inference.tagger import expand_inputs
 
@@ -240,7 +249,8 @@ def tag_with_ray(paths: Sequence[str | Path], out: str | Path, *, address: str |
     ray = _connect(address, num_cpus)
     from ray.data import ActorPoolStrategy, DataContext
 
-    DataContext.get_current().enable_progress_bars = progress
+    context = DataContext.get_current()
+    context.enable_progress_bars, context.wait_for_min_actors_s = progress, actor_start_timeout_s
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)) if gpus else 0, max(1, int(resources.get("CPU", 1)))
     n_actors = max(1, actors or (gpus if gpus else cpus // 2))
@@ -266,6 +276,11 @@ def tag_with_ray(paths: Sequence[str | Path], out: str | Path, *, address: str |
                 report.failed += bool(failed)
             sink.flush()
             os.fsync(sink.fileno())
+    except ray.exceptions.GetTimeoutError:
+        need = f"{1 if gpus else 0} GPU and {0 if gpus else 1} CPU each"
+        raise RayTagError(f"the {n_actors} tagger actor(s) ({need}) did not start within {actor_start_timeout_s:g} s: "
+                          "the cluster cannot place them or their processes die at start (see Ray's logs); "
+                          f"{report.tagged} file(s) written to {out}, a rerun resumes") from None
     finally:
         sink.close()
     report.seconds = time.perf_counter() - t0
