@@ -219,8 +219,8 @@ def test_default_audio_is_in_phase_with_the_source_whatever_the_file_name(tmp_pa
     reference = soxr.resample(native, 44100, SR)
     n = min(auto.size, reference.size)
     assert abs(auto.size - reference.size) <= 2
-    lags = {}
-    for name, x in (("auto", auto), ("decord", load_clip(path, sample_rate=SR, backend="decord", video=False).waveform)):
+    lags, decord = {}, load_clip(path, sample_rate=SR, backend="decord", video=False).waveform
+    for name, x in (("auto", auto), ("decord", decord)):
         c = correlate(x[:SR], reference[:SR], mode="full", method="fft")
         lags[name] = int(c.argmax()) - (SR - 1)
     assert lags["auto"] == 0 and lags["decord"] > 0, lags
