@@ -90,7 +90,7 @@ def fusion_for(rule: str, classes, tagger, section):
     if method in ("audio", "video"):
         section = dataclasses.replace(section, mode=method)
     elif method == "boost":
-        section = dataclasses.replace(section, method=method, video_boost=float(value or 0.5))
+        section = dataclasses.replace(section, method=method, video_boost=float(value or 1.0))
     else:
         section = dataclasses.replace(section, method=method, audio_weight=float(value or 0.5))
     fusion = LateFusion.from_config(section, classes)

@@ -11,7 +11,9 @@ after each has produced clip-level class scores (late fusion). Methods:
   all positive or all negative fall back to the weighted mean.
 * ``max``: element-wise maximum.
 * ``boost``: ``a + (1 - a) * beta * v``: the audio score, raised by the video score towards 1
-  (a noisy-OR in which the video is a partial witness of weight ``beta``, ``fusion.video_boost``).
+  (a noisy-OR in which the video is a partial witness of weight ``beta``, ``fusion.video_boost``;
+  with ``beta = 1``, the default, it is the plain noisy-OR ``1 - (1 - a)(1 - v)`` of two independent
+  witnesses, Pearl 1988, and the default rule: two branches that agree count for more than either).
   Video can only add evidence: a sound class no object stands for keeps its audio score (no
   ImageNet object is "speech"), and with ``beta <= 0.5`` an object seen but not heard (a dog
   on a leash) cannot reach 0.5 on its own.
@@ -77,17 +79,18 @@ class LateFusion(nn.Module):
     """Combines clip-wise scores ``(clips, classes)`` of the two branches.
 
     Args:
-        method: ``weighted``, ``logistic`` or ``max``.
+        method: one of :data:`METHODS` (module docstring).
         audio_weight: ``w`` of the weighted mean, a float or ``(classes,)``.
         mode: ``both``, ``audio`` or ``video`` (ablations).
         classes: class names (kept with fitted weights, checked on load).
+        video_boost: ``beta`` of ``boost`` in [0, 1] (1: noisy-OR).
 
     Raises:
-        FusionError: unknown method or mode, weight outside [0, 1].
+        FusionError: unknown method or mode, weight or ``video_boost`` outside [0, 1].
     """
 
     def __init__(self, method: str = "weighted", audio_weight: float | Sequence[float] = 0.5, mode: str = "both",
-                 classes: Sequence[str] | None = None, video_boost: float = 0.5) -> None:
+                 classes: Sequence[str] | None = None, video_boost: float = 1.0) -> None:
         super().__init__()
         if method not in METHODS:
             raise FusionError(f"unknown fusion method {method!r} (one of {', '.join(METHODS)})")
