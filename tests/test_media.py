@@ -230,6 +230,26 @@ def test_default_audio_is_in_phase_with_the_source_whatever_the_file_name(tmp_pa
     assert np.array_equal(load_clip(odd, sample_rate=SR, video=False).waveform, auto)
 
 
+def test_a_fallback_decoder_is_named_in_the_clip_warnings(corpus, monkeypatch):
+    """When PyAV fails on a file's audio (or frames) and decord reads it, the clip says so: the two
+    decoders' audio differ by decord's resampler delay, so a result must say which one it came from."""
+    from avtag.io.backends import PyAVBackend
+    from avtag.io.common import media_error
+
+    def refuse(self, info, *args, **kwargs):
+        raise media_error(info.path, "stand-in decoder failure")
+
+    assert not load_clip(corpus["mp4"], fps=1).warnings
+    monkeypatch.setattr(PyAVBackend, "audio", refuse)
+    monkeypatch.setattr(PyAVBackend, "frames", refuse)
+    clip = load_clip(corpus["mp4"], sample_rate=SR, fps=1)
+    assert clip.waveform is not None and clip.frames is not None
+    assert [w.split(" after ")[0] for w in clip.warnings] == ["audio read by decord", "video read by decord"]
+    assert all("stand-in decoder failure" in w for w in clip.warnings)
+    windows = list(iter_windows(corpus["mp4"], window_s=2.0, sample_rate=SR, fps=1))
+    assert [w for c in windows for w in c.warnings] == [clip.warnings[1]] * len(windows)  # frames per window
+
+
 def test_backends_agree_exactly_at_the_native_rate(clips_dir):
     path = clips_dir / "-1hDIl9Udkw_30.000_40.000.mp4"  # 16 kHz stereo AAC
     a = load_clip(path, backend="decord", video=False).waveform

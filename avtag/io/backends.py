@@ -22,6 +22,7 @@ import numpy as np
 
 from avtag.io.common import MediaError, MediaInfo, check_file, media_error, reason
 from avtag.io.quiet import quiet_decoders, silenced_stderr
+from avtag.io.soundfile_backend import SoundFileBackend
 
 #: decord decodes a whole audio track at once; above this length PyAV streams instead.
 DECORD_AUDIO_MAX_S = 600.0
@@ -332,19 +333,14 @@ class FallbackDecoder:
     def __init__(self, backend: str = "auto") -> None:
         if backend not in BACKENDS:
             raise MediaError(f"unknown decoder backend {backend!r} (choose from {', '.join(BACKENDS)})")
-        self.backend = backend
+        self.backend, self.soundfile = backend, SoundFileBackend()
         self.decord, self.pyav = DecordBackend(), PyAVBackend()
-        from avtag.io.soundfile_backend import SoundFileBackend
-
-        self.soundfile = SoundFileBackend()
+        self.notes: list[str] = []  # "audio read by decord after pyav: ..." when a later decoder took over
 
     def audio(self, info: MediaInfo, sample_rate: int, t0: float, t1: float) -> np.ndarray:
         """Mono float32 ``(samples,)`` at ``sample_rate`` Hz of ``[t0, t1)`` seconds; raises :class:`MediaError`.
-
-        ``auto``: plain audio files through libsndfile (:mod:`avtag.io.soundfile_backend`, much faster),
-        other files through PyAV, then decord. PyAV comes first because its resampled output is in
-        phase with the source, while decord's lags by its resampler's filter delay (0.5-5 ms, tail
-        cut) and takes twice the time on the real clips of ``../shared/clips``."""
+        ``auto``: audio files through libsndfile (much faster), others through PyAV (in phase with the source;
+        decord's resampled output lags by its filter delay, 0.5-5 ms, and took twice the time), then decord."""
         call = lambda b: b.audio(info, sample_rate, t0, t1)  # noqa: E731
         takes_decord = self.decord.accepts_audio(info)
         if self.backend == "auto":
@@ -377,12 +373,16 @@ class FallbackDecoder:
     def _run(self, info: MediaInfo, what: str, try_decord: bool, call, fallback=None):
         """``call(backend)``: decord first (when ``try_decord``) then PyAV, or PyAV then ``fallback``.
         A decord failure is final for ``backend="decord"``; PyAV's own :class:`MediaError` is final
-        unless a fallback follows it (and is raised if that fails too)."""
+        unless a fallback follows it (and is raised if that fails too). A later decoder that succeeds
+        leaves a line in :attr:`notes` naming the earlier failures."""
         errors, pyav_error = [], None
         order = [self.decord, self.pyav] if try_decord else [self.pyav] + ([fallback] if fallback else [])
         for backend in order:
             try:
-                return call(backend)
+                result = call(backend)
+                if errors:
+                    self.notes.append(f"{what} read by {backend.name} after " + "; ".join(errors))
+                return result
             except MediaError as exc:
                 if backend is self.pyav:
                     if fallback is None:

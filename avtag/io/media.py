@@ -139,6 +139,7 @@ def load_clip(
                 clip.warnings.append("video stream has no decodable frames")
             elif len(frames):
                 clip.frames, clip.frame_times = frames, times
+    clip.warnings += decoder.notes  # a fallback decoder took over: which, and why
     if frame_part is not None and frame_part[0] > 0 and clip.frames is None:
         return clip  # a later part without frames of its own (its warnings say why, if there is a problem)
     if clip.waveform is None and clip.frames is None and (audio or video):
@@ -229,6 +230,8 @@ def iter_windows(
             frames, ftimes = decoder.frames(info, times, frame_short_side)
             if len(frames):
                 clip.frames, clip.frame_times = frames, ftimes
+            clip.warnings += decoder.notes
+            decoder.notes.clear()
         elif video:
             clip.warnings.append("no video stream")
         if clip.waveform is None and clip.frames is None:
