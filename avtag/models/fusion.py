@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from avtag import AvtagError
+from avtag.config.output_schema import FusionConfig
 
 METHODS = ("weighted", "logistic", "max", "boost", "gated")
 MODES = ("both", "audio", "video")
@@ -79,7 +80,8 @@ class LateFusion(nn.Module):
     """Combines clip-wise scores ``(clips, classes)`` of the two branches.
 
     Args:
-        method: one of :data:`METHODS` (module docstring).
+        method: one of :data:`METHODS` (module docstring); the default is the config's
+            (:class:`~avtag.config.output_schema.FusionConfig`: noisy-OR).
         audio_weight: ``w`` of the weighted mean, a float or ``(classes,)``.
         mode: ``both``, ``audio`` or ``video`` (ablations).
         classes: class names (kept with fitted weights, checked on load).
@@ -89,8 +91,9 @@ class LateFusion(nn.Module):
         FusionError: unknown method or mode, weight or ``video_boost`` outside [0, 1].
     """
 
-    def __init__(self, method: str = "weighted", audio_weight: float | Sequence[float] = 0.5, mode: str = "both",
-                 classes: Sequence[str] | None = None, video_boost: float = 1.0) -> None:
+    def __init__(self, method: str = FusionConfig.method, audio_weight: float | Sequence[float] = 0.5,
+                 mode: str = "both", classes: Sequence[str] | None = None,
+                 video_boost: float = FusionConfig.video_boost) -> None:
         super().__init__()
         if method not in METHODS:
             raise FusionError(f"unknown fusion method {method!r} (one of {', '.join(METHODS)})")
