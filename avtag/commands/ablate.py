@@ -15,6 +15,7 @@ from avtag.commands.common import (
     audio_post_overrides,
     load_args_config,
     positive_int,
+    print_notes,
 )
 
 HELP = "compare audio-only, video-only and fused systems on one split (markdown table, per-class F1 figure)"
@@ -91,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
     from avtag.evaluation.inference import SYSTEMS, EvaluationError
     from avtag.evaluation.report import official_groundtruth
     from avtag.evaluation.report_writer import pct
-    from avtag.io.common import visible
     from avtag.models.device import resolve_device
 
     config = load_args_config(args, audio_post_overrides(args))
@@ -122,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
                       pct(row["macro"]["f1"]), pct(row["mAP"]), pct(row["segment_f1"]))
     console = make_console()
     console.print(table)
-    for note in result.notes:
-        console.print(visible(f"note: {note}"))
+    print_notes(console, result.notes)
     console.print(f"written: {out_dir / 'ablation.md'}")
     return 0

@@ -17,6 +17,7 @@ from avtag.commands.common import (
     audio_post_overrides,
     load_args_config,
     positive_int,
+    print_notes,
 )
 from avtag.config.schema import CHOICES
 
@@ -92,7 +93,6 @@ def print_summary(ev, out_dir: Path) -> None:
 
     from avtag.commands.common import console as make_console
     from avtag.evaluation.report_writer import summary_rows
-    from avtag.io.common import visible
 
     table = Table(title=f"{ev.system} system, {ev.split} split ({len(ev.names)} clips), %", title_justify="left")
     for col in ("thresholds", "micro P", "micro R", "micro F1", "macro F1", "class F1", "mAP", "seg F1", "seg ER",
@@ -103,8 +103,7 @@ def print_summary(ev, out_dir: Path) -> None:
                         for c in row])
     console = make_console()
     console.print(table)
-    for note in ev.notes:
-        console.print(visible(f"note: {note}"))
+    print_notes(console, ev.notes)
     console.print(f"report: {out_dir / 'report.md'}")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from avtag.commands.common import add_config_args, add_device_arg, console, positive_int
+from avtag.commands.common import add_config_args, add_device_arg, console, positive_int, print_notes
 
 HELP = "explain the tags of a clip: auralised WAVs of what the model heard, a figure, explanation.json"
 
@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
 
     from avtag.commands.tag import build_tagger
     from avtag.inference.explain import ExplainInputError
-    from avtag.io.common import visible
     from avtag.models.explain import conv_layers
 
     for name in ("fusion", "objects", "encoder"):
@@ -92,8 +91,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     expl = tagger.explain(args.path, classes=args.classes or None, units=args.units, out=args.out, method=args.method,
                           top_k=args.top_k, layer=args.layer, start=args.start, end=args.end)
-    for note in expl.notes:
-        out.print(Text(visible(f"note: {note}"), style="yellow"))
+    print_notes(out, expl.notes, style="yellow")
     for t in expl.targets:
         line = Text(t.target, style="bold")
         if t.score is not None:

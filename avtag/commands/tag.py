@@ -18,6 +18,7 @@ from avtag.commands.common import (
     add_device_arg,
     console,
     nonnegative_int,
+    print_notes,
     probability,
 )
 from avtag.config.schema import CHOICES
@@ -117,11 +118,10 @@ def run(args: argparse.Namespace) -> int:
     tagger = build_tagger(args, files=len(paths))
     err = console(stderr=True, soft_wrap=True)
     out = console(soft_wrap=args.format != "table")
-    for note in tagger.notes:
-        if args.format == "table":
-            out.print(Text(visible(f"note: {note}"), style="yellow"))
-        else:
-            err.print(visible(f"avtag: note: {note}"))
+    if args.format == "table":
+        print_notes(out, tagger.notes, style="yellow")
+    else:
+        print_notes(err, tagger.notes, prefix="avtag: note: ")
     if args.format == "table" and tagger.notes:
         out.print()
     if args.format == "tsv":
