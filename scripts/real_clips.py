@@ -19,7 +19,8 @@ label-ranking average precision (scikit-learn; clips without any positive class 
 vocabulary are left out of it, and counted). Prints a markdown table and a JSON line.
 
 Usage: ``.venv/bin/python scripts/real_clips.py [--model default] [--checkpoint FILE] [--no-speech-detector]
-[--class-prior training|audioset] [--rules boost:0.5,gated,weighted,max] [--bootstrap 2000]``
+[--class-prior training|audioset] [--rules weighted:0.5,max,gated:0.5,boost:0.5,boost:1.0] [--bootstrap 2000]``
+(the default rules; ``boost:1.0`` is noisy-OR, the default of ``avtag tag``)
 """
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def main() -> int:
     parser.add_argument("--common-with", metavar="MODEL",
                         help="score only the classes this model shares with packaged model MODEL (a fair comparison)")
     parser.add_argument("--fps", type=float, help="video frames sampled per second (default: the config's, 1)")
-    parser.add_argument("--rules", default="weighted:0.5,max,gated:0.5,boost:0.3,boost:0.5",
+    parser.add_argument("--rules", default="weighted:0.5,max,gated:0.5,boost:0.5,boost:1.0",
                         help="fusion rules to compare, method[:parameter], comma-separated")
     parser.add_argument("--no-speech-detector", action="store_true",
                         help="every row from the audio network alone (tag.speech_detector false)")
