@@ -15,7 +15,6 @@ from avtag.commands.common import (
     audio_post_overrides,
     load_args_config,
     positive_int,
-    print_notes,
 )
 
 HELP = "compare audio-only, video-only and fused systems on one split (markdown table, per-class F1 figure)"
@@ -92,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from avtag.evaluation.inference import SYSTEMS, EvaluationError
     from avtag.evaluation.report import official_groundtruth
     from avtag.evaluation.report_writer import pct
+    from avtag.inference.formats import print_notes
     from avtag.models.device import resolve_device
 
     config = load_args_config(args, audio_post_overrides(args))

@@ -104,17 +104,6 @@ def console(stderr: bool = False, **kwargs):
     return Console(stderr=stderr, highlight=False, markup=False, emoji=False, **kwargs)
 
 
-def print_notes(out, notes, prefix: str = "note: ", style: str | None = None) -> None:
-    """Print each note on ``out`` (a :func:`console`) as one line, its control characters written out
-    (:func:`avtag.io.common.visible`: a file name in a note cannot drive the terminal)."""
-    from rich.text import Text
-
-    from avtag.io.common import visible
-
-    for note in notes:
-        out.print(Text(visible(f"{prefix}{note}"), style=style or ""))
-
-
 def tag_config(args):
     """The config a ``tag`` command line describes: ``--config``/``--set`` plus the tag options."""
     extra = [f"fusion.mode={args.only}"] if args.only else []

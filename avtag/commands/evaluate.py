@@ -17,7 +17,6 @@ from avtag.commands.common import (
     audio_post_overrides,
     load_args_config,
     positive_int,
-    print_notes,
 )
 from avtag.config.schema import CHOICES
 
@@ -93,6 +92,7 @@ def print_summary(ev, out_dir: Path) -> None:
 
     from avtag.commands.common import console as make_console
     from avtag.evaluation.report_writer import summary_rows
+    from avtag.inference.formats import print_notes
 
     table = Table(title=f"{ev.system} system, {ev.split} split ({len(ev.names)} clips), %", title_justify="left")
     for col in ("thresholds", "micro P", "micro R", "micro F1", "macro F1", "class F1", "mAP", "seg F1", "seg ER",

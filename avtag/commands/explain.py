@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from avtag.commands.common import add_config_args, add_device_arg, console, positive_int, print_notes
+from avtag.commands.common import add_config_args, add_device_arg, console, positive_int
 
 HELP = "explain the tags of a clip: auralised WAVs of what the model heard, a figure, explanation.json"
 
@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from avtag.commands.tag import build_tagger
     from avtag.inference.explain import ExplainInputError
+    from avtag.inference.formats import print_notes
     from avtag.models.explain import conv_layers
 
     for name in ("fusion", "objects", "encoder"):

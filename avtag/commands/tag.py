@@ -18,7 +18,6 @@ from avtag.commands.common import (
     add_device_arg,
     console,
     nonnegative_int,
-    print_notes,
     probability,
 )
 from avtag.config.schema import CHOICES
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     """Tag every input; print results as they come; return 1 if any file failed."""
     from rich.text import Text
 
-    from avtag.inference.formats import format_json, format_tsv, render_table, tsv_header
+    from avtag.inference.formats import format_json, format_tsv, print_notes, render_table, tsv_header
     from avtag.inference.tagger import TagError, expand_inputs
     from avtag.io.common import visible
 

@@ -46,6 +46,7 @@ from avtag.data.cache_writer import (
     repair_manifest,
 )
 from avtag.data.dcase2017 import ClipRecord, DatasetError, read_split, resolve_media, write_missing_report
+from avtag.io.common import flat
 from avtag.labels import get_vocabulary
 
 SPLIT_MEDIA = {"train": "train", "validation": "train", "train_full": "train", "test": "test", "eval": "eval"}
@@ -116,7 +117,7 @@ class FeatureCache:
             if not isinstance(arr, np.ndarray) or arr.ndim != ARRAY_NDIM[kind] or arr.dtype.kind not in "iuf":
                 raise ValueError(f"not a {ARRAY_NDIM[kind]}-d numeric array")
         except (OSError, ValueError, EOFError) as exc:
-            reason = " ".join(str(exc).split())[:120]
+            reason = flat(exc, 120)
             raise CacheError(f"{path}: damaged cache entry ({reason}); run `avtag prepare` again to redo it") from None
         return arr
 

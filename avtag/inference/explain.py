@@ -32,7 +32,7 @@ import torch
 from avtag import AvtagError
 from avtag.events import framewise_to_events
 from avtag.inference.explain_schema import SCHEMA, Explanation, TargetExplanation, _r
-from avtag.io.common import shorten
+from avtag.io.common import flat, shorten
 
 __all__ = ["SCHEMA", "ExplainInputError", "Explanation", "TargetExplanation", "explain_clip", "explain_file",
            "write_explanation"]
@@ -333,7 +333,7 @@ def write_explanation(expl: Explanation, out: str | Path) -> Path:
         path = out / "explanation.json"
         path.write_text(json.dumps(expl.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     except (OSError, sf.LibsndfileError) as exc:  # libsndfile's error is no OSError (a read-only folder)
-        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())[:200]
+        reason = getattr(exc, "strerror", None) or flat(exc)
         raise ExplainInputError(f"{out}: cannot write the explanation ({reason})") from None
     expl.json_path = str(path)
     return path

@@ -81,6 +81,16 @@ def render_table(result: TagResult, console, skip_notes: tuple[str, ...] = ()) -
     if result.segments is not None:
         seg = ", ".join(f"{e.label} {e.onset:.2f}-{e.offset:.2f} s" for e in result.segments) or "none"
         console.print(Text(visible(f"segments: {seg}")), soft_wrap=True)
-    for note in (n for n in result.notes if n not in skip_notes):
-        console.print(Text(visible(f"note: {note}"), style="yellow"), soft_wrap=True)
+    print_notes(console, [n for n in result.notes if n not in skip_notes], style="yellow", soft_wrap=True)
     console.print()
+
+
+def print_notes(out, notes, prefix: str = "note: ", style: str | None = None, soft_wrap: bool | None = None) -> None:
+    """Print each note on ``out`` (a rich console) as one line, its control characters written out
+    (:func:`avtag.io.common.visible`: a file name in a note cannot drive the terminal); ``soft_wrap``
+    None keeps the console's own setting. Used by ``tag`` (here and for the tagger's notes),
+    ``explain``, ``evaluate`` and ``ablate``."""
+    from rich.text import Text
+
+    for note in notes:
+        out.print(Text(visible(f"{prefix}{note}"), style=style or ""), soft_wrap=soft_wrap)

@@ -80,6 +80,12 @@ def media_error(path: str | Path, problem: str) -> MediaError:
     return MediaError(f"{path}: {one_line(problem, 300)}")
 
 
+def flat(text, limit: int = 200) -> str:
+    """All of ``text``'s lines on one, runs of whitespace as one space, at most ``limit`` characters
+    (for messages that libraries spread over several lines; :func:`one_line` keeps the first line only)."""
+    return " ".join(str(text).split())[:limit]
+
+
 def one_line(text: str, limit: int = 200) -> str:
     """The first non-empty line of ``text``, at most ``limit`` characters."""
     for line in str(text).splitlines():

